@@ -1,0 +1,225 @@
+"""The meta-learning core: one inner loop, one meta-loss, one Reptile update.
+
+MAML, first-order MAML and ANIL are the same inner loop with two switches:
+
+=========  ==========================  ==========================================
+algorithm  parameters adapted          gradient through the inner loop
+=========  ==========================  ==========================================
+maml       all (or any ``adapt`` set)  kept: second order
+fomaml     all                         inner gradients detached: first order
+anil       ``head.*`` only             kept: second order through the head
+=========  ==========================  ==========================================
+
+Reptile adapts with an ordinary optimiser (SGD, Adam, RMSProp from ``torch.optim``)
+and moves the initialisation towards the adapted weights: :func:`reptile_update`.
+
+Parameters are dictionaries of tensors (``name -> tensor``) run through the model
+with ``torch.func.functional_call``; inner gradients come from ``torch.func.grad``,
+so :func:`adapt` also runs under ``torch.vmap`` over tasks (exact for models without
+``F.batch_norm(training=True)``; see DEVELOPERS.md). The per-task loop is the
+reference; ``vectorize=True`` is the fast path, tested against it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import grad, vmap
+
+from .models import Params, forward
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+ALGORITHMS = ("maml", "fomaml", "anil")
+INNER_OPTIMIZERS = ("sgd", "adam", "rmsprop")
+
+
+def mse(prediction: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over all elements (the MAML paper's regression loss)."""
+    return ((prediction - target) ** 2).mean()
+
+
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of logits [B, N] against integer labels [B]."""
+    return F.cross_entropy(logits, labels)
+
+
+def layer_mask(params: Params, layers: Sequence[str]) -> frozenset[str]:
+    """Names of the parameters that belong to any of ``layers`` (prefixes such as ``'head'``)."""
+    names = frozenset(k for k in params if any(k == layer or k.startswith(layer + ".") for layer in layers))
+    if not names:
+        raise ValueError(f"no parameter belongs to layers {list(layers)}; parameters are {list(params)}")
+    return names
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """How a task adapts: ``steps`` SGD steps of size ``lr`` (one per step, or a list),
+    on the parameters named in ``adapt`` (None: all), first or second order."""
+
+    steps: int
+    lr: float | tuple[float, ...]
+    first_order: bool = False
+    adapt: frozenset[str] | None = field(default=None)
+
+    def __post_init__(self):
+        if self.steps < 0:
+            raise ValueError(f"inner steps must be >= 0, got {self.steps}")
+        lrs = self.lr if isinstance(self.lr, tuple) else (self.lr,)
+        if any(lr < 0 for lr in lrs):
+            raise ValueError(f"inner step sizes must be >= 0, got {self.lr}")
+
+    def lr_at(self, step: int) -> float:
+        """Step size of inner step ``step`` (0-based); a list's last value repeats."""
+        if isinstance(self.lr, tuple):
+            return self.lr[min(step, len(self.lr) - 1)]
+        return self.lr
+
+
+def inner_loop(algorithm: str, params: Params, steps: int, lr: float | tuple[float, ...],
+               adapt_layers: Sequence[str] | None = None) -> InnerLoop:
+    """The inner loop of ``algorithm`` (maml, fomaml, anil) for a model with ``params``.
+
+    ``adapt_layers`` restricts adaptation further (e.g. freezing layers at test time).
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+    adapt = layer_mask(params, ["head"]) if algorithm == "anil" else None
+    if adapt_layers is not None:
+        chosen = layer_mask(params, adapt_layers)
+        adapt = chosen if adapt is None else adapt & chosen
+    return InnerLoop(steps=steps, lr=lr, first_order=algorithm == "fomaml", adapt=adapt)
+
+
+def adapt_path(model: nn.Module, params: Params, x: Tensor, y: Tensor, inner: InnerLoop,
+               loss_fn: LossFn = mse) -> Iterator[Params]:
+    """Yield the parameters after each of ``inner.steps`` SGD steps on (x, y).
+
+    x, y: one task's support set (e.g. [K, 1] and [K, 1]). Parameters outside
+    ``inner.adapt`` are passed through unchanged (same tensors). With
+    ``first_order`` the gradient is taken at detached parameters, so the adapted
+    parameters depend on the initial ones through the identity only.
+    """
+    names = [k for k in params if inner.adapt is None or k in inner.adapt]
+    fixed = {k: v for k, v in params.items() if k not in names}
+    fixed_in_grad = {k: v.detach() for k, v in fixed.items()} if inner.first_order else fixed
+
+    def loss_of(adaptable: Params) -> Tensor:
+        return loss_fn(forward(model, {**fixed_in_grad, **adaptable}, x), y)
+
+    gradient = grad(loss_of)
+    current = {k: params[k] for k in names}
+    for step in range(inner.steps):
+        at = {k: v.detach() for k, v in current.items()} if inner.first_order else current
+        g = gradient(at)
+        lr = inner.lr_at(step)
+        current = {k: current[k] - lr * g[k] for k in names}
+        yield {**fixed, **current}
+
+
+def adapt(model: nn.Module, params: Params, x: Tensor, y: Tensor, inner: InnerLoop,
+          loss_fn: LossFn = mse) -> Params:
+    """The parameters after ``inner.steps`` steps on (x, y) (``params`` itself for 0 steps)."""
+    adapted = params
+    for adapted in adapt_path(model, params, x, y, inner, loss_fn):
+        pass
+    return adapted
+
+
+def meta_loss(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
+              inner: InnerLoop, loss_fn: LossFn = mse, vectorize: bool = False) -> tuple[Tensor, Tensor]:
+    """Mean over T tasks of the query loss after adapting on the support set.
+
+    xs, ys: support sets [T, K, ...]; xq, yq: query sets [T, Q, ...].
+    Returns (loss, a scalar whose gradient w.r.t. ``params`` is the meta-gradient;
+    query predictions after adaptation [T, Q, ...], detached).
+    ``vectorize`` runs the tasks under ``torch.vmap`` instead of a Python loop.
+    """
+    def task(xs_t, ys_t, xq_t, yq_t):
+        adapted = adapt(model, params, xs_t, ys_t, inner, loss_fn)
+        prediction = forward(model, adapted, xq_t)
+        return loss_fn(prediction, yq_t), prediction.detach()
+
+    if vectorize:
+        losses, predictions = vmap(task)(xs, ys, xq, yq)
+    else:
+        per_task = [task(*t) for t in zip(xs, ys, xq, yq)]
+        losses = torch.stack([loss for loss, _ in per_task])
+        predictions = torch.stack([prediction for _, prediction in per_task])
+    return losses.mean(), predictions
+
+
+# --- Reptile --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InnerOptimizer:
+    """Reptile's inner optimiser: ``name`` in sgd / adam / rmsprop with its settings.
+
+    ``beta1``, ``beta2``: Adam's moment decays (Reptile uses beta1 = 0);
+    ``rho``: RMSProp's squared-gradient decay; ``eps``: both's denominator term.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.02
+    beta1: float = 0.0
+    beta2: float = 0.999
+    rho: float = 0.9
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.name not in INNER_OPTIMIZERS:
+            raise ValueError(f"unknown inner optimiser {self.name!r}; choose one of {INNER_OPTIMIZERS}")
+        if self.lr <= 0:
+            raise ValueError(f"inner learning rate must be > 0, got {self.lr}")
+        for name in ("beta1", "beta2", "rho"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def build(self, tensors: list[Tensor]) -> torch.optim.Optimizer:
+        if self.name == "sgd":
+            return torch.optim.SGD(tensors, lr=self.lr)
+        if self.name == "adam":
+            return torch.optim.Adam(tensors, lr=self.lr, betas=(self.beta1, self.beta2), eps=self.eps)
+        return torch.optim.RMSprop(tensors, lr=self.lr, alpha=self.rho, eps=self.eps)
+
+
+def optimize_path(model: nn.Module, params: Params, x: Tensor, y: Tensor, batches: Tensor,
+                  optimizer: InnerOptimizer, state: dict | None = None,
+                  loss_fn: LossFn = mse) -> Iterator[tuple[Params, dict]]:
+    """Reptile's inner loop: one optimiser step per row of ``batches`` on one task.
+
+    x, y: the task's data [n, ...]; batches: [k, b] indices into it (k steps on
+    minibatches of b). ``state``: an optimiser state to continue from (None: fresh).
+    Yields, after each step, the adapted parameters (detached) and the optimiser state.
+    """
+    phi = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    opt = optimizer.build(list(phi.values()))
+    if state is not None:
+        opt.load_state_dict(state)
+    for idx in batches:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(forward(model, phi, x[idx]), y[idx]).backward()
+        opt.step()
+        yield {k: v.detach() for k, v in phi.items()}, opt.state_dict()
+
+
+def optimize(model: nn.Module, params: Params, x: Tensor, y: Tensor, batches: Tensor,
+             optimizer: InnerOptimizer, state: dict | None = None,
+             loss_fn: LossFn = mse) -> tuple[Params, dict | None]:
+    """The parameters and optimiser state after all of :func:`optimize_path`'s steps."""
+    result = ({k: v.detach() for k, v in params.items()}, state)
+    for result in optimize_path(model, params, x, y, batches, optimizer, state, loss_fn):
+        pass
+    return result
+
+
+def reptile_update(params: Params, adapted: Sequence[Params], step_size: float) -> Params:
+    """``theta + step_size * mean_i(phi_i - theta)``: serial (one phi) or batched Reptile."""
+    if not adapted:
+        raise ValueError("Reptile needs at least one adapted parameter set")
+    return {
+        k: (v + step_size * torch.stack([phi[k] - v for phi in adapted]).mean(0)).detach()
+        for k, v in params.items()
+    }

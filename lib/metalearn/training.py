@@ -1,0 +1,199 @@
+"""Resumable training: a model, its optimiser, the task RNG, and checkpoints.
+
+A :class:`Run` is keyed by its settings and by the source of this package, so a
+checkpoint is only ever resumed by the same computation. Checkpoints are written
+atomically every ``checkpoint_every`` iterations to ``data/work/`` (not a DVC
+output: DVC deletes outputs before it reruns a stage, and a killed stage must find
+its checkpoint). A run killed at any moment and started again continues from the
+last checkpoint and ends with exactly the numbers of an uninterrupted run, because
+every random draw comes from the run's own ``torch.Generator``, saved with it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import paths
+
+
+def source_digest() -> str:
+    """Hash of this package's source: a code change invalidates old checkpoints."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_key(name: str, config: dict) -> str:
+    """A file-name-safe key for the run ``name`` with ``config`` under the current code."""
+    text = json.dumps(config, sort_keys=True, default=str) + source_digest()
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+class Run:
+    """Training state that survives a kill: ``model``, ``optimizer`` (optional), ``gen``
+    (the RNG for tasks), ``extra`` (any other state, e.g. Reptile's inner-optimiser
+    state), ``iteration`` and ``history`` (one dict of metrics per logged iteration)."""
+
+    def __init__(self, name: str, config: dict, model: nn.Module, seed: int,
+                 optimizer: torch.optim.Optimizer | None = None, checkpoint_every: int = 500,
+                 work_dir: Path | None = None):
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        self.name = name
+        self.model = model
+        self.optimizer = optimizer
+        self.gen = torch.Generator().manual_seed(seed)
+        self.extra: dict[str, Any] = {}
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.checkpoint_every = checkpoint_every
+        self.path = (work_dir or paths.WORK) / f"{run_key(name, config)}.pt"
+        self.resumed_from = 0
+        if self.path.exists():
+            self._load()
+            self.resumed_from = self.iteration
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "gen": self.gen.get_state(),
+            "extra": self.extra,
+            "iteration": self.iteration,
+            "history": self.history,
+        }
+
+    def save(self) -> None:
+        with paths.atomic_write(self.path, "wb") as handle:
+            torch.save(self._state(), handle)
+
+    def _load(self) -> None:
+        state = torch.load(self.path, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["gen"])
+        self.extra = state["extra"]
+        self.iteration = state["iteration"]
+        self.history = state["history"]
+
+    def train(self, n_iterations: int, step: Callable[["Run"], dict | None], log_every: int = 100,
+              desc: str | None = None) -> list[dict]:
+        """Call ``step(run)`` until ``n_iterations`` iterations are done; returns the history.
+
+        ``step`` draws its tasks from ``run.gen`` and returns a dict of metrics (or
+        None); every ``log_every``-th iteration's metrics go to the history.
+        """
+        with tqdm(total=n_iterations, initial=self.iteration, desc=desc or self.name,
+                  mininterval=2.0, smoothing=0.05) as bar:
+            while self.iteration < n_iterations:
+                metrics = step(self)
+                self.iteration += 1
+                if metrics is not None and (self.iteration % log_every == 0 or self.iteration == n_iterations):
+                    self.history.append({"iteration": self.iteration, **metrics})
+                if self.iteration % self.checkpoint_every == 0 or self.iteration == n_iterations:
+                    self.save()
+                bar.update(1)
+        return self.history
+
+
+def cleanup_stale(name: str, keep: Path, work_dir: Path | None = None) -> None:
+    """Remove the checkpoints of ``name`` other than ``keep`` (older settings or code)."""
+    for file in (work_dir or paths.WORK).glob(f"{name}-*.pt"):
+        if file != keep:
+            os.remove(file)
+
+
+# --- one iteration of each kind of training; ``sample(gen)`` draws a batch of tasks ----
+
+def maml_step(run: Run, sample: Callable, inner, loss_fn=None, vectorize: bool = False) -> dict:
+    """One meta-iteration of MAML / FOMAML / ANIL (``inner`` from :func:`core.inner_loop`).
+
+    ``sample(gen)`` returns a :class:`tasks.Batch` (support [T, K, ...], query [T, Q, ...]).
+    Logs the query loss after adaptation, averaged over the meta-batch.
+    """
+    from .core import meta_loss, mse
+
+    batch = sample(run.gen)
+    params = dict(run.model.named_parameters())
+    loss, _ = meta_loss(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
+                        loss_fn or mse, vectorize=vectorize)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return {"loss": loss.item()}
+
+
+def supervised_step(run: Run, sample: Callable, loss_fn=None) -> dict:
+    """One step of plain training on all tasks' points at once (the pretrained baseline).
+
+    ``sample(gen)`` returns (x [B, ...], y [B, ...]).
+    """
+    from .core import mse
+
+    x, y = sample(run.gen)
+    loss = (loss_fn or mse)(run.model(x), y)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return {"loss": loss.item()}
+
+
+def reptile_step(run: Run, sample: Callable, optimizer, step_size: float, keep_state: bool,
+                 loss_fn=None) -> dict:
+    """One Reptile meta-iteration over the tasks that ``sample(gen)`` returns.
+
+    ``sample(gen)`` returns a list of (x [n, ...], y [n, ...], batches [k, b]) per task.
+    The inner optimiser's state continues across tasks when ``keep_state`` (kept in
+    ``run.extra['inner_state']``, so it is checkpointed), else starts fresh per task.
+    Logs the mean inner loss of the last inner step before the update.
+    """
+    from .core import mse, optimize, reptile_update
+    from .models import forward
+
+    loss_fn = loss_fn or mse
+    theta = {k: v.detach() for k, v in run.model.named_parameters()}
+    adapted, losses = [], []
+    for x, y, batches in sample(run.gen):
+        state = run.extra.get("inner_state") if keep_state else None
+        phi, state = optimize(run.model, theta, x, y, batches, optimizer, state, loss_fn)
+        if keep_state:
+            run.extra["inner_state"] = state
+        adapted.append(phi)
+        with torch.no_grad():
+            losses.append(loss_fn(forward(run.model, phi, x), y).item())
+    new = reptile_update(theta, adapted, step_size)
+    with torch.no_grad():
+        for name, p in run.model.named_parameters():
+            p.copy_(new[name])
+    return {"loss": sum(losses) / len(losses)}
+
+
+def train_reptile(name: str, config: dict, model: nn.Module, seed: int, sample: Callable,
+                  optimizer, iterations: int, meta_step: float, keep_state: bool,
+                  snapshot_at: tuple[int, ...] = (), checkpoint_every: int = 500) -> dict:
+    """A whole (resumable) Reptile run; the outer step anneals linearly from ``meta_step`` to 0
+    (as in the Reptile code). Returns the final parameters, the history, and copies of the
+    parameters after each iteration count in ``snapshot_at``. Picklable arguments in, so
+    several runs can go to a process pool."""
+    run = Run(name, config, model, seed, checkpoint_every=checkpoint_every)
+    cleanup_stale(name, run.path)
+
+    def step(run: Run) -> dict:
+        metrics = reptile_step(run, sample, optimizer, meta_step * (1 - run.iteration / iterations), keep_state)
+        if run.iteration + 1 in snapshot_at:
+            run.extra.setdefault("snapshots", {})[run.iteration + 1] = {
+                k: v.detach().clone() for k, v in run.model.named_parameters()}
+        return metrics
+
+    history = run.train(iterations, step, log_every=max(1, iterations // 100), desc=name)
+    return {"params": {k: v.detach() for k, v in run.model.named_parameters()},
+            "history": history, "snapshots": run.extra.get("snapshots", {})}
