@@ -27,17 +27,19 @@ def two_layer_meta_gradient(theta1: Tensor, theta2: Tensor, x1: Tensor, y1: Tens
     theta1, theta2: scalars; x1, y1 (support) and x2, y2 (target): [T], one pair per task.
     Loss ``(theta2 theta1 x - y)^2``; ``algorithm`` in maml, anil, fomaml.
     """
+    one, zero = torch.ones_like(x1), torch.zeros_like(x1)
     r1 = theta2 * theta1 * x1 - y1
-    cross = -2 * alpha * x1 * (r1 + theta1 * theta2 * x1)          # d a1/d theta2 = d a2/d theta1 (MAML)
-    a2 = theta2 - 2 * alpha * r1 * theta1 * x1                      # adapted head, all three algorithms
-    da2 = (cross, 1 - 2 * alpha * theta1 ** 2 * x1 ** 2)            # (d a2/d theta1, d a2/d theta2)
-    if algorithm == "anil":
-        a1, da1 = theta1 + 0 * x1, (1 + 0 * x1, 0 * x1)
-    elif algorithm in ("maml", "fomaml"):
-        a1 = theta1 - 2 * alpha * r1 * theta2 * x1
-        da1 = (1 - 2 * alpha * theta2 ** 2 * x1 ** 2, cross)
-        if algorithm == "fomaml":
-            da1, da2 = (1 + 0 * x1, 0 * x1), (0 * x1, 1 + 0 * x1)
+    cross = -2 * alpha * x1 * (r1 + theta1 * theta2 * x1)   # d a1/d theta2 = d a2/d theta1 (MAML)
+    a1 = theta1 - 2 * alpha * r1 * theta2 * x1                # adapted body (MAML, FOMAML)
+    a2 = theta2 - 2 * alpha * r1 * theta1 * x1                # adapted head (all three)
+    # Jacobians (d a/d theta1, d a/d theta2) of the adapted body a1 and head a2
+    if algorithm == "maml":
+        da1, da2 = (1 - 2 * alpha * theta2 ** 2 * x1 ** 2, cross), (cross, 1 - 2 * alpha * theta1 ** 2 * x1 ** 2)
+    elif algorithm == "anil":
+        a1 = theta1 * one
+        da1, da2 = (one, zero), (cross, 1 - 2 * alpha * theta1 ** 2 * x1 ** 2)
+    elif algorithm == "fomaml":
+        da1, da2 = (one, zero), (zero, one)
     else:
         raise ValueError(f"unknown algorithm {algorithm!r}")
     r2 = a2 * a1 * x2 - y2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import paths
+from .models import forward, init_model
 
 
 def source_digest() -> str:
@@ -96,6 +98,10 @@ class Run:
                   mininterval=2.0, smoothing=0.05) as bar:
             while self.iteration < n_iterations:
                 metrics = step(self)
+                bad = {k: v for k, v in (metrics or {}).items() if isinstance(v, float) and not math.isfinite(v)}
+                if bad:
+                    raise FloatingPointError(f"run '{self.name}' diverged at iteration {self.iteration + 1}: {bad}; "
+                                             "lower its step sizes")
                 self.iteration += 1
                 if metrics is not None and (self.iteration % log_every == 0 or self.iteration == n_iterations):
                     self.history.append({"iteration": self.iteration, **metrics})
@@ -179,13 +185,14 @@ def reptile_step(run: Run, sample: Callable, optimizer, step_size: float, keep_s
 
 def train_reptile(name: str, config: dict, model: nn.Module, seed: int, sample: Callable,
                   optimizer, iterations: int, meta_step: float, keep_state: bool,
-                  snapshot_at: tuple[int, ...] = (), checkpoint_every: int = 500) -> dict:
+                  snapshot_at: tuple[int, ...] = (), checkpoint_every: int = 500,
+                  work_dir: Path | None = None) -> dict:
     """A whole (resumable) Reptile run; the outer step anneals linearly from ``meta_step`` to 0
     (as in the Reptile code). Returns the final parameters, the history, and copies of the
     parameters after each iteration count in ``snapshot_at``. Picklable arguments in, so
     several runs can go to a process pool."""
-    run = Run(name, config, model, seed, checkpoint_every=checkpoint_every)
-    cleanup_stale(name, run.path)
+    run = Run(name, config, model, seed, checkpoint_every=checkpoint_every, work_dir=work_dir)
+    cleanup_stale(name, run.path, work_dir)
 
     def step(run: Run) -> dict:
         metrics = reptile_step(run, sample, optimizer, meta_step * (1 - run.iteration / iterations), keep_state)
@@ -197,3 +204,31 @@ def train_reptile(name: str, config: dict, model: nn.Module, seed: int, sample: 
     history = run.train(iterations, step, log_every=max(1, iterations // 100), desc=name)
     return {"params": {k: v.detach() for k, v in run.model.named_parameters()},
             "history": history, "snapshots": run.extra.get("snapshots", {})}
+
+
+def train_independent(factory: Callable[[], nn.Module], family, n_models: int, steps: int, lr: float,
+                      seed: int, weight: float = 0.0, anchor: dict | None = None,
+                      n_points: int = 100) -> tuple[dict, torch.Tensor]:
+    """Train ``n_models`` regressors at once (``torch.vmap``), each from its own initialisation
+    (seeds ``seed``, ``seed + 1``, ...) on its own task of ``family``, with fresh points every step.
+
+    The loss adds ``weight * ||theta - anchor||^2`` (``anchor`` None: plain l2 weight decay).
+    Returns the parameters stacked over models ({name: [M, ...]}) and each model's own-task
+    MSE at the last step [M] (the MAML paper's multi-task baseline, Appendix C.1).
+    """
+    nets = [init_model(factory, seed + i) for i in range(n_models)]
+    params, _ = torch.func.stack_module_state(nets)
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    gen = torch.Generator().manual_seed(seed)
+    task = family.sample_tasks(n_models, gen)
+    opt = torch.optim.Adam(params.values(), lr=lr)
+    predict = torch.func.vmap(lambda p, x: forward(nets[0], p, x))
+    for _ in range(steps):
+        x = family.sample_x(n_models, n_points, gen)
+        loss = ((predict(params, x) - family(task, x)) ** 2).mean((1, 2))
+        centre = anchor or {k: 0.0 for k in params}
+        penalty = sum(((v - centre[k]) ** 2).flatten(1).sum(1) for k, v in params.items())
+        opt.zero_grad(set_to_none=True)
+        (loss + weight * penalty).sum().backward()
+        opt.step()
+    return {k: v.detach() for k, v in params.items()}, loss.detach()
