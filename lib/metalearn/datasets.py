@@ -40,7 +40,6 @@ import csv
 import io
 import numbers
 import os
-import tempfile
 import urllib.request
 import zipfile
 import zlib
@@ -51,6 +50,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from .paths import atomic_write
 
 
 class DataError(ValueError):
@@ -133,7 +134,7 @@ def download_omniglot(folder: str | os.PathLike) -> Path:
             continue
         try:
             with urllib.request.urlopen(url, timeout=60) as response, \
-                    _atomic_file(target) as handle:
+                    atomic_write(target, "wb") as handle:
                 while chunk := response.read(1 << 20):
                     handle.write(chunk)
         except OSError as error:
@@ -320,30 +321,8 @@ def _check_miniimagenet_index(splits: dict[str, dict[str, list[str]]], src_dir: 
     return distinct[0]
 
 
-class _atomic_file:
-    """Binary file written under a temporary name beside ``path``, renamed on success."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                        suffix=".tmp")
-        self.handle = os.fdopen(fd, "wb")
-        return self.handle
-
-    def __exit__(self, kind, value, traceback):
-        self.handle.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
-        return False
-
-
 def _save_npz(out_path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    with _atomic_file(Path(out_path)) as handle:
+    with atomic_write(Path(out_path), "wb") as handle:
         np.savez_compressed(handle, **arrays)
 
 
