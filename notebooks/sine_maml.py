@@ -57,7 +57,6 @@ P = check(globals(), seed=Int(min=0), threads=Int(min=1), hidden=List(Int(min=1)
           multitask_groups=Int(min=1), eval_shots=List(Int(min=1)), eval_steps=Int(min=1),
           n_val_tasks=Int(min=2), n_test_tasks=Int(min=2), n_query=Int(min=1), checkpoint_every=Int(min=1))
 require(P.multitask_groups <= P.multitask_models, "multitask_groups", "must be at most multitask_models")
-require(P.eval_steps >= 1, "eval_steps", "must be at least 1")
 
 # %%
 import math
@@ -66,7 +65,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from metalearn import core, evaluation, models, report, results, tasks, training
+from metalearn import core, evaluation, models, paths, report, results, tasks, training
 
 torch.set_num_threads(P.threads)
 STAGE, EXPERIMENT = "sine_maml", "M-sine"
@@ -112,7 +111,7 @@ oracle, oracle_hist = train(
     lambda run: training.supervised_step(run, lambda g: all_tasks_batch(g, oracle=True)), seed_offset=2)
 
 for name, model in [("maml", maml), ("pretrained", pretrained), ("oracle", oracle)]:
-    with training.paths.atomic_write(training.paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
+    with paths.atomic_write(paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
         torch.save(model.state_dict(), f)
 
 history = pd.concat([maml_hist, pre_hist, oracle_hist])

@@ -81,7 +81,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from metalearn import core, evaluation, models, report, results, tasks, training
+from metalearn import core, evaluation, models, paths, report, results, tasks, training
 
 torch.set_num_threads(P.threads)
 STAGE = "sine_reptile"
@@ -129,7 +129,7 @@ optim_history = history[history.run != "mix"].pivot(index="iteration", columns="
 report.save_table(optim_history.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
 report.save_table(history[history.run == "mix"][["iteration", "loss"]].to_dict("records"), f"reports/plots/{STAGE}_mix_training.csv")
 for name, t in trained.items():
-    with training.paths.atomic_write(training.paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
+    with paths.atomic_write(paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
         torch.save(t["params"], f)
 
 # %% [markdown]

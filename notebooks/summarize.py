@@ -25,7 +25,8 @@ stages = ["sine_maml", "sine_reptile", "theory"]  # stages whose results are col
 # %%
 from metalearn.params import check, List, Choice
 
-P = check(globals(), stages=List(Choice("sine_maml", "sine_reptile", "theory"), unique=True))
+STAGES_WITH_RESULTS = ("sine_maml", "sine_reptile", "theory", "train_omniglot", "train_miniimagenet")
+P = check(globals(), stages=List(Choice(*STAGES_WITH_RESULTS), unique=True))
 
 # %%
 import csv
@@ -56,12 +57,19 @@ table.groupby("experiment", sort=False).size().rename("rows")
 table[table.paper != ""][["experiment", "setting", "metric", "value", "ci95", "paper"]]
 
 # %% [markdown]
-# ## How long each stage ran
+# ## How long each stage ran (every stage of the pipeline that has run)
 
 # %%
+import yaml
+
 times = []
-for stage in P.stages:
-    nb = nbformat.read(paths.REPORTS / stage / f"{stage}.ipynb", as_version=4)
+for stage in yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())["stages"]:
+    executed = paths.REPORTS / stage / f"{stage}.ipynb"
+    if stage == "summarize" or not executed.exists():
+        continue
+    nb = nbformat.read(executed, as_version=4)
     meta = nb.metadata.get("papermill", {})
     times.append(dict(stage=stage, seconds=round(meta.get("duration") or 0, 1), finished=meta.get("end_time")))
-pd.DataFrame(times)
+times = pd.DataFrame(times)
+print(f"all stages: {times.seconds.sum() / 60:.1f} minutes")
+times

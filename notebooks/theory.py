@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from metalearn import core, evaluation, models, report, results, tasks, theory
+from metalearn import core, models, report, results, tasks, theory
 
 torch.set_default_dtype(torch.float64)
 STAGE = "theory"

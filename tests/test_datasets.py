@@ -412,8 +412,8 @@ def test_episode_shapes_and_labels():
 
 def test_episode_label_assignment_is_random():
     sampler = EpisodeSampler(tagged_images(), [0, 1, 2, 3, 4], n_way=5, k_shot=1, n_query=1, seed=0)
-    orders = {tuple((ep.support_x[:, 0, 0, 0] * 255).round().long().tolist())
-              for ep in sampler.fixed_episodes(20, seed=3)}
+    orders = {tuple((xs[:, 0, 0, 0] * 255).round().long().tolist())
+              for xs in sampler.fixed_episodes(20, seed=3).xs}
     assert len(orders) > 1  # the same 5 classes get different labels across episodes
 
 
@@ -425,14 +425,28 @@ def test_episodes_reproducible():
         assert all(torch.equal(x, y) for x, y in zip(ea, eb))
     assert not torch.equal(ea.support_x, ec.support_x) or not torch.equal(ea.query_x, ec.query_x)
     fixed1, fixed2 = a.fixed_episodes(4, seed=7), c.fixed_episodes(4, seed=7)
-    assert all(torch.equal(x, y) for e1, e2 in zip(fixed1, fixed2) for x, y in zip(e1, e2))
+    assert all(torch.equal(x, y) for x, y in zip(fixed1, fixed2))
     other = a.fixed_episodes(4, seed=8)
-    assert any(not torch.equal(e1.query_x, e2.query_x) for e1, e2 in zip(fixed1, other))
+    assert not torch.equal(fixed1.xq, other.xq)
     # fixed_episodes does not advance the sampler's own stream
     before = make(5)
     after = make(5)
     after.fixed_episodes(3, seed=0)
     assert torch.equal(before.sample().support_x, after.sample().support_x)
+
+
+def test_batch_stacks_the_episodes_of_the_same_stream():
+    images = tagged_images()
+    batch = EpisodeSampler(images, torch.arange(10), 3, 2, 1, seed=4).batch(5)
+    single = EpisodeSampler(images, torch.arange(10), 3, 2, 1, seed=4)
+    episodes = [single.sample() for _ in range(5)]
+    assert batch.xs.shape == (5, 6, 1, *images.shape[2:]) and batch.yq.shape == (5, 3)
+    for field, index in (("xs", 0), ("ys", 1), ("xq", 2), ("yq", 3)):
+        assert torch.equal(getattr(batch, field), torch.stack([e[index] for e in episodes]))
+    # the drawn classes: support images of label i come from class task[t, i]
+    ids = (batch.xs[..., 0, 0, 0] * 255).round().long()  # the tag of each image's class
+    tags = (torch.as_tensor(images)[batch.task[..., 0], 0, 0, 0]).long()  # [T, N]
+    assert torch.equal(ids, tags.repeat_interleave(2, dim=1))
 
 
 def test_episode_rotations():

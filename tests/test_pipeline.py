@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from metalearn import paths, results, run
-from metalearn.params import Bool, Choice, Float, Int, List, ParameterError, check, require
+from metalearn.params import Bool, Choice, Float, Int, List, ParameterError, Str, check, require
 
 PARAMS = yaml.safe_load(paths.PARAMS.read_text())
 PAPER = yaml.safe_load((paths.ROOT / "params-paper.yaml").read_text())
@@ -31,6 +31,9 @@ DVC = yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())
     (List(Int(min=1)), 5, "must be a list"),
     (List(Int(min=1)), [5, -1], r"'p\[1\]' must be >= 1"),
     (List(Int(), unique=True), [1, 1], "must not repeat"),
+    (Str(), "", "must be a non-empty string"),
+    (Str(), 3, "must be a non-empty string"),
+    (Str(int), "five", "invalid literal"),                # a parser's ValueError, naming the parameter
 ])
 def test_bad_parameter_values_are_refused_naming_the_parameter(validator, value, message):
     with pytest.raises(ParameterError, match=message) as error:
@@ -77,6 +80,38 @@ def test_notebook_and_its_py_twin_are_in_sync(stage):
     py = jupytext.read(paths.NOTEBOOKS / f"{stage}.py")
     assert [c.source for c in ipynb.cells] == [c.source for c in py.cells], "run `make sync`"
     assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+
+
+def test_string_parameters_can_be_parsed_into_values():
+    assert check({"p": "12"}, p=Str(int)).p == 12
+    assert check({"p": "x"}, p=Str()).p == "x"
+
+
+def test_a_later_stage_reads_an_earlier_stages_staged_output_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "ROOT", tmp_path / "root")
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path / "staging"))
+    assert paths.input("data/x.npz") == tmp_path / "root" / "data" / "x.npz"  # not staged: the root's
+    paths.output("data/x.npz").write_text("staged")
+    assert paths.input("data/x.npz") == tmp_path / "staging" / "data" / "x.npz"
+    monkeypatch.delenv(paths.STAGING_ENV)
+    assert paths.input("data/x.npz") == tmp_path / "root" / "data" / "x.npz"
+
+
+def test_the_tests_run_notebooks_in_pipeline_order():
+    """tests/testenv.py orders notebook cells as dvc.yaml lists stages (prepare before training),
+    after the library tests, keeping each file's own order."""
+    import types
+
+    import testenv
+
+    stages = list(DVC["stages"])
+    names = ["tests/test_a.py::1", f"notebooks/{stages[-1]}.ipynb::1", f"notebooks/{stages[0]}.ipynb::1",
+             "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::2", f"notebooks/{stages[-1]}.ipynb::2"]
+    items = [types.SimpleNamespace(fspath=paths.ROOT / name.split("::")[0], name=name) for name in names]
+    testenv.pytest_collection_modifyitems(None, None, items)
+    assert [i.name for i in items] == ["tests/test_a.py::1", "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::1",
+                                       f"notebooks/{stages[0]}.ipynb::2", f"notebooks/{stages[-1]}.ipynb::1",
+                                       f"notebooks/{stages[-1]}.ipynb::2"]
 
 
 def test_dvc_analytics_are_off():

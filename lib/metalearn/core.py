@@ -21,7 +21,7 @@ reference; ``vectorize=True`` is the fast path, tested against it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from .models import Params, forward
+from .models import Net, Params, forward, hand_written_batch_norm
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ALGORITHMS = ("maml", "fomaml", "anil")
@@ -128,22 +128,87 @@ def adapt(model: nn.Module, params: Params, x: Tensor, y: Tensor, inner: InnerLo
     return adapted
 
 
+BN_MODES = ("transductive", "inductive")
+
+
+def predict(model: nn.Module, params: Params, xq: Tensor, xs: Tensor | None = None,
+            bn: str = "transductive", features: bool = False) -> Tensor:
+    """The model's output on one task's queries xq [Q, ...] -> [Q, ...].
+
+    ``bn="transductive"`` (the papers' code): batch norm uses the statistics of the
+    query set itself. ``bn="inductive"``: of the support set xs [K, ...], so each
+    query's output depends on the support set and on itself only. Models without
+    batch norm give the same output either way. ``features``: penultimate features.
+    """
+    if bn not in BN_MODES:
+        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    kwargs = {"features": True} if features else {}
+    if bn == "transductive":
+        return forward(model, params, xq, **kwargs)
+    if xs is None:
+        raise ValueError("inductive batch norm needs the support set xs")
+    return forward(model, params, torch.cat([xs, xq]), stats_rows=len(xs), **kwargs)[len(xs):]
+
+
+def nil_logits(query_features: Tensor, support_features: Tensor, support_labels: Tensor,
+               n_way: int) -> Tensor:
+    """NIL (no head): log of the cosine-similarity-weighted support labels.
+
+    query_features [Q, F], support_features [K, F], support_labels int [K] in
+    0..n_way-1 -> log-probabilities [Q, n_way]: ``p(c | q) = sum_i softmax_i(cos(q, s_i))
+    [y_i = c]``, the attention of Matching Networks on the raw cosine similarities.
+    """
+    cos = F.normalize(query_features, dim=1) @ F.normalize(support_features, dim=1).T  # [Q, K]
+    weights = cos.softmax(dim=1)
+    probs = weights @ F.one_hot(support_labels, n_way).to(weights.dtype)  # [Q, n_way]
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+
+def query_outputs(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, inner: InnerLoop,
+                  loss_fn: LossFn = mse, bn: str = "transductive", every_step: bool = False) -> list[Tensor]:
+    """One task's query outputs [Q, ...] after adapting on (xs [K, ...], ys [K, ...]).
+
+    Returns [after ``inner.steps`` steps], or with ``every_step`` [after 0, 1, ..., steps].
+    When only head parameters adapt (ANIL, random features) the body runs once: the
+    support and query features are computed once and the head adapts on them. This is
+    the same computation (the body's output does not change in the inner loop), at the
+    cost of one body pass instead of ``steps + 1``; a test holds it to the full path.
+    """
+    head_only = (isinstance(model, Net) and inner.adapt is not None
+                 and all(k.startswith("head.") for k in inner.adapt))
+    if head_only:
+        support = forward(model, params, xs, features=True)
+        query = predict(model, params, xq, xs, bn, features=True)
+        net, x, xq, bn = model.head, support.detach() if inner.first_order else support, query, "transductive"
+        params = {k.removeprefix("head."): v for k, v in params.items() if k.startswith("head.")}
+        inner = replace(inner, adapt=frozenset(k.removeprefix("head.") for k in inner.adapt))
+    else:
+        net, x = model, xs
+    outputs = [predict(net, params, xq, xs, bn)] if every_step or inner.steps == 0 else []
+    for step, adapted in enumerate(adapt_path(net, params, x, ys, inner, loss_fn), start=1):
+        if every_step or step == inner.steps:
+            outputs.append(predict(net, adapted, xq, xs, bn))
+    return outputs
+
+
 def meta_loss(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
-              inner: InnerLoop, loss_fn: LossFn = mse, vectorize: bool = False) -> tuple[Tensor, Tensor]:
+              inner: InnerLoop, loss_fn: LossFn = mse, vectorize: bool = False,
+              bn: str = "transductive") -> tuple[Tensor, Tensor]:
     """Mean over T tasks of the query loss after adapting on the support set.
 
     xs, ys: support sets [T, K, ...]; xq, yq: query sets [T, Q, ...].
     Returns (loss, a scalar whose gradient w.r.t. ``params`` is the meta-gradient;
     query predictions after adaptation [T, Q, ...], detached).
-    ``vectorize`` runs the tasks under ``torch.vmap`` instead of a Python loop.
+    ``vectorize`` runs the tasks under ``torch.vmap`` instead of a Python loop;
+    ``bn``: how the queries are normalised (:func:`predict`).
     """
     def task(xs_t, ys_t, xq_t, yq_t):
-        adapted = adapt(model, params, xs_t, ys_t, inner, loss_fn)
-        prediction = forward(model, adapted, xq_t)
+        prediction = query_outputs(model, params, xs_t, ys_t, xq_t, inner, loss_fn, bn)[-1]
         return loss_fn(prediction, yq_t), prediction.detach()
 
     if vectorize:
-        losses, predictions = vmap(task)(xs, ys, xq, yq)
+        with hand_written_batch_norm():
+            losses, predictions = vmap(task)(xs, ys, xq, yq)
     else:
         per_task = [task(*t) for t in zip(xs, ys, xq, yq)]
         losses = torch.stack([loss for loss, _ in per_task])
@@ -192,7 +257,8 @@ def optimize_path(model: nn.Module, params: Params, x: Tensor, y: Tensor, batche
 
     x, y: the task's data [n, ...]; batches: [k, b] indices into it (k steps on
     minibatches of b). ``state``: an optimiser state to continue from (None: fresh).
-    Yields, after each step, the adapted parameters (detached) and the optimiser state.
+    Yields, after each step, the adapted parameters (detached views that the next
+    step updates in place: clone them to keep them) and the optimiser state.
     """
     phi = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     opt = optimizer.build(list(phi.values()))

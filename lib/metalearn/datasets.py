@@ -52,6 +52,7 @@ from PIL import Image
 from torch import Tensor
 
 from .paths import atomic_write
+from .tasks import Batch
 
 
 class DataError(ValueError):
@@ -443,19 +444,24 @@ class EpisodeSampler:
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
         self.generator = torch.Generator().manual_seed(seed)
 
-    def sample(self) -> Episode:
-        """The next episode from the sampler's own generator."""
-        return self._sample(self.generator)
+    def sample(self, generator: torch.Generator | None = None) -> Episode:
+        """The next episode from ``generator`` (default: the sampler's own)."""
+        return self._sample(generator or self.generator)[0]
 
-    def fixed_episodes(self, n: int, seed: int) -> list[Episode]:
-        """``n`` episodes from a fresh generator seeded with ``seed`` (same seed, same tensors).
+    def batch(self, n_tasks: int, generator: torch.Generator | None = None) -> Batch:
+        """``n_tasks`` episodes stacked: support [T, N*K, C, H, W] / [T, N*K], query
+        [T, N*Q, C, H, W] / [T, N*Q], and the drawn classes [T, N, 2] as ``task``."""
+        drawn = [self._sample(generator or self.generator) for _ in range(n_tasks)]
+        episodes = [episode for episode, _ in drawn]
+        return Batch(*(torch.stack(parts) for parts in zip(*episodes)),
+                     torch.stack([chosen for _, chosen in drawn]))
 
-        Does not advance the sampler's own generator.
-        """
-        generator = torch.Generator().manual_seed(seed)
-        return [self._sample(generator) for _ in range(n)]
+    def fixed_episodes(self, n: int, seed: int) -> Batch:
+        """``n`` episodes from a fresh generator seeded with ``seed`` (same seed, same
+        tensors), stacked as in :meth:`batch`. Does not advance the sampler's own generator."""
+        return self.batch(n, torch.Generator().manual_seed(seed))
 
-    def _sample(self, generator: torch.Generator) -> Episode:
+    def _sample(self, generator: torch.Generator) -> tuple[Episode, Tensor]:
         n, k, q = self.n_way, self.k_shot, self.n_query
         chosen = self.classes[torch.randperm(len(self.classes), generator=generator)[:n]]  # [N, 2]
         picks = torch.rand(n, self.images.shape[1], generator=generator).argsort(dim=1)[:, :k + q]
@@ -469,4 +475,4 @@ class EpisodeSampler:
         labels = torch.arange(n, device=device)
         shape = x.shape[2:]
         return Episode(x[:, :k].reshape(n * k, *shape), labels.repeat_interleave(k),
-                       x[:, k:].reshape(n * q, *shape), labels.repeat_interleave(q))
+                       x[:, k:].reshape(n * q, *shape), labels.repeat_interleave(q)), chosen

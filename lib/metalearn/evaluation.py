@@ -8,8 +8,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from .core import InnerLoop, LossFn, adapt_path, mse
+from .core import (InnerLoop, InnerOptimizer, LossFn, adapt_path, cross_entropy, mse, nil_logits, optimize_path,
+                   predict, query_outputs)
 from .models import Params, forward
+
+HEADS = ("adapt", "nil")
 
 
 def mean_ci95(values) -> tuple[float, float]:
@@ -57,3 +60,62 @@ def predictions_after(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, 
         if step in steps:
             out[step] = forward(model, adapted, x).detach()
     return out
+
+
+def few_shot(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
+             inner: InnerLoop, bn: str = "transductive", head: str = "adapt",
+             loss_fn: LossFn = cross_entropy, every_step: bool = True) -> dict[str, Tensor]:
+    """Query loss and accuracy of each classification task at test time.
+
+    xs, ys: support sets [T, N*K, C, H, W] / [T, N*K]; xq, yq: queries [T, N*Q, ...] / [T, N*Q].
+    ``head="adapt"``: adapt with ``inner`` (its mask freezes layers) and measure after
+    0, 1, ..., ``inner.steps`` steps -> {"loss", "accuracy"}: [T, steps + 1]; without
+    ``every_step``, before adapting and after the last step only: [T, 2].
+    ``head="nil"``: no head and no adaptation: the cosine similarity of the query's
+    penultimate features to the support's weights the support labels
+    (:func:`core.nil_logits`) -> [T, 1]. ``bn``: see :func:`core.predict`.
+    Tasks run in a Python loop (on CPU faster than ``vmap``); no graph is kept.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    params = {k: v.detach() for k, v in params.items()}
+    n_way = int(ys.max()) + 1
+    losses, accuracies = [], []
+    for xs_t, ys_t, xq_t, yq_t in zip(xs, ys, xq, yq):
+        if head == "nil":
+            with torch.no_grad():
+                support = forward(model, params, xs_t, features=True)
+                query = predict(model, params, xq_t, xs_t, bn, features=True)
+                outputs = [nil_logits(query, support, ys_t, n_way)]
+        else:
+            outputs = [out.detach() for out in query_outputs(model, params, xs_t, ys_t, xq_t, inner, loss_fn, bn,
+                                                              every_step=every_step)]
+            if not every_step:
+                with torch.no_grad():
+                    outputs.insert(0, predict(model, params, xq_t, xs_t, bn))
+        losses.append(torch.stack([loss_fn(out, yq_t) for out in outputs]))
+        accuracies.append(torch.stack([(out.argmax(-1) == yq_t).float().mean() for out in outputs]))
+    return {"loss": torch.stack(losses), "accuracy": torch.stack(accuracies)}
+
+
+def few_shot_optimized(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
+                       optimizer: InnerOptimizer, steps: int, bn: str = "transductive",
+                       loss_fn: LossFn = cross_entropy, every_step: bool = True) -> dict[str, Tensor]:
+    """As :func:`few_shot` with ``head="adapt"``, but each task adapts with ``steps`` steps
+    of ``optimizer`` (fresh state per task) on its whole support set: Reptile's test time.
+    Returns {"loss", "accuracy"}: [T, steps + 1] (without ``every_step``: [T, 2])."""
+    params = {k: v.detach() for k, v in params.items()}
+    losses, accuracies = [], []
+    for xs_t, ys_t, xq_t, yq_t in zip(xs, ys, xq, yq):
+        batches = torch.arange(len(xs_t)).expand(steps, -1)
+        with torch.no_grad():
+            outputs = [predict(model, params, xq_t, xs_t, bn)]
+        # the yielded tensors are updated in place by the next step: use each one at once
+        for step, (phi, _) in enumerate(optimize_path(model, params, xs_t, ys_t, batches, optimizer,
+                                                      loss_fn=loss_fn), start=1):
+            if every_step or step == steps:
+                with torch.no_grad():
+                    outputs.append(predict(model, phi, xq_t, xs_t, bn))
+        losses.append(torch.stack([loss_fn(out, yq_t) for out in outputs]))
+        accuracies.append(torch.stack([(out.argmax(-1) == yq_t).float().mean() for out in outputs]))
+    return {"loss": torch.stack(losses), "accuracy": torch.stack(accuracies)}

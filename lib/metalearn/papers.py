@@ -21,6 +21,39 @@ for _method, _values in {
         PAPER[("M-sine", f"{_method} K=5 steps={_steps}", "mse")] = _value
 
 
+# Settings name the dataset, algorithm, model and N-way K-shot: "omniglot maml conv 5w1s";
+# a NIL head at test time adds " nil-head".
+# MAML paper, Table 1: Omniglot accuracy (%), convolutional MAML and the non-conv MLP.
+for _setting, _value in {"5w1s": 98.7, "5w5s": 99.9, "20w1s": 95.8, "20w5s": 98.9}.items():
+    PAPER[("M-omni", f"omniglot maml conv {_setting}", "accuracy")] = _value
+for _setting, _value in {"5w1s": 89.7, "5w5s": 97.5}.items():
+    PAPER[("M-omni-mlp", f"omniglot maml mlp {_setting}", "accuracy")] = _value
+
+# MAML paper, Table 1: MiniImageNet 5-way accuracy (%), MAML and first-order MAML.
+for _algorithm, _values in {"maml": (48.70, 63.11), "fomaml": (48.07, 63.15)}.items():
+    for _setting, _value in zip(("5w1s", "5w5s"), _values):
+        PAPER[("M-mini", f"miniimagenet {_algorithm} conv {_setting}", "accuracy")] = _value
+
+# ANIL paper, Table 2 (mean over three seeds): MAML vs ANIL.
+for _algorithm, _values in {"maml": (93.7, 96.4, 46.9, 63.1), "anil": (96.2, 98.0, 46.7, 61.5)}.items():
+    for _where, _value in zip(("omniglot 20w1s", "omniglot 20w5s", "miniimagenet 5w1s", "miniimagenet 5w5s"),
+                              _values):
+        _dataset, _setting = _where.split()
+        PAPER[("A-anil", f"{_dataset} {_algorithm} conv {_setting}", "accuracy")] = _value
+
+# ANIL paper, Table 4: NIL at test time after ANIL training.
+for _where, _value in {"omniglot 20w1s": 96.7, "omniglot 20w5s": 98.0,
+                       "miniimagenet 5w1s": 48.0, "miniimagenet 5w5s": 62.2}.items():
+    _dataset, _setting = _where.split()
+    PAPER[("A-nil", f"{_dataset} anil conv {_setting} nil-head", "accuracy")] = _value
+
+# Reptile review: Omniglot 5-way 1-shot with the Adam inner loop (97.7 %); MiniImageNet
+# 5-way 1/5-shot, transductive (Table 4).
+PAPER[("R-omni", "omniglot reptile conv 5w1s", "accuracy")] = 97.7
+for _setting, _value in {"5w1s": 51.6, "5w5s": 67.4}.items():
+    PAPER[("R-mini", f"miniimagenet reptile conv {_setting}", "accuracy")] = _value
+
+
 def paper_value(experiment: str, setting: str, metric: str) -> float | None:
     """The paper's number for this cell of the results table, or None where it gives none."""
     return PAPER.get((experiment, setting, metric))

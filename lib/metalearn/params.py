@@ -70,6 +70,24 @@ class Bool:
         return value
 
 
+class Str:
+    """A non-empty string; with ``parse``, the value ``parse(string)`` (its ValueError
+    becomes a :class:`ParameterError` naming the parameter)."""
+
+    def __init__(self, parse: Callable[[str], Any] | None = None):
+        self.parse = parse
+
+    def __call__(self, name: str, value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            _fail(name, "must be a non-empty string", value)
+        if self.parse is None:
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as error:
+            raise ParameterError(f"parameter '{name}': {error}") from None
+
+
 class Choice:
     def __init__(self, *options: str):
         self.options = options

@@ -39,6 +39,20 @@ RESULTS = REPORTS / "results.csv"
 WORK = Path(os.environ.get("METALEARN_WORK", DATA / "work"))
 
 
+def input(relative: str | os.PathLike) -> Path:
+    """Where to read the output ``relative`` of an earlier stage.
+
+    When a notebook runs with a staging folder that already holds ``relative`` (the
+    test suite runs every notebook into one staging folder, in pipeline order), that
+    copy is read; otherwise the one under the root, where DVC put it.
+    """
+    relative = Path(relative)
+    staging = os.environ.get(STAGING_ENV)
+    if staging and (Path(staging) / relative).exists():
+        return Path(staging) / relative
+    return ROOT / relative
+
+
 def output(relative: str | os.PathLike) -> Path:
     """Where to write the output ``relative`` (to the repo root), creating its folder.
 

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import paths
+from .core import meta_loss, mse, optimize, reptile_update
 from .models import forward, init_model
 
 
@@ -56,6 +57,7 @@ class Run:
         self.extra: dict[str, Any] = {}
         self.iteration = 0
         self.history: list[dict] = []
+        self.window: dict[str, list[float]] = {}
         self.checkpoint_every = checkpoint_every
         self.path = (work_dir or paths.WORK) / f"{run_key(name, config)}.pt"
         self.resumed_from = 0
@@ -71,6 +73,7 @@ class Run:
             "extra": self.extra,
             "iteration": self.iteration,
             "history": self.history,
+            "window": self.window,
         }
 
     def save(self) -> None:
@@ -86,13 +89,16 @@ class Run:
         self.extra = state["extra"]
         self.iteration = state["iteration"]
         self.history = state["history"]
+        self.window = state["window"]
 
     def train(self, n_iterations: int, step: Callable[["Run"], dict | None], log_every: int = 100,
               desc: str | None = None) -> list[dict]:
         """Call ``step(run)`` until ``n_iterations`` iterations are done; returns the history.
 
         ``step`` draws its tasks from ``run.gen`` and returns a dict of metrics (or
-        None); every ``log_every``-th iteration's metrics go to the history.
+        None). Every ``log_every``-th iteration, the mean of each metric over the
+        iterations since the last log goes to the history (metrics returned only now
+        and then, e.g. a validation score, are averaged over the times they came).
         """
         with tqdm(total=n_iterations, initial=self.iteration, desc=desc or self.name,
                   mininterval=2.0, smoothing=0.05) as bar:
@@ -103,8 +109,12 @@ class Run:
                     raise FloatingPointError(f"run '{self.name}' diverged at iteration {self.iteration + 1}: {bad}; "
                                              "lower its step sizes")
                 self.iteration += 1
-                if metrics is not None and (self.iteration % log_every == 0 or self.iteration == n_iterations):
-                    self.history.append({"iteration": self.iteration, **metrics})
+                for key, value in (metrics or {}).items():
+                    self.window.setdefault(key, []).append(value)
+                if self.window and (self.iteration % log_every == 0 or self.iteration == n_iterations):
+                    self.history.append({"iteration": self.iteration,
+                                         **{k: sum(v) / len(v) for k, v in self.window.items()}})
+                    self.window = {}
                 if self.iteration % self.checkpoint_every == 0 or self.iteration == n_iterations:
                     self.save()
                 bar.update(1)
@@ -120,22 +130,26 @@ def cleanup_stale(name: str, keep: Path, work_dir: Path | None = None) -> None:
 
 # --- one iteration of each kind of training; ``sample(gen)`` draws a batch of tasks ----
 
-def maml_step(run: Run, sample: Callable, inner, loss_fn=None, vectorize: bool = False) -> dict:
+def maml_step(run: Run, sample: Callable, inner, loss_fn=None, vectorize: bool = False,
+              bn: str = "transductive") -> dict:
     """One meta-iteration of MAML / FOMAML / ANIL (``inner`` from :func:`core.inner_loop`).
 
     ``sample(gen)`` returns a :class:`tasks.Batch` (support [T, K, ...], query [T, Q, ...]).
-    Logs the query loss after adaptation, averaged over the meta-batch.
+    Logs the query loss after adaptation, averaged over the meta-batch, and for
+    classification (integer labels) the query accuracy. The optimiser steps only the
+    parameters it was given (e.g. the head alone for random features).
     """
-    from .core import meta_loss, mse
-
     batch = sample(run.gen)
     params = dict(run.model.named_parameters())
-    loss, _ = meta_loss(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
-                        loss_fn or mse, vectorize=vectorize)
+    loss, predictions = meta_loss(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
+                                  loss_fn or mse, vectorize=vectorize, bn=bn)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
-    return {"loss": loss.item()}
+    metrics = {"loss": loss.item()}
+    if not batch.yq.is_floating_point():
+        metrics["accuracy"] = (predictions.argmax(-1) == batch.yq).float().mean().item()
+    return metrics
 
 
 def supervised_step(run: Run, sample: Callable, loss_fn=None) -> dict:
@@ -143,8 +157,6 @@ def supervised_step(run: Run, sample: Callable, loss_fn=None) -> dict:
 
     ``sample(gen)`` returns (x [B, ...], y [B, ...]).
     """
-    from .core import mse
-
     x, y = sample(run.gen)
     loss = (loss_fn or mse)(run.model(x), y)
     run.optimizer.zero_grad(set_to_none=True)
@@ -162,9 +174,6 @@ def reptile_step(run: Run, sample: Callable, optimizer, step_size: float, keep_s
     ``run.extra['inner_state']``, so it is checkpointed), else starts fresh per task.
     Logs the mean inner loss of the last inner step before the update.
     """
-    from .core import mse, optimize, reptile_update
-    from .models import forward
-
     loss_fn = loss_fn or mse
     theta = {k: v.detach() for k, v in run.model.named_parameters()}
     adapted, losses = [], []

@@ -1,0 +1,386 @@
+"""Few-shot image classification runs: what to train, training, and test-time evaluation.
+
+A run is named ``<algorithm>-<model>-<N>w<K>s``, e.g. ``maml-conv-20w1s`` (:class:`Spec`):
+
+============  =============================================================
+algorithm     training
+============  =============================================================
+maml          second-order MAML, inner loop on every parameter
+fomaml        first-order MAML
+anil          ANIL: the inner loop adapts the head only (second order)
+random        random features: the body stays at its initialisation; only the
+              head is meta-trained (as ANIL)
+reptile       Reptile: an inner optimiser on each task's training shots, then
+              ``theta += eps * mean(phi - theta)`` (no query split)
+============  =============================================================
+
+Models: ``conv`` (the papers' Conv4, :func:`models.conv4`) or ``mlp`` (the MAML
+paper's 256-128-64-64 network, Omniglot only). Every run of a dataset draws its
+training tasks from its own ``torch.Generator`` (resumable, see :mod:`training`)
+and is tested on one fixed, seeded list of test episodes per N-way K-shot setting.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from torch import nn
+
+from . import core, models, paths, report, results, training
+from .core import InnerOptimizer, cross_entropy, meta_loss
+from .datasets import EpisodeSampler
+from .evaluation import few_shot, few_shot_optimized, mean_ci95
+from .tasks import Batch
+
+ALGORITHMS = ("maml", "fomaml", "anil", "random", "reptile")
+MODELS = ("conv", "mlp")
+DATASETS = {  # input channels, image side, Conv4 filters, strided (Omniglot) or max-pooled
+    "omniglot": dict(channels=1, image_size=28, strided=True),
+    "miniimagenet": dict(channels=3, image_size=84, strided=False),
+}
+_NAME = re.compile(r"^([a-z]+)-([a-z]+)-(\d+)w(\d+)s$")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One run: ``algorithm`` on ``model`` for ``n_way``-way ``k_shot``-shot tasks."""
+
+    algorithm: str
+    model: str
+    n_way: int
+    k_shot: int
+
+    @classmethod
+    def parse(cls, name: str) -> "Spec":
+        """``"anil-conv-20w1s"`` -> Spec('anil', 'conv', 20, 1), with a clear error otherwise."""
+        match = _NAME.match(name)
+        if not match:
+            raise ValueError(f"run {name!r} is not '<algorithm>-<model>-<N>w<K>s', e.g. 'maml-conv-5w1s'")
+        algorithm, model, n_way, k_shot = match.groups()
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"run {name!r}: unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+        if model not in MODELS:
+            raise ValueError(f"run {name!r}: unknown model {model!r}; choose one of {MODELS}")
+        if int(n_way) < 2 or int(k_shot) < 1:
+            raise ValueError(f"run {name!r}: need at least 2 ways and 1 shot")
+        return cls(algorithm, model, int(n_way), int(k_shot))
+
+    @property
+    def name(self) -> str:
+        return f"{self.algorithm}-{self.model}-{self.setting}"
+
+    @property
+    def setting(self) -> str:
+        return f"{self.n_way}w{self.k_shot}s"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Hyperparameters of one run (the notebook picks them per dataset and N-way).
+
+    MAML family: ``meta_batch`` tasks per iteration, ``inner_steps`` SGD steps of
+    ``inner_lr``, Adam with ``meta_lr``; ``train_queries`` query images per class.
+    Reptile: ``inner_steps`` steps of Adam (``inner_lr``, beta1 0) on minibatches of
+    ``inner_batch`` from ``train_shots`` images per class, outer step ``meta_step``
+    annealed linearly to 0. Test: ``test_steps`` adaptation steps (Reptile: of its
+    inner optimiser on the support set). ``bn``: batch-norm mode (:func:`core.predict`).
+    """
+
+    iterations: int
+    meta_batch: int
+    inner_steps: int
+    inner_lr: float
+    test_steps: int
+    meta_lr: float = 0.001
+    train_queries: int = 1
+    bn: str = "transductive"
+    inner_batch: int = 10
+    train_shots: int = 10
+    meta_step: float = 1.0
+    val_every: int = 100
+    checkpoint_every: int = 200
+
+
+def build_model(spec: Spec, dataset: str, filters: int) -> models.Net:
+    """The run's network for ``dataset`` (``omniglot`` or ``miniimagenet``)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    shape = DATASETS[dataset]
+    if spec.model == "mlp":
+        if dataset != "omniglot":
+            raise ValueError(f"run {spec.name}: the non-conv MLP is defined for Omniglot only")
+        return models.bn_mlp([shape["image_size"] ** 2, 256, 128, 64, 64, spec.n_way])
+    return models.conv4(spec.n_way, shape["channels"], filters, shape["image_size"], shape["strided"])
+
+
+def inner_loop(spec: Spec, params: models.Params, steps: int, lr: float) -> core.InnerLoop:
+    """The MAML-family inner loop of the run (random features adapt the head, as ANIL)."""
+    algorithm = {"random": "anil", "reptile": "maml"}.get(spec.algorithm, spec.algorithm)
+    return core.inner_loop(algorithm, params, steps, lr)
+
+
+def reptile_optimizer(settings: Settings) -> InnerOptimizer:
+    """Reptile's inner optimiser: Adam with beta1 = 0 (Nichol et al.)."""
+    return InnerOptimizer("adam", lr=settings.inner_lr, beta1=0.0, beta2=0.999)
+
+
+def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, settings: Settings,
+          seed: int, stage: str, config: dict) -> list[dict]:
+    """Train ``model`` in place as ``spec`` says; resumable. Returns the history.
+
+    ``sampler`` draws training episodes (its ``k_shot``/``n_query`` are the training
+    shots and queries); ``val`` is a fixed batch of validation tasks, scored every
+    ``val_every`` iterations after test-time adaptation (``val_loss``, ``val_accuracy``).
+    ``config`` (with the spec and settings) keys the checkpoint in ``data/work``.
+    """
+    name = f"{stage}-{spec.name}"
+    key = {**config, **asdict(spec), **asdict(settings), "seed": seed}
+    params = dict(model.named_parameters())
+    trainable = model.head.parameters() if spec.algorithm == "random" else model.parameters()
+    optimizer = None if spec.algorithm == "reptile" else torch.optim.Adam(trainable, lr=settings.meta_lr)
+    run = training.Run(name, key, model, seed, optimizer, settings.checkpoint_every)
+    training.cleanup_stale(name, run.path)
+    if run.resumed_from:
+        print(f"{spec.name}: resuming at iteration {run.resumed_from}")
+
+    if spec.algorithm == "reptile":
+        if sampler.k_shot != settings.train_shots:
+            raise ValueError(f"run {spec.name}: Reptile trains on {settings.train_shots} shots per class, but "
+                             f"the sampler draws {sampler.k_shot}")
+        opt = reptile_optimizer(settings)
+        n_train = spec.n_way * settings.train_shots
+
+        def sample(gen):
+            batch = sampler.batch(settings.meta_batch, gen)
+            order = torch.rand(settings.meta_batch, settings.inner_steps, n_train, generator=gen).argsort(-1)
+            return [(x, y, idx[:, :settings.inner_batch]) for x, y, idx in zip(batch.xs, batch.ys, order)]
+
+        def update(run):
+            eps = settings.meta_step * (1 - run.iteration / settings.iterations)
+            return training.reptile_step(run, sample, opt, eps, keep_state=False, loss_fn=cross_entropy)
+        test_inner = None
+    else:
+        train_inner = inner_loop(spec, params, settings.inner_steps, settings.inner_lr)
+        test_inner = train_inner
+
+        def update(run):
+            return training.maml_step(run, lambda gen: sampler.batch(settings.meta_batch, gen), train_inner,
+                                      cross_entropy, bn=settings.bn)
+
+    def step(run):
+        metrics = update(run)
+        if (run.iteration + 1) % settings.val_every == 0 or run.iteration + 1 == settings.iterations:
+            metrics.update(validate(spec, model, val, settings, test_inner))
+        return metrics
+
+    return run.train(settings.iterations, step, log_every=settings.val_every, desc=spec.name)
+
+
+def validate(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
+             inner: core.InnerLoop | None) -> dict:
+    """Mean query loss and accuracy on the validation tasks after training-time adaptation."""
+    params = models.params_of(model, requires_grad=False)
+    if inner is None:  # Reptile: its own inner optimiser, as at test time
+        scores = evaluate(spec, model, params, val, settings, steps=settings.inner_steps)
+        return {"val_loss": scores["loss"][:, -1].mean().item(),
+                "val_accuracy": scores["accuracy"][:, -1].mean().item()}
+    loss, predictions = meta_loss(model, params, val.xs, val.ys, val.xq, val.yq, inner, cross_entropy,
+                                  bn=settings.bn)
+    return {"val_loss": loss.item(), "val_accuracy": (predictions.argmax(-1) == val.yq).float().mean().item()}
+
+
+def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, settings: Settings,
+             steps: int | None = None, head: str = "adapt", frozen: tuple[str, ...] = (),
+             every_step: bool = True) -> dict:
+    """Per-task query loss and accuracy on ``test`` [T tasks]: [T, steps + 1] (after 0..steps
+    adaptation steps; ``steps`` default ``settings.test_steps``; without ``every_step``
+    [T, 2]: before and after the last step) or [T, 1] for ``head="nil"``.
+
+    MAML family: SGD with the training step size on the run's inner-loop parameters,
+    minus the layers in ``frozen`` (e.g. ``("body.layer1",)``). Reptile: its inner
+    optimiser (fresh per task) on the whole support set, all parameters.
+    """
+    steps = settings.test_steps if steps is None else steps
+    if spec.algorithm == "reptile" and head == "adapt":
+        if frozen:
+            raise ValueError("freezing layers is defined for the MAML-family inner loop")
+        return few_shot_optimized(model, params, test.xs, test.ys, test.xq, test.yq,
+                                  reptile_optimizer(settings), steps, bn=settings.bn, every_step=every_step)
+    unknown = [layer for layer in frozen if layer not in model.layers]
+    if unknown:
+        raise ValueError(f"cannot freeze {unknown}: the model's layers are {model.layers}")
+    inner = inner_loop(spec, params, steps, settings.inner_lr)
+    if frozen:
+        keep = [layer for layer in model.layers if layer not in frozen]
+        inner = core.inner_loop("anil" if spec.algorithm in ("anil", "random") else "maml", params, steps,
+                                settings.inner_lr, adapt_layers=keep)
+    return few_shot(model, params, test.xs, test.ys, test.xq, test.yq, inner, bn=settings.bn, head=head,
+                    every_step=every_step)
+
+
+# --- a whole study of runs: train, test, plot, tabulate ---------------------------------
+
+#: ``episodes(split, spec, shots, queries)`` -> the sampler of that split for that N-way setting
+Episodes = Callable[[str, Spec, int, int], EpisodeSampler]
+
+
+def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes,
+               settings_of: Callable[[Spec], Settings], n_val_tasks: int, val_queries: int, seed: int,
+               stage: str, config: dict, device: str = "cpu") -> tuple[dict, pd.DataFrame]:
+    """Train every run (resumably) and save its weights to ``data/models/<stage>/<run>.pt``.
+
+    Each run starts from the model initialised with ``seed`` (on the CPU, then moved to
+    ``device``, where the episodes must be too), draws training episodes from
+    ``episodes("train", ...)`` and is validated on ``n_val_tasks`` fixed episodes of
+    ``episodes("val", ...)``. Weights are saved as CPU tensors. Returns ({spec: (model,
+    settings)}, the histories in one frame with a ``run`` column).
+    """
+    trained, histories = {}, []
+    config = {**config, "device": device}
+    for spec in specs:
+        settings = settings_of(spec)
+        shots = settings.train_shots if spec.algorithm == "reptile" else spec.k_shot
+        queries = 1 if spec.algorithm == "reptile" else settings.train_queries
+        model = models.init_model(lambda: build_model(spec, dataset, filters), seed).to(device)
+        val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
+        history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config)
+        trained[spec] = (model, settings)
+        histories.append(pd.DataFrame(history).assign(run=spec.name))
+        with paths.atomic_write(paths.output(f"data/models/{stage}/{spec.name}.pt"), "wb") as handle:
+            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, handle)
+    return trained, pd.concat(histories, ignore_index=True)
+
+
+def test_runs(trained: dict, episodes: Episodes, n_test_tasks: int, test_queries: int,
+              seed: int, every_step: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test every run on the same fixed episodes per N-way K-shot setting (seeded by ``seed``).
+
+    Returns (one row per run and head: run, head, steps, accuracy and ci95 in %, over
+    ``n_test_tasks`` tasks; accuracy after 0..k test steps per run, with ci95: every
+    step with ``every_step``, else before adapting and after the last step only).
+    MAML-family models are also tested with a NIL head.
+    """
+    rows, curves = [], []
+    for spec, (model, settings) in trained.items():
+        test = episodes("test", spec, spec.k_shot, test_queries).fixed_episodes(n_test_tasks, seed + 2000)
+        params = models.params_of(model, requires_grad=False)
+        scores = evaluate(spec, model, params, test, settings, every_step=every_step)["accuracy"] * 100
+        steps = list(range(settings.test_steps + 1)) if every_step else [0, settings.test_steps]
+        for step, column in zip(steps, scores.T):
+            mean, ci = mean_ci95(column)
+            curves.append(dict(run=spec.name, step=step, accuracy=mean, ci95=ci))
+        heads = {"adapt": scores[:, -1]}
+        if spec.algorithm != "reptile":
+            heads["nil"] = evaluate(spec, model, params, test, settings, head="nil")["accuracy"][:, 0] * 100
+        for head, values in heads.items():
+            mean, ci = mean_ci95(values)
+            rows.append(dict(run=spec.name, head=head, steps=settings.test_steps if head == "adapt" else 0,
+                             accuracy=mean, ci95=ci, iterations=settings.iterations, meta_batch=settings.meta_batch))
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def _settings_in(frame: pd.DataFrame) -> list[str]:
+    return sorted({Spec.parse(name).setting for name in frame.run}, key=lambda t: (len(t), t))
+
+
+def plot_learning_curves(history: pd.DataFrame, title: str):
+    """Training query loss (top) and validation accuracy (bottom) per N-way K-shot setting."""
+    settings = _settings_in(history)
+    fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6), squeeze=False)
+    for col, setting in enumerate(settings):
+        for name, h in history[history.run.map(lambda r: Spec.parse(r).setting) == setting].groupby("run"):
+            axes[0, col].plot(h.iteration, h.loss, label=name)
+            axes[1, col].plot(h.iteration, 100 * h.val_accuracy, label=name)
+        axes[0, col].set(title=setting, yscale="log", ylabel="training query loss")
+        axes[1, col].set(xlabel="iteration", ylabel="validation accuracy (%)")
+        axes[1, col].legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def plot_test_steps(curves: pd.DataFrame, title: str):
+    """Test accuracy (95% CI) after 0..k adaptation steps, one panel per setting."""
+    settings = _settings_in(curves)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.4), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        for name, c in curves[curves.run.map(lambda r: Spec.parse(r).setting) == setting].groupby("run"):
+            ax.errorbar(c.step, c.accuracy, yerr=c.ci95, marker="o", ms=3, capsize=2, label=name)
+        ax.set(title=setting, xlabel="test-time steps", ylabel="test accuracy (%)", ylim=(0, 100))
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def experiments(dataset: str, spec: Spec, head: str) -> list[str]:
+    """The STUDY.md experiment ids that a test result of ``spec`` belongs to."""
+    if head == "nil":
+        return ["A-nil"]
+    if spec.algorithm == "reptile":
+        return ["R-omni" if dataset == "omniglot" else "R-mini"]
+    if spec.model == "mlp":
+        return ["M-omni-mlp"]
+    maml_id = "M-omni" if dataset == "omniglot" else "M-mini"
+    return {"maml": [maml_id, "A-anil"], "fomaml": [maml_id], "anil": ["A-anil"], "random": ["A-anil"]}[spec.algorithm]
+
+
+def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> list[dict]:
+    """``reports/results.csv`` rows: each test result under its experiment ids, and for
+    MAML and ANIL runs the final validation accuracy under A-curves. Settings read
+    ``"<dataset> <algorithm> <model> <N>w<K>s"`` (+ ``" nil-head"``); ``scale`` describes
+    the scale, with ``{iterations}`` and ``{meta_batch}`` filled in per run."""
+    out = []
+    for r in table.itertuples():
+        spec = Spec.parse(r.run)
+        setting = f"{dataset} {spec.algorithm} {spec.model} {spec.setting}" + (" nil-head" if r.head == "nil" else "")
+        described = scale.format(iterations=r.iterations, meta_batch=r.meta_batch)
+        for experiment in experiments(dataset, spec, r.head):
+            out.append(results.row(experiment, setting, "accuracy", r.accuracy, described, r.ci95))
+        if r.head == "adapt" and spec.algorithm in ("maml", "anil"):
+            final = history[history.run == r.run].val_accuracy.iloc[-1] * 100
+            out.append(results.row("A-curves", f"{setting} final validation", "accuracy", final, described))
+    return out
+
+
+def save_learning_curves(history: pd.DataFrame, stage: str, title: str):
+    """Write the validation accuracy per run as DVC plot data and the curves as a figure."""
+    wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
+    report.save_table(wide.to_dict("records"), f"reports/plots/{stage}_val_accuracy.csv")
+    fig = plot_learning_curves(history, title)
+    report.save_figure(fig, f"reports/{stage}/learning_curves.png")
+    return fig
+
+
+def save_tests(table: pd.DataFrame, curves: pd.DataFrame, stage: str, title: str):
+    """Write the test accuracies (``reports/<stage>/accuracy.csv``) and the test-steps figure."""
+    report.save_table(table.to_dict("records"), f"reports/{stage}/accuracy.csv")
+    fig = plot_test_steps(curves, title)
+    report.save_figure(fig, f"reports/{stage}/test_steps.png")
+    return fig
+
+
+def save_results(dataset: str, stage: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> pd.DataFrame:
+    """Write the stage's results rows and metrics (test accuracy per run and head), print the
+    ordering claims (:func:`compare_to_maml`), and return the rows beside the papers' values."""
+    rows = result_rows(dataset, table, history, scale)
+    results.write(rows, stage)
+    accuracy = {f"{r.run}{'_nil' if r.head == 'nil' else ''}": r.accuracy for r in table.itertuples()}
+    report.save_metrics(accuracy, f"reports/metrics/{stage}.json")
+    compare_to_maml(accuracy)
+    return pd.DataFrame(rows)[["experiment", "setting", "value", "ci95", "paper"]]
+
+
+def compare_to_maml(accuracy: dict[str, float]) -> None:
+    """Print, per setting, ANIL and random features against MAML (the ordering claims)."""
+    settings = sorted({Spec.parse(name.removesuffix("_nil")).setting for name in accuracy})
+    for setting in settings:
+        maml, anil, rand = (accuracy.get(f"{a}-conv-{setting}") for a in ("maml", "anil", "random"))
+        if maml is None:
+            continue
+        parts = [f"ANIL - MAML = {anil - maml:+.1f} points"] if anil is not None else []
+        parts += [f"random features - MAML = {rand - maml:+.1f} points"] if rand is not None else []
+        if parts:
+            print(f"{setting}: " + "; ".join(parts))

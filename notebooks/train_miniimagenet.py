@@ -1,0 +1,144 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # MiniImageNet: MAML, first-order MAML, ANIL, random features, Reptile (M-mini, A-anil, A-curves, A-nil, R-mini)
+#
+# Real MiniImageNet in the Ravi & Larochelle split (64 training, 16 validation, 20 test
+# classes, 84x84 RGB), **with the first 100 images of each class instead of 600**,
+# prepared by the `prepare` stage. Conv4 with 32 filters and 2x2 max-pooling.
+#
+# MAML-family runs use the MAML paper's settings (5 inner steps, alpha 0.01, 10 test steps,
+# 15 queries per class, meta-batch 4 for 1-shot and 2 for 5-shot); Reptile the review's
+# (Adam inner loop with beta1 = 0, 15 training shots, inner batch 10, 8 inner steps,
+# meta step 1 annealed to 0, 50 test steps, transductive). Every run is tested on the same
+# fixed list of test episodes per setting, with 95% confidence intervals, after adapting
+# its head (and, for MAML-family models, with a NIL head). The defaults below are
+# smoke-sized; `params.yaml` holds the study's CPU scale and `params-paper.yaml` the papers'.
+
+# %% tags=["parameters"]
+seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
+threads = 2               # torch CPU threads
+device = "cpu"            # cpu or cuda: where models train and episodes are drawn
+bn = "transductive"       # batch norm of queries: transductive or inductive
+filters = 32              # Conv4 filters (paper: 32)
+runs = ["maml-conv-5w1s", "fomaml-conv-5w1s", "anil-conv-5w1s", "reptile-conv-5w1s"]  # algorithm-model-NwKs
+iterations = 4            # meta-iterations of MAML-family runs (MAML paper: 60000; ANIL paper: 30000)
+meta_batch_1shot = 2      # tasks per meta-iteration, 1-shot (paper: 4)
+meta_batch_5shot = 2      # tasks per meta-iteration, 5-shot (paper: 2)
+inner_steps = 5           # inner SGD steps in training (paper: 5)
+inner_lr = 0.01           # inner step size alpha (paper: 0.01)
+test_steps = 10           # adaptation steps at test time (paper: 10)
+train_queries = 15        # query images per class in training tasks (paper: 15)
+meta_lr = 0.001           # Adam step size of the outer loop
+reptile_iterations = 4    # Reptile meta-iterations (review: 100000)
+reptile_meta_batch = 5    # Reptile tasks per meta-iteration (review: 5)
+reptile_inner_steps = 8   # Reptile inner Adam steps per task in training (review: 8)
+reptile_inner_lr = 0.001  # Reptile inner Adam step size (review: 0.001)
+reptile_inner_batch = 10  # Reptile inner minibatch (review: 10)
+reptile_train_shots = 15  # Reptile training images per class (review: 15)
+reptile_meta_step = 1.0   # Reptile outer step, annealed linearly to 0 (review: 1)
+reptile_test_steps = 10   # Reptile inner Adam steps at test time (review: 50)
+n_val_tasks = 4           # fixed validation tasks scored during training
+val_every = 2             # iterations between validation scores (the learning curves' resolution)
+n_test_tasks = 10         # fixed test tasks per setting (study: at least 600)
+test_queries = 15         # query images per class in validation and test tasks (paper: 15)
+test_every_step = False   # also measure accuracy after each test step, not only the last (costs a query pass per step)
+checkpoint_every = 50     # iterations between checkpoints (a killed run resumes from the last)
+
+# %%
+from metalearn import fewshot
+from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
+
+P = check(globals(), seed=Int(min=0), threads=Int(min=1), device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"), filters=Int(min=1),
+          runs=List(Str(fewshot.Spec.parse), unique=True), iterations=Int(min=1), meta_batch_1shot=Int(min=1),
+          meta_batch_5shot=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
+          test_steps=Int(min=1), train_queries=Int(min=1), meta_lr=Float(min=0, strict=True),
+          reptile_iterations=Int(min=1), reptile_meta_batch=Int(min=1), reptile_inner_steps=Int(min=1),
+          reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
+          reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), n_val_tasks=Int(min=1),
+          val_every=Int(min=1), n_test_tasks=Int(min=2), test_queries=Int(min=1), test_every_step=Bool(),
+          checkpoint_every=Int(min=1))
+for spec in P.runs:
+    require(spec.model == "conv", "runs", f"has {spec.name}: MiniImageNet runs use the conv model")
+    require(spec.n_way <= 16, "runs", f"has {spec.name}: the validation split has 16 classes")
+
+# %%
+import pandas as pd
+import torch
+
+from metalearn import datasets, paths, report
+
+torch.set_num_threads(P.threads)
+require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
+STAGE, DATASET = "train_miniimagenet", "miniimagenet"
+data = datasets.load(paths.input("data/prepared/miniimagenet.npz"))
+images = {split: torch.from_numpy(data[f"{split}_images"]).to(P.device) for split in ("train", "val", "test")}
+per_class = images["train"].shape[1]
+for spec in P.runs:
+    shots = P.reptile_train_shots + 1 if spec.algorithm == "reptile" else spec.k_shot + max(P.train_queries, P.test_queries)
+    require(shots <= per_class, "runs", f"has {spec.name}: shots plus queries exceed the {per_class} images per class")
+DATA = f"MiniImageNet (64/16/20 classes, {per_class} images per class, 84x84)"
+pd.DataFrame({s: {"classes": x.shape[0], "images per class": x.shape[1]} for s, x in images.items()})
+
+# %% [markdown]
+# ## Training
+#
+# Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
+# `data/models/train_miniimagenet/<run>.pt` (a DVC output). Training loss and accuracy are
+# means over the iterations between two points of the curve; validation accuracy is
+# measured after test-time adaptation on fixed validation tasks.
+
+# %%
+def settings_of(spec):
+    """The run's hyperparameters, from the parameters above."""
+    common = dict(meta_lr=P.meta_lr, bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every)
+    if spec.algorithm == "reptile":
+        return fewshot.Settings(P.reptile_iterations, P.reptile_meta_batch, P.reptile_inner_steps, P.reptile_inner_lr,
+                                P.reptile_test_steps, inner_batch=P.reptile_inner_batch,
+                                train_shots=P.reptile_train_shots, meta_step=P.reptile_meta_step, **common)
+    return fewshot.Settings(P.iterations, P.meta_batch_1shot if spec.k_shot == 1 else P.meta_batch_5shot,
+                            P.inner_steps, P.inner_lr, P.test_steps, train_queries=P.train_queries, **common)
+
+
+def episodes(split, spec, shots, queries):
+    return datasets.EpisodeSampler(images[split], torch.arange(len(images[split])), spec.n_way, shots, queries,
+                                   seed=P.seed)
+
+
+config = {"filters": P.filters, "data": DATA}
+trained, history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
+                                      P.test_queries, P.seed, STAGE, config, P.device)
+
+# %% [markdown]
+# ## Learning curves (A-curves: MAML and ANIL nearly identical, ANIL paper Fig. 5, 10)
+
+# %%
+HARDWARE = report.hardware(P.device)
+fewshot.save_learning_curves(history, STAGE, f"MiniImageNet training; {DATA}; {HARDWARE}");
+
+# %% [markdown]
+# ## Test: accuracy over the fixed test tasks, with 95% confidence intervals
+
+# %%
+table, curves = fewshot.test_runs(trained, episodes, P.n_test_tasks, P.test_queries, P.seed, P.test_every_step)
+fewshot.save_tests(table, curves, STAGE, f"MiniImageNet: test accuracy after adaptation ({P.n_test_tasks} test tasks, 95% CI)")
+table
+
+# %% [markdown]
+# ## Results beside the papers'
+
+# %%
+SCALE = (f"{{iterations}} iterations x {{meta_batch}} tasks; {P.n_test_tasks} test tasks x {P.test_queries} "
+         f"queries/class; 1 seed; {DATA}; bn {P.bn}; {HARDWARE}")
+fewshot.save_results(DATASET, STAGE, table, history, SCALE)

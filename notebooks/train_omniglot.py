@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Omniglot: MAML, first-order MAML, ANIL, random features, Reptile (M-omni, M-omni-mlp, A-anil, A-curves, A-nil, R-omni)
+#
+# Real Omniglot (1623 characters x 20 drawings, 28x28, classes augmented with 90/180/270
+# degree rotations), prepared by the `prepare` stage. Character split `maml`: 1200
+# characters for meta-training (the last 100 of them held out for validation) and 423 for
+# test, as in the MAML paper; `official`: background alphabets for training, evaluation
+# alphabets for test.
+#
+# Each run is `<algorithm>-<model>-<N>w<K>s` (`metalearn.fewshot`). MAML-family runs use
+# the MAML paper's settings per N-way (5-way: 1 inner step, alpha 0.4, 3 test steps;
+# 20-way: 5 steps, alpha 0.1, 5 test steps), K queries per class in training as in the
+# MAML code; Reptile uses the review's (Adam inner loop with beta1 = 0, 10 training
+# shots, inner batch 10, meta step 1 annealed to 0). Every run is tested on the same
+# fixed list of test episodes per setting, with 95% confidence intervals, after
+# adapting its head (and, for MAML-family models, with NIL: no head, cosine similarity of
+# penultimate features). The defaults below are smoke-sized; `params.yaml` holds the
+# study's CPU scale and `params-paper.yaml` the papers'.
+
+# %% tags=["parameters"]
+seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
+threads = 2               # torch CPU threads
+device = "cpu"            # cpu or cuda: where models train and episodes are drawn
+split = "maml"            # character split: maml or official
+bn = "transductive"       # batch norm of queries: transductive or inductive
+filters = 64              # Conv4 filters (paper: 64)
+runs = ["maml-conv-5w1s", "anil-conv-5w1s", "random-conv-5w1s", "maml-mlp-5w1s", "reptile-conv-5w1s"]  # algorithm-model-NwKs
+iterations_5way = 20      # meta-iterations of 5-way MAML-family runs (paper: 60000)
+iterations_20way = 10     # meta-iterations of 20-way MAML-family runs (paper: 60000)
+meta_batch_5way = 4       # tasks per meta-iteration, 5-way (paper: 32)
+meta_batch_20way = 2      # tasks per meta-iteration, 20-way (paper: 16)
+inner_steps_5way = 1      # inner SGD steps in training, 5-way (paper: 1)
+inner_steps_20way = 5     # inner SGD steps in training, 20-way (paper: 5)
+inner_lr_5way = 0.4       # inner step size alpha, 5-way (paper: 0.4)
+inner_lr_20way = 0.1      # inner step size alpha, 20-way (paper: 0.1)
+test_steps_5way = 3       # adaptation steps at test time, 5-way (paper: 3)
+test_steps_20way = 5      # adaptation steps at test time, 20-way (paper: 5)
+meta_lr = 0.001           # Adam step size of the outer loop
+reptile_iterations = 10   # Reptile meta-iterations (review: 100000)
+reptile_meta_batch = 5    # Reptile tasks per meta-iteration (review: 5)
+reptile_inner_steps = 5   # Reptile inner Adam steps per task in training (review: 5)
+reptile_inner_lr = 0.001  # Reptile inner Adam step size (review: 0.001)
+reptile_inner_batch = 10  # Reptile inner minibatch (review: 10)
+reptile_train_shots = 10  # Reptile training images per class (review: 10)
+reptile_meta_step = 1.0   # Reptile outer step, annealed linearly to 0 (review: 1)
+reptile_test_steps = 10   # Reptile inner Adam steps at test time (review: 50)
+n_val_tasks = 10          # fixed validation tasks scored during training
+val_every = 5             # iterations between validation scores (the learning curves' resolution)
+n_test_tasks = 20         # fixed test tasks per setting (study: at least 600)
+test_queries = 5          # query images per class in validation and test tasks
+checkpoint_every = 100    # iterations between checkpoints (a killed run resumes from the last)
+
+# %%
+from metalearn import fewshot
+from metalearn.params import Choice, Float, Int, List, Str, check, require
+
+P = check(globals(), seed=Int(min=0), threads=Int(min=1), device=Choice("cpu", "cuda"), split=Choice("maml", "official"),
+          bn=Choice("transductive", "inductive"), filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True),
+          iterations_5way=Int(min=1), iterations_20way=Int(min=1), meta_batch_5way=Int(min=1),
+          meta_batch_20way=Int(min=1), inner_steps_5way=Int(min=1), inner_steps_20way=Int(min=1),
+          inner_lr_5way=Float(min=0, strict=True), inner_lr_20way=Float(min=0, strict=True),
+          test_steps_5way=Int(min=1), test_steps_20way=Int(min=1), meta_lr=Float(min=0, strict=True),
+          reptile_iterations=Int(min=1), reptile_meta_batch=Int(min=1), reptile_inner_steps=Int(min=1),
+          reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
+          reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), n_val_tasks=Int(min=1),
+          val_every=Int(min=1), n_test_tasks=Int(min=2), test_queries=Int(min=1), checkpoint_every=Int(min=1))
+for spec in P.runs:
+    require(spec.n_way in (5, 20), "runs", f"has {spec.name}: Omniglot settings exist for 5-way and 20-way")
+    require(spec.k_shot + P.test_queries <= 20 and (spec.algorithm != "reptile" or P.reptile_train_shots <= 20),
+            "runs", f"has {spec.name}: shots plus queries exceed the 20 drawings of a character")
+
+# %%
+import pandas as pd
+import torch
+
+from metalearn import datasets, paths, report
+
+torch.set_num_threads(P.threads)
+require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
+STAGE, DATASET = "train_omniglot", "omniglot"
+data = datasets.load(paths.input("data/prepared/omniglot.npz"))
+images = torch.from_numpy(data["images"]).to(P.device)
+classes = datasets.omniglot_split(data, P.split, seed=1)
+DATA = f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {P.split} split, x4 rotations)"
+pd.DataFrame({s: {"characters": len(c) // 4, "classes (x4 rotations)": len(c)} for s, c in classes.items()})
+
+# %% [markdown]
+# ## Training
+#
+# Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
+# `data/models/train_omniglot/<run>.pt` (a DVC output). Training loss and accuracy are
+# means over the iterations between two points of the curve; validation accuracy is
+# measured after test-time adaptation on fixed validation tasks.
+
+# %%
+def settings_of(spec):
+    """The run's hyperparameters, from the parameters above."""
+    common = dict(meta_lr=P.meta_lr, bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every)
+    if spec.algorithm == "reptile":
+        return fewshot.Settings(P.reptile_iterations, P.reptile_meta_batch, P.reptile_inner_steps, P.reptile_inner_lr,
+                                P.reptile_test_steps, inner_batch=P.reptile_inner_batch,
+                                train_shots=P.reptile_train_shots, meta_step=P.reptile_meta_step, **common)
+    five = spec.n_way == 5
+    return fewshot.Settings(P.iterations_5way if five else P.iterations_20way,
+                            P.meta_batch_5way if five else P.meta_batch_20way,
+                            P.inner_steps_5way if five else P.inner_steps_20way,
+                            P.inner_lr_5way if five else P.inner_lr_20way,
+                            P.test_steps_5way if five else P.test_steps_20way,
+                            train_queries=spec.k_shot, **common)  # MAML's code: K queries per class
+
+
+def episodes(split, spec, shots, queries):
+    return datasets.EpisodeSampler(images, classes[split], spec.n_way, shots, queries, seed=P.seed)
+
+
+config = {"split": P.split, "filters": P.filters, "data": DATA}
+trained, history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
+                                      P.test_queries, P.seed, STAGE, config, P.device)
+
+# %% [markdown]
+# ## Learning curves (A-curves: MAML and ANIL nearly identical, ANIL paper Fig. 5, 10)
+
+# %%
+HARDWARE = report.hardware(P.device)
+fewshot.save_learning_curves(history, STAGE, f"Omniglot training; {DATA}; {HARDWARE}");
+
+# %% [markdown]
+# ## Test: accuracy over the fixed test tasks, with 95% confidence intervals
+
+# %%
+table, curves = fewshot.test_runs(trained, episodes, P.n_test_tasks, P.test_queries, P.seed, every_step=True)
+fewshot.save_tests(table, curves, STAGE, f"Omniglot: test accuracy after 0..k adaptation steps ({P.n_test_tasks} test tasks, 95% CI)")
+table
+
+# %% [markdown]
+# ## Results beside the papers'
+
+# %%
+SCALE = (f"{{iterations}} iterations x {{meta_batch}} tasks; {P.n_test_tasks} test tasks x {P.test_queries} "
+         f"queries/class; 1 seed; {DATA}; bn {P.bn}; {HARDWARE}")
+fewshot.save_results(DATASET, STAGE, table, history, SCALE)

@@ -1,0 +1,475 @@
+"""Few-shot classification: NIL known answers, test-time learning curves against independent
+adaptation loops, run names, resumable training, and the window-averaged history."""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metalearn.paths
+from metalearn import core, evaluation, fewshot, models, training
+from metalearn.datasets import EpisodeSampler
+from metalearn.models import forward
+from metalearn.tasks import Batch
+
+N_WAY, K_SHOT, N_QUERY, T = 3, 2, 3, 3
+SIDE = 12
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------ 6. NIL
+
+
+def test_nil_logits_known_answer_when_the_query_is_one_support_item():
+    K, labels, n_way = 5, torch.tensor([0, 0, 1, 2, 1]), 3
+    support = torch.eye(K, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=torch.float64)[:, None]
+    queries = 2.5 * torch.eye(K, dtype=torch.float64)  # query j points exactly along support item j
+    got = core.nil_logits(queries, support, labels, n_way)
+    assert got.shape == (K, n_way)
+    e = math.e
+    for j in range(K):
+        # weight e^1 on item j, e^0 on the K - 1 others (all orthogonal to the query)
+        weights = torch.full((K,), 1 / (e + K - 1), dtype=torch.float64)
+        weights[j] = e / (e + K - 1)
+        expected = torch.stack([weights[labels == c].sum() for c in range(n_way)])
+        torch.testing.assert_close(got[j].exp(), expected, atol=1e-14, rtol=1e-12)
+    torch.testing.assert_close(got.exp().sum(1), torch.ones(K, dtype=torch.float64), atol=1e-14, rtol=0)
+    # the query's own class wins
+    assert got.argmax(1).tolist() == labels.tolist()
+
+
+def test_nil_logits_of_an_orthogonal_query_are_the_label_frequencies():
+    support = torch.eye(4, 6, dtype=torch.float64)
+    labels = torch.tensor([1, 1, 1, 0])
+    query = torch.zeros(1, 6, dtype=torch.float64)
+    query[0, 5] = 1.0
+    got = core.nil_logits(query, support, labels, n_way=3)
+    torch.testing.assert_close(got.exp(), torch.tensor([[0.25, 0.75, 0.0]], dtype=torch.float64),
+                               atol=1e-14, rtol=0)
+    assert torch.isfinite(got).all()  # a class without support items: log of a tiny number, not -inf
+
+
+def test_nil_logits_are_log_probabilities_and_invariant_to_feature_scale():
+    g = gen(1)
+    q, s = torch.randn(7, 10, generator=g, dtype=torch.float64), torch.randn(6, 10, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 0, 2])
+    got = core.nil_logits(q, s, labels, 4)
+    torch.testing.assert_close(got.exp().sum(1), torch.ones(7, dtype=torch.float64), atol=1e-14, rtol=0)
+    assert (got <= 1e-15).all()
+    scaled = core.nil_logits(q * (0.1 + torch.rand(7, 1, generator=g, dtype=torch.float64) * 10),
+                             s * (0.1 + torch.rand(6, 1, generator=g, dtype=torch.float64) * 10), labels, 4)
+    torch.testing.assert_close(scaled, got, atol=1e-13, rtol=1e-13)
+    # a plain dot product would not be scale-invariant: flipping a support item's sign does matter
+    flipped = s.clone()
+    flipped[0] = -flipped[0]
+    assert (core.nil_logits(q, flipped, labels, 4) - got).abs().max() > 1e-3
+    # reference: softmax over cosine similarities, summed per label
+    cos = torch.stack([torch.stack([F.cosine_similarity(a, b, dim=0) for b in s]) for a in q])
+    expected = cos.softmax(1) @ F.one_hot(labels, 4).double()
+    torch.testing.assert_close(got.exp(), expected, atol=1e-14, rtol=1e-12)
+
+
+# ------------------------------------------------------------------- 7. few_shot
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A small Conv4 (float64, non-trivial batch-norm affine parameters) and T tasks."""
+    net = models.init_model(lambda: models.conv4(N_WAY, 1, 4, SIDE, strided=True), seed=0).double()
+    g = gen(2)
+    with torch.no_grad():
+        for k, p in net.named_parameters():
+            if ".norm." in k:
+                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    xs = torch.rand(T, N_WAY * K_SHOT, 1, SIDE, SIDE, generator=g, dtype=torch.float64)
+    xq = torch.rand(T, N_WAY * N_QUERY, 1, SIDE, SIDE, generator=g, dtype=torch.float64)
+    xq = xq + 0.3 * xs[:, ::K_SHOT].repeat_interleave(N_QUERY, 1)  # queries resemble their class's support
+    ys = torch.arange(N_WAY).repeat_interleave(K_SHOT).expand(T, -1).clone()
+    yq = torch.arange(N_WAY).repeat_interleave(N_QUERY).expand(T, -1).clone()
+    return net, Batch(xs, ys, xq, yq, torch.zeros(T, N_WAY, 2))
+
+
+def query_logits(net, params, xs, xq, bn):
+    if bn == "transductive":
+        return forward(net, params, xq)
+    return forward(net, params, torch.cat([xs, xq]), stats_rows=len(xs))[len(xs):]
+
+
+def reference_curves(net, batch, steps, lr, bn, adapted_names):
+    """Plain SGD with torch.autograd.grad on the support cross-entropy, per task."""
+    losses, accuracies = [], []
+    for xs, ys, xq, yq in zip(batch.xs, batch.ys, batch.xq, batch.yq):
+        current = {k: v.detach().clone() for k, v in net.named_parameters()}
+        task_losses, task_acc = [], []
+        for step in range(steps + 1):
+            with torch.no_grad():
+                logits = query_logits(net, current, xs, xq, bn)
+            task_losses.append(F.cross_entropy(logits, yq))
+            task_acc.append((logits.argmax(1) == yq).double().mean())
+            if step == steps:
+                break
+            leaves = {k: v.requires_grad_(k in adapted_names) for k, v in current.items()}
+            loss = F.cross_entropy(forward(net, leaves, xs), ys)
+            names = [k for k in leaves if k in adapted_names]
+            grads = torch.autograd.grad(loss, [leaves[k] for k in names])
+            update = dict(zip(names, grads))
+            current = {k: (v - lr * update[k] if k in update else v).detach() for k, v in leaves.items()}
+        losses.append(torch.stack(task_losses))
+        accuracies.append(torch.stack(task_acc))
+    return torch.stack(losses), torch.stack(accuracies)
+
+
+def settings_for(bn, test_steps=3, inner_lr=0.5):
+    return fewshot.Settings(iterations=1, meta_batch=1, inner_steps=1, inner_lr=inner_lr, test_steps=test_steps,
+                            bn=bn)
+
+
+def assert_curves(got, expected_loss, expected_acc):
+    torch.testing.assert_close(got["loss"].double(), expected_loss, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(got["accuracy"].double(), expected_acc, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("algorithm,bn", [("maml", "transductive"), ("maml", "inductive"),
+                                          ("fomaml", "inductive"), ("anil", "transductive"),
+                                          ("random", "inductive")])
+def test_few_shot_curves_equal_an_independent_sgd_loop(problem, algorithm, bn):
+    net, batch = problem
+    spec = fewshot.Spec(algorithm, "conv", N_WAY, K_SHOT)
+    params = models.params_of(net, requires_grad=False)
+    got = fewshot.evaluate(spec, net, params, batch, settings_for(bn))
+    assert got["loss"].shape == got["accuracy"].shape == (T, 4)
+    names = [k for k in params if algorithm in ("maml", "fomaml") or k.startswith("head.")]
+    loss, acc = reference_curves(net, batch, 3, 0.5, bn, names)
+    assert_curves(got, loss, acc)
+    # step 0 is the unadapted model
+    with torch.no_grad():
+        for t in range(T):
+            logits = query_logits(net, params, batch.xs[t], batch.xq[t], bn)
+            assert got["loss"][t, 0].item() == pytest.approx(F.cross_entropy(logits, batch.yq[t]).item(), rel=1e-12)
+            assert got["accuracy"][t, 0].item() == pytest.approx((logits.argmax(1) == batch.yq[t]).double().mean().item())
+    # adaptation moves the curve (so a wrong step index would be caught)
+    assert (got["loss"][:, 1:] - got["loss"][:, :-1]).abs().min() > 1e-6
+
+
+def test_head_only_adaptation_differs_from_adapting_everything(problem):
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    maml = fewshot.evaluate(fewshot.Spec("maml", "conv", N_WAY, K_SHOT), net, params, batch, settings_for("inductive"))
+    anil = fewshot.evaluate(fewshot.Spec("anil", "conv", N_WAY, K_SHOT), net, params, batch, settings_for("inductive"))
+    torch.testing.assert_close(maml["loss"][:, 0], anil["loss"][:, 0], atol=0, rtol=0)
+    assert (maml["loss"][:, -1] - anil["loss"][:, -1]).abs().max() > 1e-6
+
+
+def test_frozen_layers_are_not_adapted(problem):
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    spec = fewshot.Spec("maml", "conv", N_WAY, K_SHOT)
+    got = fewshot.evaluate(spec, net, params, batch, settings_for("transductive"), frozen=("body.layer1",))
+    names = [k for k in params if not k.startswith("body.layer1.")]
+    assert_curves(got, *reference_curves(net, batch, 3, 0.5, "transductive", names))
+    everything = fewshot.evaluate(spec, net, params, batch, settings_for("transductive"))
+    assert (got["loss"][:, -1] - everything["loss"][:, -1]).abs().max() > 1e-8
+    # two frozen layers: both stay put
+    two = fewshot.evaluate(spec, net, params, batch, settings_for("transductive"),
+                           frozen=("body.layer1", "body.layer2"))
+    names = [k for k in params if not k.startswith(("body.layer1.", "body.layer2."))]
+    assert_curves(two, *reference_curves(net, batch, 3, 0.5, "transductive", names))
+
+
+def test_few_shot_with_an_explicit_mask_and_step_list(problem):
+    """evaluation.few_shot directly, with a per-step learning-rate schedule and a mask."""
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    inner = core.InnerLoop(steps=2, lr=0.7, adapt=core.layer_mask(params, ["body.layer4", "head"]))
+    got = evaluation.few_shot(net, params, *batch[:4], inner, bn="inductive")
+    names = [k for k in params if k.startswith(("body.layer4.", "head."))]
+    assert_curves(got, *reference_curves(net, batch, 2, 0.7, "inductive", names))
+    with pytest.raises(ValueError, match="head must be one of"):
+        evaluation.few_shot(net, params, *batch[:4], inner, head="proto")
+
+
+@pytest.mark.parametrize("bn", ["transductive", "inductive"])
+def test_nil_head_equals_nil_logits_of_hand_computed_features(problem, bn):
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    got = fewshot.evaluate(fewshot.Spec("maml", "conv", N_WAY, K_SHOT), net, params, batch, settings_for(bn),
+                           head="nil")
+    assert got["loss"].shape == got["accuracy"].shape == (T, 1)
+    with torch.no_grad():
+        for t in range(T):
+            xs, ys, xq, yq = batch.xs[t], batch.ys[t], batch.xq[t], batch.yq[t]
+            support = net(xs, features=True)
+            if bn == "transductive":
+                query = net(xq, features=True)
+            else:
+                query = net(torch.cat([xs, xq]), stats_rows=len(xs), features=True)[len(xs):]
+            logp = core.nil_logits(query, support, ys, N_WAY)
+            nll = -logp[torch.arange(len(yq)), yq].mean()
+            assert got["loss"][t, 0].item() == pytest.approx(nll.item(), rel=1e-10)
+            assert got["accuracy"][t, 0].item() == pytest.approx((logp.argmax(1) == yq).double().mean().item())
+
+
+def test_nil_modes_differ_on_a_batch_norm_model(problem):
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    spec = fewshot.Spec("maml", "conv", N_WAY, K_SHOT)
+    a = fewshot.evaluate(spec, net, params, batch, settings_for("transductive"), head="nil")
+    b = fewshot.evaluate(spec, net, params, batch, settings_for("inductive"), head="nil")
+    assert (a["loss"] - b["loss"]).abs().max() > 1e-6
+
+
+# -------------------------------------------------------------- 8. few_shot_optimized
+
+
+def reference_adam_curves(net, batch, steps, lr, bn):
+    losses = []
+    for xs, ys, xq, yq in zip(batch.xs, batch.ys, batch.xq, batch.yq):
+        model = copy.deepcopy(net)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.0, 0.999), eps=1e-8)
+        curve = []
+        for step in range(steps + 1):
+            with torch.no_grad():
+                curve.append(F.cross_entropy(query_logits(model, dict(model.named_parameters()), xs, xq, bn), yq))
+            if step < steps:
+                opt.zero_grad()
+                F.cross_entropy(model(xs), ys).backward()
+                opt.step()
+        losses.append(torch.stack(curve))
+    return torch.stack(losses)
+
+
+@pytest.mark.parametrize("bn", ["transductive", "inductive"])
+def test_few_shot_optimized_equals_torch_adam_on_a_copy(problem, bn):
+    net, batch = problem
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    params = models.params_of(net, requires_grad=False)
+    spec = fewshot.Spec("reptile", "conv", N_WAY, K_SHOT)
+    got = fewshot.evaluate(spec, net, params, batch, settings_for(bn, test_steps=4, inner_lr=0.05))
+    assert got["loss"].shape == (T, 5)
+    expected = reference_adam_curves(net, batch, 4, 0.05, bn)
+    torch.testing.assert_close(got["loss"], expected, atol=1e-10, rtol=1e-10)
+    # each step is measured when it is reached, not after the last one (in-place updates)
+    assert (got["loss"][:, 1:-1] - got["loss"][:, -1:]).abs().min() > 1e-6
+    # the model and the given parameters are left alone
+    assert all(torch.equal(v, before[k]) for k, v in net.named_parameters())
+    assert all(torch.equal(v, before[k]) for k, v in params.items())
+
+
+def test_few_shot_optimized_with_sgd_is_few_shot(problem):
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    sgd = evaluation.few_shot_optimized(net, params, *batch[:4], core.InnerOptimizer("sgd", lr=0.3), 3,
+                                        bn="inductive")
+    plain = evaluation.few_shot(net, params, *batch[:4], core.InnerLoop(3, 0.3), bn="inductive")
+    torch.testing.assert_close(sgd["loss"], plain["loss"], atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(sgd["accuracy"], plain["accuracy"])
+
+
+def test_reptile_evaluation_refuses_frozen_layers(problem):
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    with pytest.raises(ValueError, match="freezing layers"):
+        fewshot.evaluate(fewshot.Spec("reptile", "conv", N_WAY, K_SHOT), net, params, batch,
+                         settings_for("transductive"), frozen=("body.layer1",))
+
+
+def test_freezing_an_unknown_layer_is_refused_not_ignored(problem):
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    with pytest.raises(ValueError, match=r"cannot freeze \['layer1'\]"):
+        fewshot.evaluate(fewshot.Spec("maml", "conv", N_WAY, K_SHOT), net, params, batch,
+                         settings_for("transductive"), frozen=("layer1",))
+
+
+# ------------------------------------------------------------------------ 9. Spec
+
+
+@pytest.mark.parametrize("name", ["maml-conv-5w1s", "anil-conv-20w1s", "fomaml-mlp-5w5s", "random-conv-2w1s",
+                                  "reptile-conv-20w5s", "maml-mlp-100w10s"])
+def test_good_run_names_round_trip(name):
+    spec = fewshot.Spec.parse(name)
+    assert spec.name == name
+    assert fewshot.Spec.parse(spec.name) == spec
+    algorithm, model, setting = name.split("-")
+    assert (spec.algorithm, spec.model, spec.setting) == (algorithm, model, setting)
+    n, k = setting[:-1].split("w")
+    assert (spec.n_way, spec.k_shot) == (int(n), int(k))
+
+
+@pytest.mark.parametrize("name,match", [
+    ("maml-conv-5w", "is not '<algorithm>-<model>-<N>w<K>s'"),
+    ("maml-conv-5w1s-extra", "is not"),
+    ("MAML-conv-5w1s", "is not"),
+    ("maml_conv_5w1s", "is not"),
+    ("", "is not"),
+    ("foo-conv-5w1s", "unknown algorithm 'foo'"),
+    ("maml-resnet-5w1s", "unknown model 'resnet'"),
+    ("maml-conv-1w1s", "at least 2 ways and 1 shot"),
+    ("maml-conv-5w0s", "at least 2 ways and 1 shot"),
+])
+def test_bad_run_names_are_refused_with_a_helpful_message(name, match):
+    with pytest.raises(ValueError, match=match) as info:
+        fewshot.Spec.parse(name)
+    assert repr(name) in str(info.value)
+
+
+def test_build_model_per_dataset_and_refusals():
+    spec = fewshot.Spec.parse("maml-conv-5w1s")
+    omniglot = fewshot.build_model(spec, "omniglot", 8)
+    assert omniglot(torch.rand(2, 1, 28, 28)).shape == (2, 5)
+    assert omniglot(torch.rand(2, 1, 28, 28), features=True).shape == (2, 8)
+    mini = fewshot.build_model(fewshot.Spec.parse("anil-conv-20w1s"), "miniimagenet", 4)
+    assert mini(torch.rand(2, 3, 84, 84)).shape == (2, 20)
+    assert mini(torch.rand(2, 3, 84, 84), features=True).shape == (2, 4 * 25)
+    mlp = fewshot.build_model(fewshot.Spec.parse("maml-mlp-5w1s"), "omniglot", 8)
+    assert mlp(torch.rand(2, 1, 28, 28), features=True).shape == (2, 64)
+    assert sum(p.numel() for p in mlp.parameters()) == sum(
+        a * b + b + 2 * b * (i < 4) for i, (a, b) in enumerate(zip([784, 256, 128, 64, 64], [256, 128, 64, 64, 5])))
+    with pytest.raises(ValueError, match="Omniglot only"):
+        fewshot.build_model(fewshot.Spec.parse("maml-mlp-5w1s"), "miniimagenet", 8)
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        fewshot.build_model(spec, "cifar", 8)
+
+
+# ----------------------------------------------------------- 10. resumable training
+
+# 14 x 14 rather than 28 x 28: the strided Conv4 takes any size (mean over space), and on CPU
+# float32 second-order MAML is far slower at 28 x 28
+IMAGES = torch.randint(0, 256, (12, 6, 14, 14), generator=gen(3), dtype=torch.uint8)
+
+
+class Killed(Exception):
+    pass
+
+
+SETTINGS = {
+    # logs every 3 iterations, checkpoints every 2: a restart resumes with a half-full window
+    "maml": fewshot.Settings(iterations=6, meta_batch=2, inner_steps=1, inner_lr=0.4, test_steps=1, meta_lr=0.01,
+                             val_every=3, checkpoint_every=2),
+    "reptile": fewshot.Settings(iterations=6, meta_batch=2, inner_steps=2, inner_lr=0.01, test_steps=1,
+                                train_shots=1, inner_batch=2, meta_step=1.0, val_every=3, checkpoint_every=2),
+    "random": fewshot.Settings(iterations=4, meta_batch=2, inner_steps=1, inner_lr=0.4, test_steps=1, meta_lr=0.05,
+                               val_every=2, checkpoint_every=2),
+}
+
+
+def train_run(monkeypatch, work, algorithm, kill_after=None):
+    """A tiny fewshot.train run on random images; the sampler raises on call ``kill_after + 1``."""
+    monkeypatch.setattr(metalearn.paths, "WORK", work)
+    spec = fewshot.Spec(algorithm, "conv", 3, 1)
+    model = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 4), seed=0)
+    sampler = EpisodeSampler(IMAGES, torch.arange(12), n_way=3, k_shot=1, n_query=1, seed=0)
+    val = sampler.fixed_episodes(2, seed=7)
+    calls = {"n": 0}
+    draw = sampler.batch
+
+    def batch(*args, **kwargs):
+        if kill_after is not None and calls["n"] == kill_after:
+            raise Killed
+        calls["n"] += 1
+        return draw(*args, **kwargs)
+
+    sampler.batch = batch
+    history = fewshot.train(spec, model, sampler, val, SETTINGS[algorithm], seed=0, stage="test",
+                            config={"dataset": "synthetic"})
+    return model, history, calls["n"]
+
+
+def test_reptile_refuses_a_sampler_with_other_shots_than_its_settings(monkeypatch, tmp_path):
+    monkeypatch.setattr(metalearn.paths, "WORK", tmp_path)
+    spec = fewshot.Spec("reptile", "conv", 3, 1)
+    model = fewshot.build_model(spec, "omniglot", 4)
+    sampler = EpisodeSampler(IMAGES, torch.arange(12), n_way=3, k_shot=2, n_query=1, seed=0)
+    with pytest.raises(ValueError, match="trains on 1 shots per class, but the sampler draws 2"):
+        fewshot.train(spec, model, sampler, sampler.fixed_episodes(1, seed=0), SETTINGS["reptile"], seed=0,
+                      stage="test", config={})
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+def test_training_killed_and_restarted_ends_identically(monkeypatch, tmp_path, algorithm):
+    reference, ref_history, ref_calls = train_run(monkeypatch, tmp_path / "a", algorithm)
+    assert ref_calls == 6
+    assert [h["iteration"] for h in ref_history] == [3, 6]
+    assert all({"loss", "val_loss", "val_accuracy"} <= set(h) for h in ref_history)
+    assert all(math.isfinite(h["loss"]) and 0 <= h["val_accuracy"] <= 1 for h in ref_history)
+    with pytest.raises(Killed):
+        train_run(monkeypatch, tmp_path / "b", algorithm, kill_after=3)  # checkpoint at 2, killed in 4
+    assert len(list((tmp_path / "b").glob("*.pt"))) == 1
+    resumed, history, calls = train_run(monkeypatch, tmp_path / "b", algorithm)
+    assert calls == 4  # only the iterations after the checkpoint were redone
+    assert history == ref_history
+    ref_state, state = reference.state_dict(), resumed.state_dict()
+    assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+    # and training did something
+    initial = models.init_model(lambda: fewshot.build_model(fewshot.Spec(algorithm, "conv", 3, 1), "omniglot", 4), 0)
+    assert any(not torch.equal(p, initial.state_dict()[k]) for k, p in ref_state.items())
+
+
+def test_a_finished_run_is_not_trained_again(monkeypatch, tmp_path):
+    _, first, _ = train_run(monkeypatch, tmp_path, "maml")
+    _, again, calls = train_run(monkeypatch, tmp_path, "maml")
+    assert calls == 0
+    assert again == first
+
+
+def test_random_features_train_the_head_only(monkeypatch, tmp_path):
+    model, history, calls = train_run(monkeypatch, tmp_path, "random")
+    assert calls == 4 and [h["iteration"] for h in history] == [2, 4]
+    initial = models.init_model(lambda: fewshot.build_model(fewshot.Spec("random", "conv", 3, 1), "omniglot", 4), 0)
+    start = dict(initial.named_parameters())
+    for k, p in model.named_parameters():
+        if k.startswith("body."):
+            assert torch.equal(p, start[k]), k
+        else:
+            assert (p - start[k]).abs().max() > 1e-4, k
+
+
+# ------------------------------------------------------------- 11. Run history
+
+
+def test_run_history_is_the_mean_over_each_log_window(tmp_path):
+    model = models.mlp([1, 2, 1])
+    run = training.Run("h", {}, model, seed=0, checkpoint_every=100, work_dir=tmp_path)
+
+    def step(r):
+        n = r.iteration + 1  # 1, 2, 3, ...
+        metrics = {"loss": float(n)}
+        if n % 2 == 0:
+            metrics["val"] = 10.0 * n  # reported now and then: averaged over the times it came
+        return metrics
+
+    history = run.train(8, step, log_every=3)
+    assert history == [
+        {"iteration": 3, "loss": 2.0, "val": 20.0},
+        {"iteration": 6, "loss": 5.0, "val": 50.0},  # (40 + 60) / 2
+        {"iteration": 8, "loss": 7.5, "val": 80.0},  # the last, partial window
+    ]
+    assert run.iteration == 8
+
+
+def test_run_history_window_survives_a_restart(tmp_path):
+    def build():
+        return training.Run("w", {}, models.mlp([1, 2, 1]), seed=0, checkpoint_every=2, work_dir=tmp_path)
+
+    def step(r):
+        if r.iteration == 3 and not done.get("killed"):
+            done["killed"] = True
+            raise Killed
+        return {"loss": float(r.iteration + 1)}
+
+    done = {}
+    with pytest.raises(Killed):
+        build().train(6, step, log_every=3)
+    run = build()
+    assert run.resumed_from == 2 and run.window == {"loss": [1.0, 2.0]}
+    assert run.train(6, step, log_every=3) == [{"iteration": 3, "loss": 2.0}, {"iteration": 6, "loss": 5.0}]
+
+
+def test_run_refuses_a_diverged_metric(tmp_path):
+    run = training.Run("d", {}, models.mlp([1, 2, 1]), seed=0, work_dir=tmp_path)
+    with pytest.raises(FloatingPointError, match="diverged at iteration 2"):
+        run.train(5, lambda r: {"loss": 1.0 if r.iteration == 0 else float("nan")})

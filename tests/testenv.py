@@ -1,0 +1,31 @@
+"""Test-wide settings (a pytest plugin, ``-p testenv`` in pyproject.toml): notebooks and training runs started by the tests write into a
+temporary folder, never over the committed reports, models or checkpoints.
+
+Notebooks run (through nbval) in the order of the pipeline's stages in dvc.yaml, so a
+stage reads what the stages before it wrote into the same temporary folder
+(``metalearn.paths.input``): e.g. the training notebooks read the data ``prepare`` made.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+
+def pytest_configure(config):
+    scratch = tempfile.mkdtemp(prefix="metalearn-tests-")
+    os.environ["METALEARN_STAGING"] = os.path.join(scratch, "outputs")
+    os.environ["METALEARN_WORK"] = os.path.join(scratch, "work")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    root = Path(__file__).resolve().parents[1]
+    stages = list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"])
+
+    def order(item):
+        path = Path(str(item.fspath))
+        if path.suffix != ".ipynb":
+            return (0, 0)
+        return (1, stages.index(path.stem) if path.stem in stages else len(stages))
+
+    items.sort(key=order)  # stable: tests keep their order, a notebook's cells theirs
