@@ -24,6 +24,15 @@ def gen(seed=0):
 # ------------------------------------------------------------------------ 6. NIL
 
 
+def test_the_maml_family_steps_on_the_maml_codes_loss_reptile_on_the_mean():
+    logits = torch.randn(12, 4, generator=gen(11))
+    labels = torch.arange(4).repeat(3)  # 4-way, 3 per class
+    assert core.class_sum_cross_entropy(logits, labels).item() == pytest.approx(maml_code_xent(logits, labels).item())
+    assert core.class_sum_cross_entropy(logits, labels).item() == pytest.approx(4 * F.cross_entropy(logits, labels).item())
+    assert fewshot.loss_of(fewshot.Spec.parse("anil-conv-5w1s")) is core.class_sum_cross_entropy
+    assert fewshot.loss_of(fewshot.Spec.parse("reptile-conv-5w1s")) is core.cross_entropy
+
+
 def test_nil_logits_known_answer_when_the_query_is_one_support_item():
     K, labels, n_way = 5, torch.tensor([0, 0, 1, 2, 1]), 3
     support = torch.eye(K, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5], dtype=torch.float64)[:, None]
@@ -99,8 +108,13 @@ def query_logits(net, params, xs, xq, bn):
     return forward(net, params, torch.cat([xs, xq]), stats_rows=len(xs))[len(xs):]
 
 
+def maml_code_xent(logits, labels):
+    """The MAML code's loss, written as it is there: per-example cross-entropy / K, summed."""
+    return F.cross_entropy(logits, labels, reduction="none").div(len(labels) / logits.shape[1]).sum()
+
+
 def reference_curves(net, batch, steps, lr, bn, adapted_names):
-    """Plain SGD with torch.autograd.grad on the support cross-entropy, per task."""
+    """Plain SGD with torch.autograd.grad on the support loss (the MAML code's), per task."""
     losses, accuracies = [], []
     for xs, ys, xq, yq in zip(batch.xs, batch.ys, batch.xq, batch.yq):
         current = {k: v.detach().clone() for k, v in net.named_parameters()}
@@ -108,12 +122,12 @@ def reference_curves(net, batch, steps, lr, bn, adapted_names):
         for step in range(steps + 1):
             with torch.no_grad():
                 logits = query_logits(net, current, xs, xq, bn)
-            task_losses.append(F.cross_entropy(logits, yq))
+            task_losses.append(maml_code_xent(logits, yq))
             task_acc.append((logits.argmax(1) == yq).double().mean())
             if step == steps:
                 break
             leaves = {k: v.requires_grad_(k in adapted_names) for k, v in current.items()}
-            loss = F.cross_entropy(forward(net, leaves, xs), ys)
+            loss = maml_code_xent(forward(net, leaves, xs), ys)
             names = [k for k in leaves if k in adapted_names]
             grads = torch.autograd.grad(loss, [leaves[k] for k in names])
             update = dict(zip(names, grads))
@@ -149,7 +163,7 @@ def test_few_shot_curves_equal_an_independent_sgd_loop(problem, algorithm, bn):
     with torch.no_grad():
         for t in range(T):
             logits = query_logits(net, params, batch.xs[t], batch.xq[t], bn)
-            assert got["loss"][t, 0].item() == pytest.approx(F.cross_entropy(logits, batch.yq[t]).item(), rel=1e-12)
+            assert got["loss"][t, 0].item() == pytest.approx(maml_code_xent(logits, batch.yq[t]).item(), rel=1e-12)
             assert got["accuracy"][t, 0].item() == pytest.approx((logits.argmax(1) == batch.yq[t]).double().mean().item())
     # adaptation moves the curve (so a wrong step index would be caught)
     assert (got["loss"][:, 1:] - got["loss"][:, :-1]).abs().min() > 1e-6
@@ -185,7 +199,7 @@ def test_few_shot_with_an_explicit_mask_and_step_list(problem):
     net, batch = problem
     params = models.params_of(net, requires_grad=False)
     inner = core.InnerLoop(steps=2, lr=0.7, adapt=core.layer_mask(params, ["body.layer4", "head"]))
-    got = evaluation.few_shot(net, params, *batch[:4], inner, bn="inductive")
+    got = evaluation.few_shot(net, params, *batch[:4], inner, bn="inductive", loss_fn=core.class_sum_cross_entropy)
     names = [k for k in params if k.startswith(("body.layer4.", "head."))]
     assert_curves(got, *reference_curves(net, batch, 2, 0.7, "inductive", names))
     with pytest.raises(ValueError, match="head must be one of"):
@@ -208,7 +222,7 @@ def test_nil_head_equals_nil_logits_of_hand_computed_features(problem, bn):
             else:
                 query = net(torch.cat([xs, xq]), stats_rows=len(xs), features=True)[len(xs):]
             logp = core.nil_logits(query, support, ys, N_WAY)
-            nll = -logp[torch.arange(len(yq)), yq].mean()
+            nll = -logp[torch.arange(len(yq)), yq].mean() * N_WAY  # in the units of the run's loss
             assert got["loss"][t, 0].item() == pytest.approx(nll.item(), rel=1e-10)
             assert got["accuracy"][t, 0].item() == pytest.approx((logp.argmax(1) == yq).double().mean().item())
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import core, models, paths, report, results, training
-from .core import InnerOptimizer, cross_entropy, meta_loss
+from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
 from .datasets import EpisodeSampler
 from .evaluation import few_shot, few_shot_optimized, mean_ci95
 from .tasks import Batch
@@ -123,6 +123,13 @@ def inner_loop(spec: Spec, params: models.Params, steps: int, lr: float) -> core
     return core.inner_loop(algorithm, params, steps, lr)
 
 
+def loss_of(spec: Spec) -> core.LossFn:
+    """The training loss of the run: the MAML code's :func:`core.class_sum_cross_entropy` for
+    the MAML family (its step sizes refer to it), the mean cross-entropy for Reptile (as in
+    the Reptile code; its Adam inner loop is insensitive to the loss's scale)."""
+    return cross_entropy if spec.algorithm == "reptile" else class_sum_cross_entropy
+
+
 def reptile_optimizer(settings: Settings) -> InnerOptimizer:
     """Reptile's inner optimiser: Adam with beta1 = 0 (Nichol et al.)."""
     return InnerOptimizer("adam", lr=settings.inner_lr, beta1=0.0, beta2=0.999)
@@ -161,7 +168,7 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
 
         def update(run):
             eps = settings.meta_step * (1 - run.iteration / settings.iterations)
-            return training.reptile_step(run, sample, opt, eps, keep_state=False, loss_fn=cross_entropy)
+            return training.reptile_step(run, sample, opt, eps, keep_state=False, loss_fn=loss_of(spec))
         test_inner = None
     else:
         train_inner = inner_loop(spec, params, settings.inner_steps, settings.inner_lr)
@@ -169,7 +176,7 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
 
         def update(run):
             return training.maml_step(run, lambda gen: sampler.batch(settings.meta_batch, gen), train_inner,
-                                      cross_entropy, bn=settings.bn)
+                                      loss_of(spec), bn=settings.bn)
 
     def step(run):
         metrics = update(run)
@@ -188,7 +195,7 @@ def validate(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
         scores = evaluate(spec, model, params, val, settings, steps=settings.inner_steps)
         return {"val_loss": scores["loss"][:, -1].mean().item(),
                 "val_accuracy": scores["accuracy"][:, -1].mean().item()}
-    loss, predictions = meta_loss(model, params, val.xs, val.ys, val.xq, val.yq, inner, cross_entropy,
+    loss, predictions = meta_loss(model, params, val.xs, val.ys, val.xq, val.yq, inner, loss_of(spec),
                                   bn=settings.bn)
     return {"val_loss": loss.item(), "val_accuracy": (predictions.argmax(-1) == val.yq).float().mean().item()}
 
@@ -219,7 +226,7 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
         inner = core.inner_loop("anil" if spec.algorithm in ("anil", "random") else "maml", params, steps,
                                 settings.inner_lr, adapt_layers=keep)
     return few_shot(model, params, test.xs, test.ys, test.xq, test.yq, inner, bn=settings.bn, head=head,
-                    every_step=every_step)
+                    loss_fn=loss_of(spec), every_step=every_step)
 
 
 # --- a whole study of runs: train, test, plot, tabulate ---------------------------------
