@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # MiniImageNet: MAML, first-order MAML, ANIL, random features, Reptile (M-mini, A-anil, A-curves, A-nil, R-mini)
+# # MiniImageNet: MAML, first-order MAML, ANIL, Reptile and the training regimes of the body (M-mini, A-anil, A-curves, A-nil, A-regimes, R-mini, R-pretrain)
 #
 # Real MiniImageNet in the Ravi & Larochelle split (64 training, 16 validation, 20 test
 # classes, 84x84 RGB), **with the first 100 images of each class instead of 600**,
@@ -25,6 +27,16 @@
 # fixed list of test episodes per setting, with 95% confidence intervals, after adapting
 # its head (and, for MAML-family models, with a NIL head). The defaults below are
 # smoke-sized; `params.yaml` holds the study's CPU scale and `params-paper.yaml` the papers'.
+#
+# Training regimes of the body (ANIL paper Sec. 5.2, Tables 5 and 7): a run
+# `<init>+head-...` first trains the body without an inner loop (`multiclass`:
+# classification over the 64 training classes; `multitask`: one shared 5-way head over
+# all tasks, no adaptation; `niltrain`: no head, NIL's cosine logits), throws the head
+# away, freezes the body and meta-trains a new head with MAML's inner loop on the head
+# only (the paper's "MAML head"); `random-...` does the same on the random
+# initialisation. `multiclass+reptile-...` runs Reptile from the multiclass-pretrained
+# weights (Reptile review Table 5, R-pretrain). Multiclass pre-training is shared by
+# every run of this stage that starts from it.
 
 # %% tags=["parameters"]
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
@@ -32,7 +44,8 @@ threads = 2               # torch CPU threads
 device = "cpu"            # cpu or cuda: where models train and episodes are drawn
 bn = "transductive"       # batch norm of queries: transductive or inductive
 filters = 32              # Conv4 filters (paper: 32)
-runs = ["maml-conv-5w1s", "fomaml-conv-5w1s", "anil-conv-5w1s", "reptile-conv-5w1s"]  # algorithm-model-NwKs
+runs = ["maml-conv-5w1s", "fomaml-conv-5w1s", "anil-conv-5w1s", "reptile-conv-5w1s", "multiclass+head-conv-5w1s",
+        "niltrain+head-conv-5w1s"]  # [init+]algorithm-model-NwKs (metalearn.fewshot)
 iterations = 4            # meta-iterations of MAML-family runs (MAML paper: 60000; ANIL paper: 30000)
 meta_batch_1shot = 2      # tasks per meta-iteration, 1-shot (paper: 4)
 meta_batch_5shot = 2      # tasks per meta-iteration, 5-shot (paper: 2)
@@ -54,6 +67,8 @@ val_every = 2             # iterations between validation scores (the learning c
 n_test_tasks = 10         # fixed test tasks per setting (study: at least 600)
 test_queries = 15         # query images per class in validation and test tasks (paper: 15)
 test_every_step = False   # also measure accuracy after each test step, not only the last (costs a query pass per step)
+pretrain_iterations = 4   # Adam steps of pre-training for runs with an init (multiclass, multitask, niltrain)
+pretrain_batch = 16       # images per multiclass pre-training step (multitask and niltrain: meta_batch tasks)
 checkpoint_every = 50     # iterations between checkpoints (a killed run resumes from the last)
 
 # %%
@@ -68,7 +83,8 @@ P = check(globals(), seed=Int(min=0), threads=Int(min=1), device=Choice("cpu", "
           reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
           reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), n_val_tasks=Int(min=1),
           val_every=Int(min=1), n_test_tasks=Int(min=2), test_queries=Int(min=1), test_every_step=Bool(),
-          checkpoint_every=Int(min=1))
+          pretrain_iterations=Int(min=1),
+          pretrain_batch=Int(min=1), checkpoint_every=Int(min=1))
 for spec in P.runs:
     require(spec.model == "conv", "runs", f"has {spec.name}: MiniImageNet runs use the conv model")
     require(spec.n_way <= 16, "runs", f"has {spec.name}: the validation split has 16 classes")
@@ -102,7 +118,8 @@ pd.DataFrame({s: {"classes": x.shape[0], "images per class": x.shape[1]} for s, 
 # %%
 def settings_of(spec):
     """The run's hyperparameters, from the parameters above."""
-    common = dict(meta_lr=P.meta_lr, bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every)
+    common = dict(meta_lr=P.meta_lr, bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every,
+                  pretrain_iterations=P.pretrain_iterations, pretrain_batch=P.pretrain_batch)
     if spec.algorithm == "reptile":
         return fewshot.Settings(P.reptile_iterations, P.reptile_meta_batch, P.reptile_inner_steps, P.reptile_inner_lr,
                                 P.reptile_test_steps, inner_batch=P.reptile_inner_batch,
@@ -134,6 +151,17 @@ fewshot.save_learning_curves(history, STAGE, f"MiniImageNet training; {DATA}; {H
 table, curves = fewshot.test_runs(trained, episodes, P.n_test_tasks, P.test_queries, P.seed, P.test_every_step)
 fewshot.save_tests(table, curves, STAGE, f"MiniImageNet: test accuracy after adaptation ({P.n_test_tasks} test tasks, 95% CI)")
 table
+
+# %% [markdown]
+# ## Training regimes of the body (A-regimes: ANIL paper Tables 5 and 7)
+#
+# Each body tested with a NIL head (no head: cosine similarity to the support set) and with a
+# MAML head (MAML and ANIL: their own head, adapted; the other regimes: a new head
+# meta-trained on the frozen body, then adapted). The paper finds MAML/ANIL bodies best,
+# multitask worst, and the two heads within about a point of each other.
+
+# %%
+fewshot.regime_table(table)
 
 # %% [markdown]
 # ## Results beside the papers'

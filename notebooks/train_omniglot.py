@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -12,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Omniglot: MAML, first-order MAML, ANIL, random features, Reptile (M-omni, M-omni-mlp, A-anil, A-curves, A-nil, R-omni)
+# # Omniglot: MAML, first-order MAML, ANIL, random features, Reptile (M-omni, M-omni-mlp, A-anil, A-curves, A-nil, R-omni, R-pretrain)
 #
 # Real Omniglot (1623 characters x 20 drawings, 28x28, classes augmented with 90/180/270
 # degree rotations), prepared by the `prepare` stage. Character split `maml`: 1200
@@ -27,8 +29,11 @@
 # shots, inner batch 10, meta step 1 annealed to 0). Every run is tested on the same
 # fixed list of test episodes per setting, with 95% confidence intervals, after
 # adapting its head (and, for MAML-family models, with NIL: no head, cosine similarity of
-# penultimate features). The defaults below are smoke-sized; `params.yaml` holds the
-# study's CPU scale and `params-paper.yaml` the papers'.
+# penultimate features). `multiclass+reptile-...` first trains the body by plain
+# classification over all training classes (rotations are classes of their own), throws
+# that head away and runs Reptile from there (Reptile review Table 5, R-pretrain). The
+# defaults below are smoke-sized; `params.yaml` holds the study's CPU scale and
+# `params-paper.yaml` the papers'.
 
 # %% tags=["parameters"]
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
@@ -37,7 +42,8 @@ device = "cpu"            # cpu or cuda: where models train and episodes are dra
 split = "maml"            # character split: maml or official
 bn = "transductive"       # batch norm of queries: transductive or inductive
 filters = 64              # Conv4 filters (paper: 64)
-runs = ["maml-conv-5w1s", "anil-conv-5w1s", "random-conv-5w1s", "maml-mlp-5w1s", "reptile-conv-5w1s"]  # algorithm-model-NwKs
+runs = ["maml-conv-5w1s", "anil-conv-5w1s", "random-conv-5w1s", "maml-mlp-5w1s", "reptile-conv-5w1s",
+        "multiclass+reptile-conv-5w1s"]  # [init+]algorithm-model-NwKs (metalearn.fewshot)
 iterations_5way = 20      # meta-iterations of 5-way MAML-family runs (paper: 60000)
 iterations_20way = 10     # meta-iterations of 20-way MAML-family runs (paper: 60000)
 meta_batch_5way = 4       # tasks per meta-iteration, 5-way (paper: 32)
@@ -61,6 +67,8 @@ n_val_tasks = 10          # fixed validation tasks scored during training
 val_every = 5             # iterations between validation scores (the learning curves' resolution)
 n_test_tasks = 20         # fixed test tasks per setting (study: at least 600)
 test_queries = 5          # query images per class in validation and test tasks
+pretrain_iterations = 4   # Adam steps of pre-training for runs with an init (multiclass, multitask, niltrain)
+pretrain_batch = 16       # images per multiclass pre-training step (multitask and niltrain: meta_batch tasks)
 checkpoint_every = 100    # iterations between checkpoints (a killed run resumes from the last)
 
 # %%
@@ -76,7 +84,8 @@ P = check(globals(), seed=Int(min=0), threads=Int(min=1), device=Choice("cpu", "
           reptile_iterations=Int(min=1), reptile_meta_batch=Int(min=1), reptile_inner_steps=Int(min=1),
           reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
           reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), n_val_tasks=Int(min=1),
-          val_every=Int(min=1), n_test_tasks=Int(min=2), test_queries=Int(min=1), checkpoint_every=Int(min=1))
+          val_every=Int(min=1), n_test_tasks=Int(min=2), test_queries=Int(min=1), pretrain_iterations=Int(min=1),
+          pretrain_batch=Int(min=1), checkpoint_every=Int(min=1))
 for spec in P.runs:
     require(spec.n_way in (5, 20), "runs", f"has {spec.name}: Omniglot settings exist for 5-way and 20-way")
     require(spec.k_shot + P.test_queries <= 20 and (spec.algorithm != "reptile" or P.reptile_train_shots <= 20),
@@ -108,7 +117,8 @@ pd.DataFrame({s: {"characters": len(c) // 4, "classes (x4 rotations)": len(c)} f
 # %%
 def settings_of(spec):
     """The run's hyperparameters, from the parameters above."""
-    common = dict(meta_lr=P.meta_lr, bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every)
+    common = dict(meta_lr=P.meta_lr, bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every,
+                  pretrain_iterations=P.pretrain_iterations, pretrain_batch=P.pretrain_batch)
     if spec.algorithm == "reptile":
         return fewshot.Settings(P.reptile_iterations, P.reptile_meta_batch, P.reptile_inner_steps, P.reptile_inner_lr,
                                 P.reptile_test_steps, inner_batch=P.reptile_inner_batch,

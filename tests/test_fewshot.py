@@ -315,7 +315,7 @@ def test_good_run_names_round_trip(name):
 
 
 @pytest.mark.parametrize("name,match", [
-    ("maml-conv-5w", "is not '<algorithm>-<model>-<N>w<K>s'"),
+    ("maml-conv-5w", r"is not '\[<init>\+\]<algorithm>-<model>-<N>w<K>s'"),
     ("maml-conv-5w1s-extra", "is not"),
     ("MAML-conv-5w1s", "is not"),
     ("maml_conv_5w1s", "is not"),

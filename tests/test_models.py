@@ -267,6 +267,17 @@ def test_bn_mlp_shapes_names_and_layers():
     assert [tuple(p.shape) for p in net.body.layer1.parameters()] == [(256, 784), (256,), (256,), (256,)]
 
 
+def test_mlp_maps_each_row_of_a_batch_of_tasks_on_its_own():
+    """[T, B, D] inputs (the sinusoid oracle's tasks x points) give [T, B, out], each row
+    as if it were passed alone: no flattening across points."""
+    net = models.init_model(lambda: models.mlp([3, 40, 40, 1]), 0)
+    x = torch.randn(4, 7, 3, generator=gen(5))
+    out = net(x)
+    assert out.shape == (4, 7, 1)
+    torch.testing.assert_close(out[2, 3], net(x[2, 3:4])[0])
+    assert net(x, features=True).shape == (4, 7, 40)
+
+
 @pytest.mark.parametrize("factory", [
     lambda: models.conv4(5, 1, 8, 28, True),
     lambda: models.conv4(5, 3, 8, 84, False),

@@ -461,17 +461,36 @@ class EpisodeSampler:
         tensors), stacked as in :meth:`batch`. Does not advance the sampler's own generator."""
         return self.batch(n, torch.Generator().manual_seed(seed))
 
-    def _sample(self, generator: torch.Generator) -> tuple[Episode, Tensor]:
-        n, k, q = self.n_way, self.k_shot, self.n_query
-        chosen = self.classes[torch.randperm(len(self.classes), generator=generator)[:n]]  # [N, 2]
-        picks = torch.rand(n, self.images.shape[1], generator=generator).argsort(dim=1)[:, :k + q]
+    def labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` images drawn uniformly (with replacement) from every image of every class,
+        for plain classification over all the sampler's classes (multiclass pre-training):
+        x [n, C, H, W] float32 in [0, 1], y [n] int64, the class's position in ``classes``
+        (0..M-1, a rotated Omniglot character being its own class)."""
+        if not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        generator = generator or self.generator
+        y = torch.randint(len(self.classes), (n,), generator=generator)
+        picks = torch.randint(self.images.shape[1], (n, 1), generator=generator)
+        x = self._gather(self.classes[y], picks)[:, 0]
+        return x, y.to(self.images.device)
+
+    def _gather(self, chosen: Tensor, picks: Tensor) -> Tensor:
+        """Images ``picks`` [N, P] of the classes ``chosen`` [N, 2] (row, quarter turns),
+        rotated: float32 [N, P, C, H, W] in [0, 1] on the images' device."""
         device = self.images.device
-        x = self.images[chosen[:, :1].to(device), picks.to(device)]  # [N, K+Q, C, H, W] uint8
+        x = self.images[chosen[:, :1].to(device), picks.to(device)]  # [N, P, C, H, W] uint8
         for turns in chosen[:, 1].unique().tolist():
             if turns:
                 rows = (chosen[:, 1] == turns).to(device)
                 x[rows] = torch.rot90(x[rows], turns, dims=(-2, -1))
-        x = x.float().div_(255)
+        return x.float().div_(255)
+
+    def _sample(self, generator: torch.Generator) -> tuple[Episode, Tensor]:
+        n, k, q = self.n_way, self.k_shot, self.n_query
+        chosen = self.classes[torch.randperm(len(self.classes), generator=generator)[:n]]  # [N, 2]
+        picks = torch.rand(n, self.images.shape[1], generator=generator).argsort(dim=1)[:, :k + q]
+        x = self._gather(chosen, picks)
+        device = self.images.device
         labels = torch.arange(n, device=device)
         shape = x.shape[2:]
         return Episode(x[:, :k].reshape(n * k, *shape), labels.repeat_interleave(k),

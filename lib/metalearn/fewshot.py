@@ -1,6 +1,7 @@
 """Few-shot image classification runs: what to train, training, and test-time evaluation.
 
-A run is named ``<algorithm>-<model>-<N>w<K>s``, e.g. ``maml-conv-20w1s`` (:class:`Spec`):
+A run is named ``[<init>+]<algorithm>-<model>-<N>w<K>s``, e.g. ``maml-conv-20w1s`` or
+``multiclass+reptile-conv-5w1s`` (:class:`Spec`):
 
 ============  =============================================================
 algorithm     training
@@ -8,11 +9,17 @@ algorithm     training
 maml          second-order MAML, inner loop on every parameter
 fomaml        first-order MAML
 anil          ANIL: the inner loop adapts the head only (second order)
-random        random features: the body stays at its initialisation; only the
-              head is meta-trained (as ANIL)
+head          the body is frozen; only the head is meta-trained (ANIL's inner
+              loop): the ANIL paper's "MAML head" on a body trained otherwise
+random        random features: ``head`` on the body's random initialisation
 reptile       Reptile: an inner optimiser on each task's training shots, then
               ``theta += eps * mean(phi - theta)`` (no query split)
 ============  =============================================================
+
+``<init>`` first trains the body by a regime without an inner loop
+(:mod:`metalearn.regimes`: ``multiclass``, ``multitask``, ``niltrain``), throws its head
+away, and hands the network to ``head`` (ANIL paper Tables 5, 7) or ``reptile``
+(Reptile review Table 5).
 
 Models: ``conv`` (the papers' Conv4, :func:`models.conv4`) or ``mlp`` (the MAML
 paper's 256-128-64-64 network, Omniglot only). Every run of a dataset draws its
@@ -30,48 +37,63 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import core, models, paths, report, results, training
+from . import core, models, paths, regimes, report, results, training
 from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
 from .datasets import EpisodeSampler
 from .evaluation import few_shot, few_shot_optimized, mean_ci95
 from .tasks import Batch
 
-ALGORITHMS = ("maml", "fomaml", "anil", "random", "reptile")
+ALGORITHMS = ("maml", "fomaml", "anil", "head", "random", "reptile")
+HEAD_ONLY = ("head", "random")  # the body stays as it starts; the head is meta-trained
+INITIALISED = ("head", "reptile")  # the algorithms that may start from a pre-trained body
 MODELS = ("conv", "mlp")
 DATASETS = {  # input channels, image side, Conv4 filters, strided (Omniglot) or max-pooled
     "omniglot": dict(channels=1, image_size=28, strided=True),
     "miniimagenet": dict(channels=3, image_size=84, strided=False),
 }
-_NAME = re.compile(r"^([a-z]+)-([a-z]+)-(\d+)w(\d+)s$")
+_NAME = re.compile(r"^(?:([a-z]+)\+)?([a-z]+)-([a-z]+)-(\d+)w(\d+)s$")
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One run: ``algorithm`` on ``model`` for ``n_way``-way ``k_shot``-shot tasks."""
+    """One run: ``algorithm`` on ``model`` for ``n_way``-way ``k_shot``-shot tasks, from a
+    body pre-trained by the regime ``init`` (None: from the seeded initialisation)."""
 
     algorithm: str
     model: str
     n_way: int
     k_shot: int
+    init: str | None = None
 
     @classmethod
     def parse(cls, name: str) -> "Spec":
-        """``"anil-conv-20w1s"`` -> Spec('anil', 'conv', 20, 1), with a clear error otherwise."""
+        """``"anil-conv-20w1s"`` -> Spec('anil', 'conv', 20, 1); ``"multiclass+head-conv-5w1s"``
+        -> Spec('head', 'conv', 5, 1, init='multiclass'); a clear error otherwise."""
         match = _NAME.match(name)
         if not match:
-            raise ValueError(f"run {name!r} is not '<algorithm>-<model>-<N>w<K>s', e.g. 'maml-conv-5w1s'")
-        algorithm, model, n_way, k_shot = match.groups()
+            raise ValueError(f"run {name!r} is not '[<init>+]<algorithm>-<model>-<N>w<K>s', e.g. 'maml-conv-5w1s' "
+                             "or 'multiclass+reptile-conv-5w1s'")
+        init, algorithm, model, n_way, k_shot = match.groups()
         if algorithm not in ALGORITHMS:
             raise ValueError(f"run {name!r}: unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+        if init is not None and init not in regimes.REGIMES:
+            raise ValueError(f"run {name!r}: unknown pre-training {init!r}; choose one of {regimes.REGIMES}")
+        if init is not None and algorithm not in INITIALISED:
+            raise ValueError(f"run {name!r}: a pre-trained body goes to one of {INITIALISED}, not {algorithm!r}")
         if model not in MODELS:
             raise ValueError(f"run {name!r}: unknown model {model!r}; choose one of {MODELS}")
         if int(n_way) < 2 or int(k_shot) < 1:
             raise ValueError(f"run {name!r}: need at least 2 ways and 1 shot")
-        return cls(algorithm, model, int(n_way), int(k_shot))
+        return cls(algorithm, model, int(n_way), int(k_shot), init)
 
     @property
     def name(self) -> str:
-        return f"{self.algorithm}-{self.model}-{self.setting}"
+        return f"{self.init + '+' if self.init else ''}{self.algorithm}-{self.model}-{self.setting}"
+
+    @property
+    def regime(self) -> str:
+        """What trained the body: the pre-training regime, else the algorithm."""
+        return self.init or self.algorithm
 
     @property
     def setting(self) -> str:
@@ -88,6 +110,9 @@ class Settings:
     ``inner_batch`` from ``train_shots`` images per class, outer step ``meta_step``
     annealed linearly to 0. Test: ``test_steps`` adaptation steps (Reptile: of its
     inner optimiser on the support set). ``bn``: batch-norm mode (:func:`core.predict`).
+    Pre-training (runs with an ``init``): ``pretrain_iterations`` Adam steps of size
+    ``meta_lr``, each on ``pretrain_batch`` images (multiclass) or ``meta_batch`` tasks
+    (multitask, niltrain).
     """
 
     iterations: int
@@ -103,6 +128,8 @@ class Settings:
     meta_step: float = 1.0
     val_every: int = 100
     checkpoint_every: int = 200
+    pretrain_iterations: int = 0
+    pretrain_batch: int = 32
 
 
 def build_model(spec: Spec, dataset: str, filters: int) -> models.Net:
@@ -118,8 +145,8 @@ def build_model(spec: Spec, dataset: str, filters: int) -> models.Net:
 
 
 def inner_loop(spec: Spec, params: models.Params, steps: int, lr: float) -> core.InnerLoop:
-    """The MAML-family inner loop of the run (random features adapt the head, as ANIL)."""
-    algorithm = {"random": "anil", "reptile": "maml"}.get(spec.algorithm, spec.algorithm)
+    """The MAML-family inner loop of the run (head-only runs adapt the head, as ANIL)."""
+    algorithm = "anil" if spec.algorithm in HEAD_ONLY else {"reptile": "maml"}.get(spec.algorithm, spec.algorithm)
     return core.inner_loop(algorithm, params, steps, lr)
 
 
@@ -143,11 +170,22 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     shots and queries); ``val`` is a fixed batch of validation tasks, scored every
     ``val_every`` iterations after test-time adaptation (``val_loss``, ``val_accuracy``).
     ``config`` (with the spec and settings) keys the checkpoint in ``data/work``.
+    A run with an ``init`` first pre-trains the body (:func:`regimes.pretrain`, on the same
+    sampler; multiclass pre-training is shared by every run of the stage with that model).
     """
+    if spec.init:
+        if settings.pretrain_iterations < 1:
+            raise ValueError(f"run {spec.name}: pre-training needs pretrain_iterations >= 1")
+        episodic = "" if spec.init == "multiclass" else f"-{spec.setting}"
+        batch = settings.pretrain_batch if spec.init == "multiclass" else settings.meta_batch
+        regimes.pretrain(spec.init, model, sampler, settings.pretrain_iterations, batch,
+                         settings.meta_lr, seed, f"{stage}-{spec.init}-{spec.model}{episodic}",
+                         {**config, "model": spec.model}, bn=settings.bn, checkpoint_every=settings.checkpoint_every,
+                         log_every=settings.val_every)
     name = f"{stage}-{spec.name}"
     key = {**config, **asdict(spec), **asdict(settings), "seed": seed}
     params = dict(model.named_parameters())
-    trainable = model.head.parameters() if spec.algorithm == "random" else model.parameters()
+    trainable = model.head.parameters() if spec.algorithm in HEAD_ONLY else model.parameters()
     optimizer = None if spec.algorithm == "reptile" else torch.optim.Adam(trainable, lr=settings.meta_lr)
     run = training.Run(name, key, model, seed, optimizer, settings.checkpoint_every)
     training.cleanup_stale(name, run.path)
@@ -223,7 +261,7 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
     inner = inner_loop(spec, params, steps, settings.inner_lr)
     if frozen:
         keep = [layer for layer in model.layers if layer not in frozen]
-        inner = core.inner_loop("anil" if spec.algorithm in ("anil", "random") else "maml", params, steps,
+        inner = core.inner_loop("anil" if spec.algorithm in ("anil", *HEAD_ONLY) else "maml", params, steps,
                                 settings.inner_lr, adapt_layers=keep)
     return few_shot(model, params, test.xs, test.ys, test.xq, test.yq, inner, bn=settings.bn, head=head,
                     loss_fn=loss_of(spec), every_step=every_step)
@@ -322,33 +360,50 @@ def plot_test_steps(curves: pd.DataFrame, title: str):
     return fig
 
 
-def experiments(dataset: str, spec: Spec, head: str) -> list[str]:
-    """The STUDY.md experiment ids that a test result of ``spec`` belongs to."""
-    if head == "nil":
-        return ["A-nil"]
+def experiments(dataset: str, spec: Spec, head: str) -> list[tuple[str, str]]:
+    """The STUDY.md experiment ids that a test result of ``spec`` with test-time ``head``
+    (adapt or nil) belongs to, each with the result's setting in ``reports/results.csv``:
+    ``"<dataset> <algorithm> <model> <N>w<K>s"`` (+ ``" nil-head"``, or ``" from <init>"``);
+    A-regimes names the body's regime and the head: ``"... multiclass conv 5w1s maml-head"``."""
+    base = f"{dataset} {spec.algorithm} {spec.model} {spec.setting}"
     if spec.algorithm == "reptile":
-        return ["R-omni" if dataset == "omniglot" else "R-mini"]
-    if spec.model == "mlp":
-        return ["M-omni-mlp"]
-    maml_id = "M-omni" if dataset == "omniglot" else "M-mini"
-    return {"maml": [maml_id, "A-anil"], "fomaml": [maml_id], "anil": ["A-anil"], "random": ["A-anil"]}[spec.algorithm]
+        if head != "adapt":
+            return []
+        if spec.init:
+            return [("R-pretrain", f"{base} from {spec.init}")]
+        out = [("R-omni" if dataset == "omniglot" else "R-mini", base)]
+        return out + ([("R-pretrain", base)] if spec.setting == "5w1s" and spec.model == "conv" else [])
+    out = []
+    if spec.init is None:
+        if head == "nil":
+            out.append(("A-nil", f"{base} nil-head"))
+        elif spec.model == "mlp":
+            out.append(("M-omni-mlp", base))
+        else:
+            maml_id = "M-omni" if dataset == "omniglot" else "M-mini"
+            out += [(experiment, base) for experiment in {
+                "maml": [maml_id, "A-anil"], "fomaml": [maml_id], "anil": ["A-anil"]}.get(spec.algorithm, ["A-anil"])]
+    if spec.model == "conv" and spec.algorithm in ("maml", "anil", *HEAD_ONLY):
+        test_head = "maml-head" if head == "adapt" else "nil-head"
+        out.append(("A-regimes", f"{dataset} {spec.regime} {spec.model} {spec.setting} {test_head}"))
+    return out
 
 
 def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> list[dict]:
-    """``reports/results.csv`` rows: each test result under its experiment ids, and for
-    MAML and ANIL runs the final validation accuracy under A-curves. Settings read
-    ``"<dataset> <algorithm> <model> <N>w<K>s"`` (+ ``" nil-head"``); ``scale`` describes
-    the scale, with ``{iterations}`` and ``{meta_batch}`` filled in per run."""
+    """``reports/results.csv`` rows: each test result under its experiment ids
+    (:func:`experiments`), and for MAML and ANIL runs the final validation accuracy under
+    A-curves. ``scale`` describes the scale, with ``{iterations}`` and ``{meta_batch}``
+    filled in per run."""
     out = []
     for r in table.itertuples():
         spec = Spec.parse(r.run)
-        setting = f"{dataset} {spec.algorithm} {spec.model} {spec.setting}" + (" nil-head" if r.head == "nil" else "")
         described = scale.format(iterations=r.iterations, meta_batch=r.meta_batch)
-        for experiment in experiments(dataset, spec, r.head):
+        for experiment, setting in experiments(dataset, spec, r.head):
             out.append(results.row(experiment, setting, "accuracy", r.accuracy, described, r.ci95))
         if r.head == "adapt" and spec.algorithm in ("maml", "anil"):
             final = history[history.run == r.run].val_accuracy.iloc[-1] * 100
-            out.append(results.row("A-curves", f"{setting} final validation", "accuracy", final, described))
+            setting = f"{dataset} {spec.algorithm} {spec.model} {spec.setting} final validation"
+            out.append(results.row("A-curves", setting, "accuracy", final, described))
     return out
 
 
@@ -378,6 +433,21 @@ def save_results(dataset: str, stage: str, table: pd.DataFrame, history: pd.Data
     report.save_metrics(accuracy, f"reports/metrics/{stage}.json")
     compare_to_maml(accuracy)
     return pd.DataFrame(rows)[["experiment", "setting", "value", "ci95", "paper"]]
+
+
+def regime_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy "mean +- ci95" of each body's training regime (rows: maml, anil, random,
+    multiclass, ...) with each test-time head (columns: setting x MAML head / NIL head), from
+    :func:`test_runs`' table; conv runs of the A-regimes comparison only (ANIL paper Table 7)."""
+    rows = []
+    for r in table.itertuples():
+        spec = Spec.parse(r.run)
+        if spec.model == "conv" and spec.algorithm in ("maml", "anil", *HEAD_ONLY):
+            rows.append(dict(regime=spec.regime, setting=spec.setting, accuracy=f"{r.accuracy:.1f} +- {r.ci95:.1f}",
+                             head="MAML head" if r.head == "adapt" else "NIL head"))
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).pivot(index="regime", columns=["setting", "head"], values="accuracy")
 
 
 def compare_to_maml(accuracy: dict[str, float]) -> None:

@@ -92,15 +92,16 @@ class Net(nn.Module):
 
     ``features`` is the body's output made flat: ``[B, ...] -> [B, F]`` by
     ``flatten`` (``"flatten"``, default) or by a mean over the spatial axes
-    (``"mean"``, MAML's strided Omniglot network). ``stats_rows`` reaches every
+    (``"mean"``, MAML's strided Omniglot network), or left as it is (``"none"``: fully
+    connected bodies, whose inputs may carry extra leading axes, ``[T, B, D]``). ``stats_rows`` reaches every
     :class:`Block` (batch-norm statistics from the first rows only); models without
     batch norm ignore it.
     """
 
     def __init__(self, body: nn.Sequential, head: nn.Module, reduce: str = "flatten"):
         super().__init__()
-        if reduce not in ("flatten", "mean"):
-            raise ValueError(f"reduce must be 'flatten' or 'mean', got {reduce!r}")
+        if reduce not in ("flatten", "mean", "none"):
+            raise ValueError(f"reduce must be 'flatten', 'mean' or 'none', got {reduce!r}")
         self.body = body
         self.head = head
         self.reduce = reduce
@@ -109,6 +110,8 @@ class Net(nn.Module):
         """Penultimate features [B, F] (the head's input)."""
         for layer in self.body:
             x = layer(x, stats_rows) if isinstance(layer, Block) else layer(x)
+        if self.reduce == "none":
+            return x
         return x.flatten(2).mean(2) if self.reduce == "mean" else x.flatten(1)
 
     def forward(self, x: Tensor, stats_rows: int | None = None, features: bool = False) -> Tensor:
@@ -133,7 +136,7 @@ def mlp(sizes: list[int]) -> Net:
         (f"layer{i + 1}", nn.Sequential(nn.Linear(sizes[i], sizes[i + 1]), nn.ReLU()))
         for i in range(len(sizes) - 2)
     )
-    return Net(nn.Sequential(blocks), nn.Linear(sizes[-2], sizes[-1]))
+    return Net(nn.Sequential(blocks), nn.Linear(sizes[-2], sizes[-1]), reduce="none")
 
 
 def conv4(n_way: int, channels: int = 1, filters: int = 64, image_size: int = 28,
@@ -171,7 +174,7 @@ def bn_mlp(sizes: list[int]) -> Net:
     blocks["flatten"] = nn.Flatten()
     for i in range(len(sizes) - 2):
         blocks[f"layer{i + 1}"] = Block(nn.Linear(sizes[i], sizes[i + 1]), sizes[i + 1])
-    return Net(nn.Sequential(blocks), nn.Linear(sizes[-2], sizes[-1]))
+    return Net(nn.Sequential(blocks), nn.Linear(sizes[-2], sizes[-1]), reduce="none")
 
 
 def params_of(model: nn.Module, requires_grad: bool = True) -> Params:

@@ -1,0 +1,346 @@
+"""Feature reuse analyses: freezing, per-layer weight distance, per-layer representational
+similarity before/after adaptation and between models (Raghu et al. 2019, "Rapid Learning or
+Feature Reuse?", Sec. 3 and App. B).
+
+Every analysis runs over one fixed list of test tasks ``test`` (a :class:`metalearn.tasks.Batch`
+of few-shot episodes: support xs [T, N*K, C, H, W], ys [T, N*K]; queries xq [T, N*Q, C, H, W],
+yq [T, N*Q]) and returns a ``pandas.DataFrame`` of means over the T tasks with 95% confidence
+half-widths (Student t over tasks, :func:`metalearn.evaluation.mean_ci95`):
+
+============  =============================  ================================================
+experiment    entry point                    what is measured on each task
+============  =============================  ================================================
+A-freeze      :func:`freeze_accuracy`        query accuracy after test-time adaptation with a
+                                             contiguous block of layers frozen
+A-dist        :func:`weight_distances`       ||theta_l - theta'_l|| per layer l, theta' after
+                                             full adaptation (absolute and / ||theta_l||)
+A-cca         :func:`pre_post_similarity`    CCA / CKA of each layer's activations on the
+                                             task's queries, before vs after adaptation
+A-repr,       :func:`model_similarity`       CCA / CKA of two models' activations on the same
+A-regime-sim                                 queries, per layer and mean over chosen layers
+============  =============================  ================================================
+
+Test-time adaptation is the one of :func:`metalearn.fewshot.evaluate` (same inner loop, step
+size ``settings.inner_lr``, ``settings.test_steps`` steps, loss and batch-norm mode
+``settings.bn``), for MAML-family runs (not Reptile). A layer is a name of ``model.layers``
+(``body.layer1`` .. ``body.layer4``, ``head``); its parameters are every tensor under that
+prefix (a conv block: conv weight and bias, batch-norm scale and shift).
+
+Activations are read on the task's query images, as the model predicts them
+(:func:`metalearn.core.predict`: transductive batch norm uses the queries' own statistics,
+inductive the support set's). Conv activations [Q, C, H, W] become Q*H*W data points of C
+units (:func:`metalearn.similarity.conv_to_points`); the head's output [Q, N] is Q points of
+N units. CCA needs more data points than units: a comparison with ``units >= points - 1`` on a
+side is refused (:func:`layer_similarity`: ValueError, or NaN with a note when asked).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from . import core, fewshot, models, similarity
+from .evaluation import mean_ci95
+from .models import Params
+
+METHODS = ("cca", "cka")  # the ANIL paper's two measures: mean CCA and linear CKA
+_FROZEN = re.compile(r"^(?:none|(\d+)(?:-(\d+))?)$")
+
+
+# ----------------------------------------------------------------------------- inputs
+def check_layers(model: nn.Module, layers: Sequence[str]) -> list[str]:
+    """``layers`` as a list, each one of ``model.layers``; ValueError naming unknown ones."""
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be a list of names, got the string {layers!r}")
+    layers = list(layers)
+    unknown = [layer for layer in layers if layer not in model.layers]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; the model's layers are {model.layers}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers repeat: {layers}")
+    return layers
+
+
+def check_freeze(name: str) -> str:
+    """``name`` if it spells a freeze setting ("none", "<i>" or "<i>-<j>", 1 <= i <= j), else
+    ValueError."""
+    match = _FROZEN.match(name) if isinstance(name, str) else None
+    if not match:
+        raise ValueError(f"freeze setting {name!r} is not 'none', '<i>' or '<i>-<j>' (e.g. '1-3')")
+    if name != "none" and not 1 <= int(match.group(1)) <= int(match.group(2) or match.group(1)):
+        raise ValueError(f"freeze setting {name!r}: need 1 <= first <= last layer")
+    return name
+
+
+def frozen_layers(name: str, model: nn.Module) -> tuple[str, ...]:
+    """A freeze setting of the ANIL paper's Table 1 -> the layers it freezes.
+
+    ``"none"`` -> (); ``"1"`` -> ("body.layer1",); ``"1-3"`` -> ("body.layer1", "body.layer2",
+    "body.layer3"). ValueError for another spelling, an empty range or a layer the model lacks.
+    """
+    if check_freeze(name) == "none":
+        return ()
+    match = _FROZEN.match(name)
+    first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+    return tuple(check_layers(model, [f"body.layer{i}" for i in range(first, last + 1)]))
+
+
+def evaluation_settings(inner_lr: float, test_steps: int, bn: str = "transductive") -> fewshot.Settings:
+    """Test-time settings for :func:`fewshot.evaluate`: only ``inner_lr``, ``test_steps`` and
+    ``bn`` are read at test time (the training fields are set to 0: unused here)."""
+    if not inner_lr > 0 or not isinstance(test_steps, int) or test_steps < 0:
+        raise ValueError(f"need inner_lr > 0 and test_steps >= 0, got {inner_lr}, {test_steps}")
+    if bn not in core.BN_MODES:
+        raise ValueError(f"bn must be one of {core.BN_MODES}, got {bn!r}")
+    return fewshot.Settings(iterations=0, meta_batch=0, inner_steps=0, inner_lr=inner_lr,
+                            test_steps=test_steps, bn=bn)
+
+
+def load_model(spec: fewshot.Spec, dataset: str, filters: int, path) -> nn.Module:
+    """The network of ``spec`` (:func:`fewshot.build_model`) with the state_dict saved at ``path``;
+    a clear error when the file is missing or does not fit (e.g. other ``filters``)."""
+    model = fewshot.build_model(spec, dataset, filters)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no trained model at {path}: run the stage that trains {spec.name}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit {spec.name} on {dataset} with {filters} filters: {error}") from None
+    return model.eval()
+
+
+def _mean_ci(values) -> tuple[float, float]:
+    """Mean and 95% CI half-width of a list of numbers; (nan, nan) if any is nan."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    if torch.isnan(values).any():
+        return math.nan, math.nan
+    return mean_ci95(values)
+
+
+# ------------------------------------------------------------------ test-time adaptation
+def adaptation_loop(spec: fewshot.Spec, model: nn.Module, params: Params, settings: fewshot.Settings,
+                    frozen: Sequence[str] = ()) -> core.InnerLoop:
+    """The inner loop :func:`fewshot.evaluate` adapts with, minus the ``frozen`` layers."""
+    if spec.algorithm == "reptile":
+        raise ValueError("the feature reuse analyses adapt with the MAML-family inner loop; "
+                         f"{spec.name} adapts with Reptile's optimiser")
+    frozen = check_layers(model, frozen)
+    inner = fewshot.inner_loop(spec, params, settings.test_steps, settings.inner_lr)
+    if frozen:
+        keep = [layer for layer in model.layers if layer not in frozen]
+        inner = core.inner_loop("anil" if spec.algorithm in ("anil", *fewshot.HEAD_ONLY) else "maml", params,
+                                settings.test_steps, settings.inner_lr, adapt_layers=keep)
+    return inner
+
+
+def adapted_params(spec: fewshot.Spec, model: nn.Module, params: Params, xs: Tensor, ys: Tensor,
+                   settings: fewshot.Settings, frozen: Sequence[str] = ()) -> Params:
+    """One task's parameters after test-time adaptation on its support set xs [N*K, ...],
+    ys [N*K] (``params`` unchanged for 0 steps); detached."""
+    params = {k: v.detach() for k, v in params.items()}
+    inner = adaptation_loop(spec, model, params, settings, frozen)
+    adapted = core.adapt(model, params, xs, ys, inner, fewshot.loss_of(spec))
+    return {k: v.detach() for k, v in adapted.items()}
+
+
+# ------------------------------------------------------------------------- A-freeze
+def freeze_accuracy(spec: fewshot.Spec, model: nn.Module, test, settings: fewshot.Settings,
+                    freezes: Sequence[str] = ("none", "1", "1-2", "1-3", "1-4")) -> pd.DataFrame:
+    """A-freeze: query accuracy (%) over the T tasks of ``test`` after test-time adaptation
+    with each freeze setting (:func:`frozen_layers`) -> one row per setting: frozen, layers
+    (the frozen layers' names), accuracy, ci95, tasks."""
+    freezes = list(freezes)
+    if not freezes or len(set(freezes)) != len(freezes):
+        raise ValueError(f"need distinct freeze settings, got {freezes}")
+    params = models.params_of(model, requires_grad=False)
+    rows = []
+    for name in freezes:
+        frozen = frozen_layers(name, model)
+        scores = fewshot.evaluate(spec, model, params, test, settings, frozen=frozen, every_step=False)
+        mean, ci = mean_ci95(scores["accuracy"][:, -1] * 100)
+        rows.append(dict(frozen=name, layers=", ".join(frozen) or "-", accuracy=mean, ci95=ci,
+                         tasks=len(scores["accuracy"])))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- A-dist
+def layer_vector(params: Params, layer: str) -> Tensor:
+    """All parameters of ``layer`` (those named ``layer.*``), flattened and concatenated, in
+    the order of ``params`` -> (P_l,), float64."""
+    names = [k for k in params if k.startswith(layer + ".")]
+    if not names:
+        raise ValueError(f"no parameter belongs to layer {layer!r}; parameters are {list(params)}")
+    return torch.cat([params[k].detach().reshape(-1).to(torch.float64) for k in names])
+
+
+def weight_distance(before: Params, after: Params, layers: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """{layer: (||theta_l - theta'_l||_2, ||theta_l||_2)} over each layer's parameter vector
+    (:func:`layer_vector`), theta = ``before``, theta' = ``after`` (same names and shapes)."""
+    if set(before) != set(after):
+        raise ValueError(f"parameter names differ: {sorted(set(before) ^ set(after))}")
+    out = {}
+    for layer in layers:
+        a, b = layer_vector(before, layer), layer_vector(after, layer)
+        if a.shape != b.shape:
+            raise ValueError(f"layer {layer}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+        out[layer] = (torch.linalg.vector_norm(a - b).item(), torch.linalg.vector_norm(a).item())
+    return out
+
+
+def weight_distances(spec: fewshot.Spec, model: nn.Module, test, settings: fewshot.Settings,
+                     layers: Sequence[str] | None = None) -> pd.DataFrame:
+    """A-dist (ANIL paper Fig. 6): per layer, the mean over the T tasks of ``test`` of
+    ||theta_l - theta_l^(b)|| (theta^(b): after full test-time adaptation to task b) ->
+    one row per layer: layer, parameters (P_l), norm (||theta_l||), distance, distance_ci95,
+    relative (distance / ||theta_l||, mean over tasks), relative_ci95, tasks."""
+    layers = check_layers(model, model.layers if layers is None else layers)
+    params = models.params_of(model, requires_grad=False)
+    per_task = []
+    for xs, ys in zip(test.xs, test.ys):
+        per_task.append(weight_distance(params, adapted_params(spec, model, params, xs, ys, settings), layers))
+    rows = []
+    for layer in layers:
+        norm = per_task[0][layer][1]
+        distance, distance_ci = mean_ci95([d[layer][0] for d in per_task])
+        relative, relative_ci = mean_ci95([d[layer][0] / norm for d in per_task])
+        rows.append(dict(layer=layer, parameters=layer_vector(params, layer).numel(), norm=norm, distance=distance,
+                         distance_ci95=distance_ci, relative=relative, relative_ci95=relative_ci, tasks=len(per_task)))
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------ similarity
+def layer_outputs(model: nn.Module, params: Params, xq: Tensor, xs: Tensor | None, bn: str,
+                  layers: Sequence[str]) -> dict[str, Tensor]:
+    """{layer: its output on the queries xq [Q, ...]} as :func:`core.predict` computes them
+    (``bn``: transductive or inductive with the support set xs [K, ...]): body blocks
+    [Q, C, H, W] (after ReLU and pooling), ``head`` [Q, N]; detached."""
+    layers = check_layers(model, layers)
+    modules = dict(model.named_modules())
+    seen: dict[str, Tensor] = {}
+
+    def hook_for(name: str) -> Callable:
+        def hook(_module, _inputs, output):
+            seen[name] = output.detach()
+        return hook
+
+    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
+    try:
+        with torch.no_grad():
+            core.predict(model, params, xq, xs, bn)
+    finally:
+        for handle in handles:
+            handle.remove()
+    skip = 0 if bn == "transductive" else len(xs)  # inductive: the support rows come first
+    return {name: seen[name][skip:] for name in layers}
+
+
+def layer_similarity(X: Tensor, Y: Tensor, method: str, too_few: str = "raise") -> tuple[similarity.Similarity, str]:
+    """X, Y: one layer's activations on the same inputs, (n, units) or (N, C, H, W) (folded
+    by :func:`similarity.conv_to_points`) -> (:class:`similarity.Similarity`, note).
+
+    CCA ("cca") needs more data points than units: with ``units >= n - 1`` on a side it is
+    refused: ``too_few="raise"`` raises ValueError, ``"nan"`` returns value NaN and a note
+    saying why. The note is "" otherwise. CKA ("cka") is computed for any n >= 2.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if too_few not in ("raise", "nan"):
+        raise ValueError(f"too_few must be 'raise' or 'nan', got {too_few!r}")
+    Xp, Yp = similarity.conv_to_points(torch.as_tensor(X)), similarity.conv_to_points(torch.as_tensor(Y))
+    n, units = Xp.shape[0], max(Xp.shape[1], Yp.shape[1])
+    if method == "cca" and units >= n - 1:
+        note = (f"CCA undefined: {n} data points for {units} units (needs more than units + 1 points; "
+                "every canonical correlation would be trivially 1)")
+        if too_few == "raise":
+            raise ValueError(note)
+        return similarity.Similarity(method, math.nan, n, Xp.shape[1], Yp.shape[1],
+                                     similarity.dead_units(Xp), similarity.dead_units(Yp), 0, 0), note
+    return similarity.compare(Xp, Yp, method), ""
+
+
+def _compare_layers(acts_a: dict[str, Tensor], acts_b: dict[str, Tensor], methods: Sequence[str],
+                    too_few: str) -> list[dict]:
+    rows = []
+    for layer in acts_a:
+        for method in methods:
+            s, note = layer_similarity(acts_a[layer], acts_b[layer], method, too_few)
+            rows.append(dict(layer=layer, method=method, value=s.value, points=s.n, units=s.units_x,
+                             dead_a=s.dead_x, dead_b=s.dead_y, note=note))
+    return rows
+
+
+def _summarise(per_task: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per-task rows -> mean and ci95 of ``value`` per ``keys``, with the data points and units,
+    the mean dead units of each side and the notes."""
+    rows = []
+    for key, group in per_task.groupby(keys, sort=False):
+        mean, ci = _mean_ci(group.value.tolist())
+        notes = sorted({n for n in group.note if n})
+        rows.append(dict(zip(keys, key if isinstance(key, tuple) else (key,)), value=mean, ci95=ci,
+                         points=int(group.points.iloc[0]), units=int(group.units.iloc[0]),
+                         dead_a=group.dead_a.mean(), dead_b=group.dead_b.mean(), tasks=len(group),
+                         note="; ".join(notes)))
+    return pd.DataFrame(rows)
+
+
+def task_pre_post(spec: fewshot.Spec, model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor,
+                  settings: fewshot.Settings, layers: Sequence[str], methods: Sequence[str] = METHODS,
+                  too_few: str = "nan") -> list[dict]:
+    """One task: similarity of each layer's activations on the queries xq [Q, ...] before vs
+    after full test-time adaptation on (xs, ys) -> rows: layer, method, value, points, units,
+    dead_a (before), dead_b (after), note."""
+    after = adapted_params(spec, model, params, xs, ys, settings)
+    pre = layer_outputs(model, params, xq, xs, settings.bn, layers)
+    post = layer_outputs(model, after, xq, xs, settings.bn, layers)
+    return _compare_layers(pre, post, methods, too_few)
+
+
+def pre_post_similarity(spec: fewshot.Spec, model: nn.Module, test, settings: fewshot.Settings,
+                        layers: Sequence[str] | None = None, methods: Sequence[str] = METHODS,
+                        too_few: str = "nan") -> pd.DataFrame:
+    """A-cca (ANIL paper Fig. 2): per layer and method, the mean over the T tasks of ``test`` of
+    the similarity of the layer's activations on the task's queries before vs after full
+    test-time adaptation -> rows: layer, method, value, ci95, points (data points per task),
+    units, dead_a / dead_b (mean dead units before / after), tasks, note (why a value is NaN)."""
+    layers = check_layers(model, model.layers if layers is None else layers)
+    params = models.params_of(model, requires_grad=False)
+    rows = []
+    for t, (xs, ys, xq) in enumerate(zip(test.xs, test.ys, test.xq)):
+        rows += [dict(task=t, **r) for r in task_pre_post(spec, model, params, xs, ys, xq, settings, layers,
+                                                           methods, too_few)]
+    return _summarise(pd.DataFrame(rows), ["layer", "method"])
+
+
+def model_similarity(model_a: nn.Module, model_b: nn.Module, test, bn: str, layers: Sequence[str],
+                     methods: Sequence[str] = METHODS, too_few: str = "raise") -> pd.DataFrame:
+    """A-repr / A-regime-sim (ANIL paper Tables 3, 8): similarity of two models' activations
+    (their meta-initialisations: no adaptation) on the queries of each task of ``test``, per
+    layer, and the mean over ``layers`` taken per task -> rows: layer (and "mean"), method,
+    value, ci95, points, units, dead_a, dead_b, tasks, note. Both models must have ``layers``.
+    The "mean" row's points / units are the fewest points / most units of its layers, its dead
+    units the sum over them."""
+    layers = check_layers(model_a, layers)
+    check_layers(model_b, layers)
+    if not layers:
+        raise ValueError("need at least one layer to compare")
+    params_a = models.params_of(model_a, requires_grad=False)
+    params_b = models.params_of(model_b, requires_grad=False)
+    rows = []
+    for t, (xs, xq) in enumerate(zip(test.xs, test.xq)):
+        acts_a = layer_outputs(model_a, params_a, xq, xs, bn, layers)
+        acts_b = layer_outputs(model_b, params_b, xq, xs, bn, layers)
+        task_rows = _compare_layers(acts_a, acts_b, methods, too_few)
+        for method in methods:
+            mine = [r for r in task_rows if r["method"] == method]
+            task_rows.append(dict(layer="mean", method=method, value=sum(r["value"] for r in mine) / len(mine),
+                                  points=min(r["points"] for r in mine), units=max(r["units"] for r in mine),
+                                  dead_a=sum(r["dead_a"] for r in mine), dead_b=sum(r["dead_b"] for r in mine),
+                                  note="; ".join(sorted({r["note"] for r in mine if r["note"]}))))
+        rows += [dict(task=t, **r) for r in task_rows]
+    return _summarise(pd.DataFrame(rows), ["layer", "method"])

@@ -1,0 +1,265 @@
+"""Feature reuse analyses (metalearn.reuse): freezing, per-layer weight distance, similarity
+before/after adaptation and between models, checked against hand computations and the
+independent code paths of core/models/fewshot/similarity on a tiny Conv4."""
+import math
+
+import pytest
+import torch
+
+from metalearn import core, fewshot, models, reuse, similarity
+from metalearn.tasks import Batch
+
+N_WAY, K_SHOT, N_QUERY, T = 3, 2, 4, 3
+SIDE = 16  # 16 -> 8 -> 4 -> 2 -> 1 with max-pooling
+SPEC = fewshot.Spec.parse(f"maml-conv-{N_WAY}w{K_SHOT}s")
+BODY = ("body.layer1", "body.layer2", "body.layer3", "body.layer4")
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny_model(seed=0):
+    return models.init_model(lambda: models.conv4(N_WAY, channels=3, filters=4, image_size=SIDE, strided=False), seed)
+
+
+def tiny_tasks(n_query=N_QUERY, seed=0):
+    g = gen(seed)
+    labels = lambda per_class: torch.arange(N_WAY).repeat_interleave(per_class).expand(T, -1).clone()
+    return Batch(torch.rand(T, N_WAY * K_SHOT, 3, SIDE, SIDE, generator=g), labels(K_SHOT),
+                 torch.rand(T, N_WAY * n_query, 3, SIDE, SIDE, generator=g), labels(n_query), torch.zeros(T))
+
+
+def settings(steps=3, lr=0.1, bn="transductive"):
+    return reuse.evaluation_settings(lr, steps, bn)
+
+
+# ------------------------------------------------------------------- inputs and checks
+def test_frozen_layers_parses_the_papers_settings():
+    model = tiny_model()
+    assert reuse.frozen_layers("none", model) == ()
+    assert reuse.frozen_layers("1", model) == ("body.layer1",)
+    assert reuse.frozen_layers("2", model) == ("body.layer2",)
+    assert reuse.frozen_layers("1-3", model) == BODY[:3]
+    assert reuse.frozen_layers("1-4", model) == BODY
+    for bad in ("1-5", "0-2", "3-1", "1,2", "all", "", "head", 3):
+        with pytest.raises(ValueError):
+            reuse.frozen_layers(bad, model)
+
+
+def test_unknown_layers_and_bad_inputs_raise_value_error():
+    model, test = tiny_model(), tiny_tasks()
+    with pytest.raises(ValueError, match="unknown layers"):
+        reuse.check_layers(model, ["body.layer5"])
+    with pytest.raises(ValueError, match="list"):
+        reuse.check_layers(model, "head")
+    with pytest.raises(ValueError, match="unknown layers"):
+        reuse.weight_distances(SPEC, model, test, settings(), layers=["body.conv1"])
+    with pytest.raises(ValueError, match="unknown layers"):
+        reuse.pre_post_similarity(SPEC, model, test, settings(), layers=["body.layer1", "tail"])
+    with pytest.raises(ValueError, match="unknown layers"):
+        reuse.model_similarity(model, tiny_model(1), test, "transductive", ["layer1"])
+    with pytest.raises(ValueError, match="unknown layers"):
+        reuse.adapted_params(SPEC, model, models.params_of(model, False), test.xs[0], test.ys[0], settings(),
+                             frozen=("body.layer9",))
+    with pytest.raises(ValueError):
+        reuse.freeze_accuracy(SPEC, model, test, settings(), freezes=["none", "none"])
+    with pytest.raises(ValueError, match="method"):
+        reuse.layer_similarity(torch.randn(50, 3), torch.randn(50, 3), "svd")
+    with pytest.raises(ValueError, match="Reptile"):
+        reuse.weight_distances(fewshot.Spec.parse("reptile-conv-3w2s"), model, test, settings())
+    for bad in [dict(inner_lr=0.0, test_steps=3), dict(inner_lr=0.1, test_steps=-1),
+                dict(inner_lr=0.1, test_steps=3, bn="batch")]:
+        with pytest.raises(ValueError):
+            reuse.evaluation_settings(**bad)
+
+
+def test_load_model_round_trip_and_clear_errors(tmp_path):
+    spec = fewshot.Spec.parse("maml-conv-5w1s")
+    model = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 8), 3)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    loaded = reuse.load_model(spec, "omniglot", 8, tmp_path / "m.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ValueError, match="filters"):
+        reuse.load_model(spec, "omniglot", 16, tmp_path / "m.pt")
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        reuse.load_model(spec, "omniglot", 8, tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------------ adaptation
+@pytest.mark.parametrize("bn", ["transductive", "inductive"])
+@pytest.mark.parametrize("freeze", ["none", "1-2", "1-4"])
+def test_adapted_params_are_the_adaptation_fewshot_evaluate_tests(bn, freeze):
+    model, test, st = tiny_model(), tiny_tasks(), settings(bn=bn)
+    params = models.params_of(model, requires_grad=False)
+    frozen = reuse.frozen_layers(freeze, model)
+    expected = fewshot.evaluate(SPEC, model, params, test, st, frozen=frozen, every_step=False)["accuracy"][:, -1]
+    got = []
+    for xs, ys, xq, yq in zip(test.xs, test.ys, test.xq, test.yq):
+        adapted = reuse.adapted_params(SPEC, model, params, xs, ys, st, frozen)
+        got.append((core.predict(model, adapted, xq, xs, bn).argmax(-1) == yq).float().mean())
+    torch.testing.assert_close(torch.stack(got), expected, rtol=0, atol=0)
+
+
+def test_freezing_the_whole_body_leaves_body_weights_bit_identical():
+    model, test = tiny_model(), tiny_tasks()
+    params = models.params_of(model, requires_grad=False)
+    adapted = reuse.adapted_params(SPEC, model, params, test.xs[0], test.ys[0], settings(steps=5), BODY)
+    body = [k for k in params if k.startswith("body.")]
+    assert body and all(torch.equal(adapted[k], params[k]) for k in body)
+    assert not torch.equal(adapted["head.weight"], params["head.weight"])  # the head did adapt
+    full = reuse.adapted_params(SPEC, model, params, test.xs[0], test.ys[0], settings(steps=5))
+    assert not torch.equal(full["body.layer1.layer.weight"], params["body.layer1.layer.weight"])
+
+
+def test_freezing_the_body_of_a_maml_model_is_anils_head_only_adaptation():
+    """freeze 1-4 through MAML's masked inner loop == ANIL's head-only path (body run once)."""
+    model, test, st = tiny_model(), tiny_tasks(), settings(steps=4)
+    table = reuse.freeze_accuracy(SPEC, model, test, st, freezes=["none", "1-4"]).set_index("frozen")
+    params = models.params_of(model, requires_grad=False)
+    anil = fewshot.evaluate(fewshot.Spec.parse("anil-conv-3w2s"), model, params, test, st, every_step=False)
+    assert table.loc["1-4", "accuracy"] == pytest.approx(100 * anil["accuracy"][:, -1].double().mean().item(), abs=1e-4)
+    assert table.loc["1-4", "layers"] == ", ".join(BODY) and table.loc["none", "layers"] == "-"
+    assert (table.tasks == T).all()
+
+
+def test_zero_test_steps_every_freeze_setting_gives_the_unadapted_accuracy():
+    model, test, st = tiny_model(), tiny_tasks(), settings(steps=0)
+    table = reuse.freeze_accuracy(SPEC, model, test, st)
+    params = models.params_of(model, requires_grad=False)
+    unadapted = torch.stack([(core.predict(model, params, xq, xs).argmax(-1) == yq).float().mean()
+                             for xs, xq, yq in zip(test.xs, test.xq, test.yq)]).double().mean().item() * 100
+    assert table.accuracy.tolist() == pytest.approx([unadapted] * 5, abs=1e-4)  # float32 scores
+
+
+# ------------------------------------------------------------------------- distances
+def test_weight_distance_is_zero_unadapted_and_equals_a_hand_computation():
+    model = tiny_model()
+    before = models.params_of(model, requires_grad=False)
+    assert all(d == 0.0 for d, _ in reuse.weight_distance(before, before, model.layers).values())
+    after = {k: v.clone() for k, v in before.items()}
+    after["body.layer2.layer.weight"][0, 0, 0, 0] += 3.0
+    after["body.layer2.norm.bias"][1] -= 4.0
+    after["head.bias"][:] += 1.0
+    got = reuse.weight_distance(before, after, model.layers)  # float32 weights: (w + 3) - w is 3 to ~1e-7
+    assert got["body.layer2"][0] == pytest.approx(5.0, rel=1e-6)
+    assert got["head"][0] == pytest.approx(math.sqrt(N_WAY), rel=1e-6)
+    assert got["body.layer1"][0] == got["body.layer3"][0] == got["body.layer4"][0] == 0.0
+    hand = math.sqrt(sum(float((before[k].double() ** 2).sum()) for k in before if k.startswith("body.layer2.")))
+    assert got["body.layer2"][1] == pytest.approx(hand, rel=1e-12)
+    with pytest.raises(ValueError, match="names differ"):
+        reuse.weight_distance(before, {k: v for k, v in before.items() if k != "head.bias"}, model.layers)
+
+
+def test_weight_distances_are_the_task_mean_of_a_hand_adapted_distance():
+    model, test, st = tiny_model(), tiny_tasks(), settings(steps=3)
+    table = reuse.weight_distances(SPEC, model, test, st).set_index("layer")
+    assert list(table.index) == model.layers and (table.tasks == T).all()
+    params = models.params_of(model, requires_grad=False)
+    inner = core.inner_loop("maml", params, 3, 0.1)
+    for layer in model.layers:
+        names = [k for k in params if k.startswith(layer + ".")]
+        norm = torch.cat([params[k].flatten() for k in names]).double().norm().item()
+        dists = []
+        for xs, ys in zip(test.xs, test.ys):
+            adapted = core.adapt(model, params, xs, ys, inner, core.class_sum_cross_entropy)
+            dists.append(torch.cat([(adapted[k] - params[k]).flatten() for k in names]).double().norm().item())
+        assert table.loc[layer, "distance"] == pytest.approx(sum(dists) / T, rel=1e-6)
+        assert table.loc[layer, "norm"] == pytest.approx(norm, rel=1e-9)
+        assert table.loc[layer, "relative"] == pytest.approx(sum(dists) / T / norm, rel=1e-6)
+        assert table.loc[layer, "parameters"] == sum(params[k].numel() for k in names)
+    unadapted = reuse.weight_distances(SPEC, model, test, settings(steps=0))
+    assert (unadapted.distance == 0).all() and (unadapted.relative == 0).all()
+
+
+# ------------------------------------------------------------------------ similarity
+@pytest.mark.parametrize("bn", ["transductive", "inductive"])
+def test_layer_outputs_end_in_the_models_prediction(bn):
+    model, test = tiny_model(), tiny_tasks()
+    params = models.params_of(model, requires_grad=False)
+    xs, xq = test.xs[0], test.xq[0]
+    acts = reuse.layer_outputs(model, params, xq, xs, bn, model.layers)
+    torch.testing.assert_close(acts["head"], core.predict(model, params, xq, xs, bn), rtol=0, atol=0)
+    assert acts["body.layer1"].shape == (len(xq), 4, SIDE // 2, SIDE // 2)
+    assert acts["body.layer4"].shape == (len(xq), 4, 1, 1)
+    if bn == "transductive":  # the independent hook reader of models
+        for layer, value in models.activations(model, params, xq).items():
+            torch.testing.assert_close(acts[layer], value, rtol=0, atol=0)
+
+
+def test_pre_post_similarity_with_zero_steps_is_one_everywhere():
+    model, test = tiny_model(), tiny_tasks()
+    table = reuse.pre_post_similarity(SPEC, model, test, settings(steps=0))
+    assert len(table) == len(model.layers) * 2
+    assert table.value.tolist() == pytest.approx([1.0] * len(table), abs=1e-10)
+    assert (table.note == "").all() and (table.tasks == T).all()
+    head = table[(table.layer == "head") & (table.method == "cca")].iloc[0]
+    assert (head.points, head.units) == (N_WAY * N_QUERY, N_WAY)
+    l1 = table[table.layer == "body.layer1"].iloc[0]
+    assert (l1.points, l1.units) == (N_WAY * N_QUERY * (SIDE // 2) ** 2, 4)
+
+
+def test_pre_post_similarity_is_the_task_mean_of_a_hand_computation():
+    model, test, st = tiny_model(), tiny_tasks(), settings(steps=3, lr=0.3)
+    table = reuse.pre_post_similarity(SPEC, model, test, st).set_index(["layer", "method"])
+    params = models.params_of(model, requires_grad=False)
+    inner = core.inner_loop("maml", params, 3, 0.3)
+    for method in ("cca", "cka"):
+        for layer in model.layers:
+            values = []
+            for xs, ys, xq in zip(test.xs, test.ys, test.xq):
+                adapted = core.adapt(model, params, xs, ys, inner, core.class_sum_cross_entropy)
+                pre = models.activations(model, params, xq, [layer])[layer]
+                post = models.activations(model, adapted, xq, [layer])[layer]
+                values.append(similarity.compare(pre, post, method).value)
+            assert table.loc[(layer, method), "value"] == pytest.approx(sum(values) / T, abs=1e-9)
+    assert table.loc[("head", "cka"), "value"] < 1 - 1e-6  # the head did move
+
+
+def test_too_few_data_points_raise_or_give_nan_with_a_note():
+    X, Y = torch.randn(6, 5, generator=gen(1)), torch.randn(6, 5, generator=gen(2))
+    with pytest.raises(ValueError, match="data points"):
+        reuse.layer_similarity(X, Y, "cca")
+    s, note = reuse.layer_similarity(X, Y, "cca", too_few="nan")
+    assert math.isnan(s.value) and "6 data points for 5 units" in note and (s.n, s.units_x) == (6, 5)
+    s, note = reuse.layer_similarity(X, Y, "cka")  # CKA is defined here
+    assert 0 <= s.value <= 1 and note == ""
+    # a task with one query per class: the head has 3 points for 3 units
+    model, test = tiny_model(), tiny_tasks(n_query=1)
+    table = reuse.pre_post_similarity(SPEC, model, test, settings()).set_index(["layer", "method"])
+    assert math.isnan(table.loc[("head", "cca"), "value"]) and "CCA undefined" in table.loc[("head", "cca"), "note"]
+    assert math.isnan(table.loc[("head", "cca"), "ci95"])
+    assert math.isfinite(table.loc[("head", "cka"), "value"])
+    assert math.isfinite(table.loc[("body.layer1", "cca"), "value"])
+    with pytest.raises(ValueError, match="data points"):
+        reuse.pre_post_similarity(SPEC, model, test, settings(), too_few="raise")
+
+
+def test_model_similarity_to_itself_and_to_a_channel_permuted_copy_is_one():
+    model, test = tiny_model(), tiny_tasks()
+    table = reuse.model_similarity(model, model, test, "transductive", list(BODY))
+    assert list(table.layer.unique()) == [*BODY, "mean"]
+    assert table.value.tolist() == pytest.approx([1.0] * len(table), abs=1e-10)
+    # the same function with layer 1's channels permuted: other weights, identical representations
+    twin = tiny_model()
+    perm = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        for name in ("layer.weight", "layer.bias", "norm.weight", "norm.bias"):
+            p = twin.body.layer1.get_parameter(name)
+            p.copy_(p[perm])
+        twin.body.layer2.layer.weight.copy_(twin.body.layer2.layer.weight[:, perm])
+    assert not torch.equal(twin.body.layer1.layer.weight, model.body.layer1.layer.weight)
+    table = reuse.model_similarity(model, twin, test, "transductive", list(BODY))
+    assert table.value.tolist() == pytest.approx([1.0] * len(table), abs=1e-9)
+
+
+def test_model_similarity_mean_row_is_the_per_task_mean_over_layers():
+    a, b, test = tiny_model(0), tiny_model(1), tiny_tasks()
+    table = reuse.model_similarity(a, b, test, "transductive", list(BODY[:3])).set_index(["layer", "method"])
+    for method in ("cca", "cka"):
+        per_layer = [table.loc[(layer, method), "value"] for layer in BODY[:3]]
+        assert table.loc[("mean", method), "value"] == pytest.approx(sum(per_layer) / 3, abs=1e-12)
+        assert all(0 < v < 1 for v in per_layer)
+    assert table.loc[("mean", "cca"), "points"] == min(table.loc[(l, "cca"), "points"] for l in BODY[:3])
+    with pytest.raises(ValueError, match="at least one layer"):
+        reuse.model_similarity(a, b, test, "transductive", [])
