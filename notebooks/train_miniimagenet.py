@@ -128,11 +128,7 @@ def settings_of(spec):
                             P.inner_steps, P.inner_lr, P.test_steps, train_queries=P.train_queries, **common)
 
 
-def episodes(split, spec, shots, queries):
-    return datasets.EpisodeSampler(images[split], torch.arange(len(images[split])), spec.n_way, shots, queries,
-                                   seed=P.seed)
-
-
+episodes = fewshot.episode_factory(images, None, P.seed)
 config = {"filters": P.filters, "data": DATA}
 trained, history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
                                       P.test_queries, P.seed, STAGE, config, P.device)

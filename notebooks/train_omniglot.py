@@ -132,10 +132,7 @@ def settings_of(spec):
                             train_queries=spec.k_shot, **common)  # MAML's code: K queries per class
 
 
-def episodes(split, spec, shots, queries):
-    return datasets.EpisodeSampler(images, classes[split], spec.n_way, shots, queries, seed=P.seed)
-
-
+episodes = fewshot.episode_factory(images, classes, P.seed)
 config = {"split": P.split, "filters": P.filters, "data": DATA}
 trained, history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
                                       P.test_queries, P.seed, STAGE, config, P.device)

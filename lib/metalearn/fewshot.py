@@ -35,7 +35,7 @@ from typing import Callable
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from . import core, models, paths, regimes, report, results, training
 from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
@@ -273,6 +273,23 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
 Episodes = Callable[[str, Spec, int, int], EpisodeSampler]
 
 
+def episode_factory(images: Tensor | dict[str, Tensor], classes: dict[str, Tensor] | None, seed: int) -> Episodes:
+    """The ``episodes`` of one dataset, seeded by ``seed``: either ``images`` [C, M, ...] shared
+    by every split with the class indices of each split in ``classes`` (Omniglot), or one
+    tensor of images per split, each using all its classes (``classes`` None: MiniImageNet)."""
+    def episodes(split: str, spec: Spec, shots: int, queries: int) -> EpisodeSampler:
+        pool = images[split] if isinstance(images, dict) else images
+        chosen = torch.arange(len(pool)) if classes is None else classes[split]
+        return EpisodeSampler(pool, chosen, spec.n_way, shots, queries, seed=seed)
+    return episodes
+
+
+def test_episodes(episodes: Episodes, spec: Spec, n_tasks: int, queries: int, seed: int) -> Batch:
+    """The fixed test tasks of ``spec``'s N-way K-shot setting: the same list in every stage
+    that tests a model of that setting (training stages, freezing, similarity)."""
+    return episodes("test", spec, spec.k_shot, queries).fixed_episodes(n_tasks, seed + 2000)
+
+
 def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes,
                settings_of: Callable[[Spec], Settings], n_val_tasks: int, val_queries: int, seed: int,
                stage: str, config: dict, device: str = "cpu") -> tuple[dict, pd.DataFrame]:
@@ -311,7 +328,7 @@ def test_runs(trained: dict, episodes: Episodes, n_test_tasks: int, test_queries
     """
     rows, curves = [], []
     for spec, (model, settings) in trained.items():
-        test = episodes("test", spec, spec.k_shot, test_queries).fixed_episodes(n_test_tasks, seed + 2000)
+        test = test_episodes(episodes, spec, n_test_tasks, test_queries, seed)
         params = models.params_of(model, requires_grad=False)
         scores = evaluate(spec, model, params, test, settings, every_step=every_step)["accuracy"] * 100
         steps = list(range(settings.test_steps + 1)) if every_step else [0, settings.test_steps]

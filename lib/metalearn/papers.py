@@ -92,6 +92,19 @@ for _regime, (_cca, _cka) in {"maml": (0.51, 0.83), "multiclass": (0.48, 0.79), 
     PAPER[("A-regime-sim", f"miniimagenet {_regime} vs maml conv 5w1s", "cka")] = _cka
 
 
+# Reinforcement learning. Settings name the environment, the algorithm and, for curves, the
+# number of policy-gradient steps at test time: "nav maml steps=1"; returns are average
+# returns per episode. MAML paper, Appendix C.2, Tables 4 and 5 (MAML row): 2D point
+# navigation and HalfCheetah forward/backward after 0..3 steps.
+for _env, _values in {"nav": (-40.41, -11.68, -3.33, -3.23),
+                      "cheetah-direction": (-50.69, 293.19, 313.48, 315.65)}.items():
+    for _steps, _value in enumerate(_values):
+        PAPER[("M-nav" if _env == "nav" else "M-cheetah", f"{_env} maml steps={_steps}", "return")] = _value
+# ANIL paper, Table 2 (mean over three seeds, after one step): MAML vs ANIL.
+for _algorithm, _values in {"maml": (170.4, -139.0, -20.3), "anil": (363.2, -120.9, -20.1)}.items():
+    for _env, _value in zip(("cheetah-direction", "cheetah-velocity", "nav"), _values):
+        PAPER[("A-anil-rl", f"{_env} {_algorithm} steps=1", "return")] = _value
+
 def paper_value(experiment: str, setting: str, metric: str) -> float | None:
     """The paper's number for this cell of the results table, or None where it gives none."""
     return PAPER.get((experiment, setting, metric))

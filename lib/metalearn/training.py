@@ -1,7 +1,8 @@
 """Resumable training: a model, its optimiser, the task RNG, and checkpoints.
 
-A :class:`Run` is keyed by its settings and by the source of this package, so a
-checkpoint is only ever resumed by the same computation. Checkpoints are written
+A :class:`Run` is keyed by its settings and by the source of the package's modules that
+the process has loaded (less those that only present results), so a checkpoint is only
+ever resumed by the same computation, and editing a report or the papers' numbers keeps it. Checkpoints are written
 atomically every ``checkpoint_every`` iterations to ``data/work/`` (not a DVC
 output: DVC deletes outputs before it reruns a stage, and a killed stage must find
 its checkpoint). A run killed at any moment and started again continues from the
@@ -14,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,11 +28,20 @@ from .core import meta_loss, mse, optimize, reptile_update
 from .models import forward, init_model
 
 
+# Modules that only present, check or place results: editing them never changes a trained model.
+PRESENTATION = frozenset({"papers", "report", "results", "run", "params", "paths"})
+
+
 def source_digest() -> str:
-    """Hash of this package's source: a code change invalidates old checkpoints."""
+    """Hash of the source of every ``metalearn`` module loaded in this process, except the
+    PRESENTATION ones: a change to code a run uses invalidates its old checkpoints, while
+    a module the process never imported (another stage's analysis) cannot."""
     digest = hashlib.sha256()
-    for file in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(file.name.encode() + file.read_bytes())
+    for name in sorted(sys.modules):
+        package, _, module = name.partition(".")
+        if package == __package__ and module and module not in PRESENTATION:
+            file = Path(sys.modules[name].__file__)
+            digest.update(file.name.encode() + file.read_bytes())
     return digest.hexdigest()[:16]
 
 
