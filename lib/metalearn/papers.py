@@ -105,6 +105,22 @@ for _algorithm, _values in {"maml": (170.4, -139.0, -20.3), "anil": (363.2, -120
     for _env, _value in zip(("cheetah-direction", "cheetah-velocity", "nav"), _values):
         PAPER[("A-anil-rl", f"{_env} {_algorithm} steps=1", "return")] = _value
 
+# ANIL paper, Appendix C.5, Table 6: seconds per iteration on MiniImageNet (TensorFlow, their GPU),
+# training (meta-iteration) and inference (adapting to a task), and the speed-up over MAML.
+for _phase, _table in {
+    "training": {"maml": ((0.15, 0.13, 1.0), (0.68, 0.67, 1.0)), "fomaml": ((0.089, 0.083, 1.69), (0.40, 0.39, 1.7)),
+                 "anil": ((0.084, 0.072, 1.79), (0.37, 0.36, 1.84))},
+    "inference": {"maml": ((0.083, 0.078, 1.0), (0.37, 0.36, 1.0)), "anil": ((0.020, 0.017, 4.15), (0.076, 0.071, 4.87))},
+}.items():
+    for _algorithm, _settings in _table.items():
+        for _setting, (_mean, _median, _speedup) in zip(("5w1s", "5w5s"), _settings):
+            _key = f"miniimagenet {_algorithm} conv {_setting} {_phase}"
+            PAPER[("A-time", _key, "mean seconds")] = _mean
+            PAPER[("A-time", _key, "median seconds")] = _median
+            PAPER[("A-time", _key, "speed-up over maml")] = _speedup
+# MAML paper, Sec. 5.2: the first-order approximation gave "roughly 33% speed-up in network computation".
+PAPER[("M-fo-speed", "miniimagenet fomaml conv training", "speed-up (%)")] = 33.0
+
 def paper_value(experiment: str, setting: str, metric: str) -> float | None:
     """The paper's number for this cell of the results table, or None where it gives none."""
     return PAPER.get((experiment, setting, metric))
