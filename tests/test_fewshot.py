@@ -1,7 +1,9 @@
 """Few-shot classification: NIL known answers, test-time learning curves against independent
 adaptation loops, run names, resumable training, and the window-averaged history."""
 import copy
+import dataclasses
 import math
+import shutil
 
 import pytest
 import torch
@@ -371,7 +373,7 @@ SETTINGS = {
 }
 
 
-def train_run(monkeypatch, work, algorithm, kill_after=None):
+def train_run(monkeypatch, work, algorithm, kill_after=None, settings=None, **options):
     """A tiny fewshot.train run on random images; the sampler raises on call ``kill_after + 1``."""
     monkeypatch.setattr(metalearn.paths, "WORK", work)
     spec = fewshot.Spec(algorithm, "conv", 3, 1)
@@ -388,9 +390,34 @@ def train_run(monkeypatch, work, algorithm, kill_after=None):
         return draw(*args, **kwargs)
 
     sampler.batch = batch
-    history = fewshot.train(spec, model, sampler, val, SETTINGS[algorithm], seed=0, stage="test",
-                            config={"dataset": "synthetic"})
+    history = fewshot.train(spec, model, sampler, val, settings or SETTINGS[algorithm], seed=0, stage="test",
+                            config={"dataset": "synthetic"}, **options)
     return model, history, calls["n"]
+
+
+def test_snapshots_are_the_weights_of_shorter_runs_and_survive_a_kill(monkeypatch, tmp_path):
+    """A-early's checkpoints through training: the weights after iteration i of a run are those at
+    the end of the same run trained for i iterations, and a killed run still writes them."""
+    out = tmp_path / "out"
+    monkeypatch.setenv(metalearn.paths.STAGING_ENV, str(out))
+    model, _, _ = train_run(monkeypatch, tmp_path / "a", "maml", snapshots=(3, 6), suffix="-seed0")
+    files = sorted(p.name for p in (out / "data/models/test").iterdir())
+    assert files == ["maml-conv-3w1s-seed0@3.pt", "maml-conv-3w1s-seed0@6.pt"]
+    load = lambda i: torch.load(out / f"data/models/test/maml-conv-3w1s-seed0@{i}.pt")
+    assert all(torch.equal(load(6)[k], v) for k, v in model.state_dict().items())
+    short, _, _ = train_run(monkeypatch, tmp_path / "c", "maml", settings=dataclasses.replace(SETTINGS["maml"], iterations=3))
+    assert all(torch.equal(load(3)[k], v) for k, v in short.state_dict().items())
+    assert not all(torch.equal(load(3)[k], load(6)[k]) for k in model.state_dict())
+    reference = {i: load(i) for i in (3, 6)}
+
+    shutil.rmtree(out)
+    with pytest.raises(Killed):  # checkpoint at 4 holds the snapshot of 3; killed in iteration 6
+        train_run(monkeypatch, tmp_path / "b", "maml", kill_after=5, snapshots=(3, 6), suffix="-seed0")
+    assert not (out / "data/models/test").exists()
+    train_run(monkeypatch, tmp_path / "b", "maml", snapshots=(6, 3), suffix="-seed0")
+    assert all(torch.equal(load(i)[k], v) for i in (3, 6) for k, v in reference[i].items())
+    with pytest.raises(ValueError, match="snapshots \\[7\\] must lie in 1..6"):
+        train_run(monkeypatch, tmp_path / "d", "maml", snapshots=(7,))
 
 
 def test_reptile_refuses_a_sampler_with_other_shots_than_its_settings(monkeypatch, tmp_path):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -163,7 +163,7 @@ def reptile_optimizer(settings: Settings) -> InnerOptimizer:
 
 
 def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, settings: Settings,
-          seed: int, stage: str, config: dict) -> list[dict]:
+          seed: int, stage: str, config: dict, snapshots: Sequence[int] = (), suffix: str = "") -> list[dict]:
     """Train ``model`` in place as ``spec`` says; resumable. Returns the history.
 
     ``sampler`` draws training episodes (its ``k_shot``/``n_query`` are the training
@@ -172,7 +172,14 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     ``config`` (with the spec and settings) keys the checkpoint in ``data/work``.
     A run with an ``init`` first pre-trains the body (:func:`regimes.pretrain`, on the same
     sampler; multiclass pre-training is shared by every run of the stage with that model).
+    ``snapshots``: iterations after which a copy of the weights is kept (in the run's state, so
+    a killed run keeps them) and finally written to ``data/models/<stage>/<run>@<iteration>.pt``
+    (A-early). ``suffix`` tells apart runs of one spec in a stage (e.g. ``"-seed1"``): the run is
+    named ``<stage>-<spec.name><suffix>``.
     """
+    snapshots = sorted(set(snapshots))
+    if any(not 1 <= i <= settings.iterations for i in snapshots):
+        raise ValueError(f"run {spec.name}: snapshots {snapshots} must lie in 1..{settings.iterations} (its iterations)")
     if spec.init:
         if settings.pretrain_iterations < 1:
             raise ValueError(f"run {spec.name}: pre-training needs pretrain_iterations >= 1")
@@ -182,8 +189,8 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
                          settings.meta_lr, seed, f"{stage}-{spec.init}-{spec.model}{episodic}",
                          {**config, "model": spec.model}, bn=settings.bn, checkpoint_every=settings.checkpoint_every,
                          log_every=settings.val_every)
-    name = f"{stage}-{spec.name}"
-    key = {**config, **asdict(spec), **asdict(settings), "seed": seed}
+    name = f"{stage}-{spec.name}{suffix}"
+    key = {**config, **asdict(spec), **asdict(settings), "seed": seed, **({"snapshots": snapshots} if snapshots else {})}
     params = dict(model.named_parameters())
     trainable = model.head.parameters() if spec.algorithm in HEAD_ONLY else model.parameters()
     optimizer = None if spec.algorithm == "reptile" else torch.optim.Adam(trainable, lr=settings.meta_lr)
@@ -218,11 +225,18 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
 
     def step(run):
         metrics = update(run)
+        if run.iteration + 1 in snapshots:
+            run.extra.setdefault("snapshots", {})[run.iteration + 1] = {
+                k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if (run.iteration + 1) % settings.val_every == 0 or run.iteration + 1 == settings.iterations:
             metrics.update(validate(spec, model, val, settings, test_inner))
         return metrics
 
-    return run.train(settings.iterations, step, log_every=settings.val_every, desc=spec.name)
+    history = run.train(settings.iterations, step, log_every=settings.val_every, desc=spec.name + suffix)
+    for iteration, state in run.extra.get("snapshots", {}).items():
+        with paths.atomic_write(paths.output(f"data/models/{stage}/{spec.name}{suffix}@{iteration}.pt"), "wb") as handle:
+            torch.save(state, handle)
+    return history
 
 
 def validate(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
@@ -292,8 +306,10 @@ def test_episodes(episodes: Episodes, spec: Spec, n_tasks: int, queries: int, se
 
 def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes,
                settings_of: Callable[[Spec], Settings], n_val_tasks: int, val_queries: int, seed: int,
-               stage: str, config: dict, device: str = "cpu") -> tuple[dict, pd.DataFrame]:
-    """Train every run (resumably) and save its weights to ``data/models/<stage>/<run>.pt``.
+               stage: str, config: dict, device: str = "cpu", snapshots: Sequence[int] = (),
+               suffix: str = "") -> tuple[dict, pd.DataFrame]:
+    """Train every run (resumably) and save its weights to ``data/models/<stage>/<run><suffix>.pt``
+    (and its ``snapshots``, see :func:`train`).
 
     Each run starts from the model initialised with ``seed`` (on the CPU, then moved to
     ``device``, where the episodes must be too), draws training episodes from
@@ -309,10 +325,11 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
         queries = 1 if spec.algorithm == "reptile" else settings.train_queries
         model = models.init_model(lambda: build_model(spec, dataset, filters), seed).to(device)
         val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
-        history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config)
+        history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
+                        snapshots, suffix)
         trained[spec] = (model, settings)
-        histories.append(pd.DataFrame(history).assign(run=spec.name))
-        with paths.atomic_write(paths.output(f"data/models/{stage}/{spec.name}.pt"), "wb") as handle:
+        histories.append(pd.DataFrame(history).assign(run=spec.name + suffix))
+        with paths.atomic_write(paths.output(f"data/models/{stage}/{spec.name}{suffix}.pt"), "wb") as handle:
             torch.save({k: v.cpu() for k, v in model.state_dict().items()}, handle)
     return trained, pd.concat(histories, ignore_index=True)
 
