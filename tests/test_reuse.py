@@ -86,6 +86,38 @@ def test_load_model_round_trip_and_clear_errors(tmp_path):
         reuse.load_model(spec, "omniglot", 8, tmp_path / "missing.pt")
 
 
+def test_load_trained_reads_the_training_stage_and_refuses_other_test_settings(tmp_path, monkeypatch):
+    """An analysis reads a training stage's model and must repeat that stage's test settings."""
+    from metalearn import paths
+    from metalearn.params import ParameterError
+
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))
+    spec = fewshot.Spec.parse("maml-conv-5w1s")
+    model = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 8), 3)
+    (tmp_path / "data/models/train_omniglot").mkdir(parents=True)
+    torch.save(model.state_dict(), tmp_path / "data/models/train_omniglot/maml-conv-5w1s.pt")
+    (tmp_path / "reports/train_omniglot").mkdir(parents=True)
+    (tmp_path / "reports/train_omniglot/accuracy.csv").write_text(
+        "run,head,steps,accuracy,ci95,iterations,meta_batch\n"
+        "maml-conv-5w1s,adapt,3,80.0,1.0,100,4\nmaml-conv-5w1s,nil,0,81.0,1.0,100,4\n")
+    (tmp_path / "reports/train_omniglot/results.csv").write_text(
+        "experiment,setting,metric,value,ci95,paper,scale\n"
+        'M-omni,omniglot maml conv 5w1s,accuracy,80.0,1.0,98.7,"100 iterations x 4 tasks; 600 test tasks x 5 '
+        'queries/class; 1 seed"\n')
+    trained = reuse.load_trained("omniglot", spec, 8, test_steps=3, test_queries=5, param="omni_runs")
+    assert (trained.dataset, trained.spec, trained.tasks, trained.row.accuracy) == ("omniglot", spec, 600, 80.0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.model.state_dict().values()))
+    with pytest.raises(ParameterError, match="omni_runs.*10 test steps here, but train_omniglot tested it with 3"):
+        reuse.load_trained("omniglot", spec, 8, test_steps=10, test_queries=5, param="omni_runs")
+    with pytest.raises(ParameterError, match="15 queries per class here.*tested with 5"):
+        reuse.load_trained("omniglot", spec, 8, test_steps=3, test_queries=15, param="omni_runs")
+    other = fewshot.Spec.parse("maml-conv-20w1s")
+    torch.save(models.init_model(lambda: fewshot.build_model(other, "omniglot", 8), 3).state_dict(),
+               tmp_path / "data/models/train_omniglot/maml-conv-20w1s.pt")
+    with pytest.raises(ParameterError, match="does not list: train it first"):
+        reuse.load_trained("omniglot", other, 8, test_steps=3, test_queries=5, param="omni_runs")
+
+
 # ------------------------------------------------------------------------ adaptation
 @pytest.mark.parametrize("bn", ["transductive", "inductive"])
 @pytest.mark.parametrize("freeze", ["none", "1-2", "1-4"])

@@ -35,17 +35,20 @@ side is refused (:func:`layer_similarity`: ValueError, or NaN with a note when a
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import core, fewshot, models, similarity
+from . import core, datasets, fewshot, models, paths, similarity
 from .evaluation import mean_ci95
 from .models import Params
+from .params import require
+from .tasks import Batch
 
 METHODS = ("cca", "cka")  # the ANIL paper's two measures: mean CCA and linear CKA
 _FROZEN = re.compile(r"^(?:none|(\d+)(?:-(\d+))?)$")
@@ -113,6 +116,67 @@ def load_model(spec: fewshot.Spec, dataset: str, filters: int, path) -> nn.Modul
     except RuntimeError as error:
         raise ValueError(f"{path} does not fit {spec.name} on {dataset} with {filters} filters: {error}") from None
     return model.eval()
+
+
+class Trained(NamedTuple):
+    """A model of a training stage with that stage's test row for it (``reports/<stage>/accuracy.csv``:
+    accuracy, ci95, steps, iterations, meta_batch) and the number of test tasks the stage used."""
+
+    dataset: str
+    spec: fewshot.Spec
+    model: nn.Module
+    row: pd.Series
+    tasks: int
+
+
+def load_trained(dataset: str, spec: fewshot.Spec, filters: int, test_steps: int, test_queries: int,
+                 device: str = "cpu", param: str = "runs") -> Trained:
+    """The model ``spec`` trained by ``train_<dataset>`` (``data/models/train_<dataset>/<run>.pt``),
+    on ``device``, with its test row. The test settings an analysis repeats must be the training
+    stage's: a run the stage did not test, or other test steps or queries per class, stop with
+    a :class:`ParameterError` naming ``param`` (the analysis' parameter that chose the run)."""
+    stage = f"train_{dataset}"
+    model = load_model(spec, dataset, filters, paths.input(f"data/models/{stage}/{spec.name}.pt"))
+    accuracy = pd.read_csv(paths.input(f"reports/{stage}/accuracy.csv"))
+    row = accuracy[(accuracy.run == spec.name) & (accuracy["head"] == "adapt")]
+    require(len(row) == 1, param, f"has {spec.name}, which reports/{stage}/accuracy.csv does not list: train it first")
+    row = row.iloc[0]
+    require(row.steps == test_steps, param, f"{spec.name}: {test_steps} test steps here, but {stage} tested it "
+                                            f"with {row.steps}")
+    reported = pd.read_csv(paths.input(f"reports/{stage}/results.csv"))
+    scale = reported[reported.setting.str.startswith(f"{dataset} {spec.regime} {spec.model} {spec.setting}")].scale
+    require(len(scale) > 0, param, f"{spec.name} has no row in reports/{stage}/results.csv")
+    tasks, queries = map(int, re.search(r"(\d+) test tasks x (\d+) queries/class", scale.iloc[0]).groups())
+    require(queries == test_queries, param, f"{spec.name}: {test_queries} queries per class here, but {stage} "
+                                            f"tested with {queries}")
+    return Trained(dataset, spec, model.to(device), row, tasks)
+
+
+@functools.lru_cache(maxsize=4)
+def _test_images(dataset: str, split: str, device: str) -> tuple[Tensor, Tensor, str]:
+    """(images [C, M, ...] on ``device``, the test classes' indices, a description of the data)."""
+    data = datasets.load(paths.input(f"data/prepared/{dataset}.npz"))
+    if dataset == "miniimagenet":
+        images = torch.from_numpy(data["test_images"]).to(device)
+        return images, torch.arange(len(images)), (f"MiniImageNet (64/16/20 classes, {images.shape[1]} images "
+                                                   "per class, 84x84)")
+    images = torch.from_numpy(data["images"]).to(device)
+    classes = datasets.omniglot_split(data, split, seed=1)["test"]  # as train_omniglot
+    return images, classes, (f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {split} split, "
+                             "x4 rotations)")
+
+
+def test_tasks(dataset: str, spec: fewshot.Spec, n_tasks: int, queries: int, seed: int, split: str = "maml",
+               device: str = "cpu") -> tuple[Batch, str]:
+    """The first ``n_tasks`` of the fixed test tasks that ``train_<dataset>`` (with ``seed``, and
+    Omniglot's character ``split``) tests ``spec``'s setting on (:func:`fewshot.test_episodes`),
+    and a description of the data they come from."""
+    images, classes, description = _test_images(dataset, split, device)
+    if spec.k_shot + queries > images.shape[1]:
+        raise ValueError(f"{spec.name} with {queries} queries per class needs {spec.k_shot + queries} images per "
+                         f"class; {dataset} has {images.shape[1]}")
+    episodes = fewshot.episode_factory({"test": images}, {"test": classes}, seed)
+    return fewshot.test_episodes(episodes, spec, n_tasks, queries, seed), description
 
 
 def _mean_ci(values) -> tuple[float, float]:
