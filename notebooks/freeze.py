@@ -76,14 +76,13 @@ require("none" in P.freezes and "1-4" in P.freezes, "freezes", "must include 'no
 
 # %%
 import math
-import re
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from metalearn import datasets, paths, report, results
+from metalearn import report, results
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -91,60 +90,26 @@ STAGE = "freeze"
 HARDWARE = report.hardware(P.device)
 
 
-def trained(dataset, spec, filters, test_steps, test_queries):
-    """The training stage's model of ``spec`` and its test row (accuracy.csv: accuracy, steps,
-    iterations, meta-batch), with the number of test tasks that stage used. The test settings
-    given here must be the training stage's: its test steps and queries per class are checked."""
-    train_stage, prefix = f"train_{dataset}", "mini" if dataset == "miniimagenet" else "omni"
-    model = reuse.load_model(spec, dataset, filters, paths.input(f"data/models/{train_stage}/{spec.name}.pt"))
-    accuracy = pd.read_csv(paths.input(f"reports/{train_stage}/accuracy.csv"))
-    row = accuracy[(accuracy.run == spec.name) & (accuracy["head"] == "adapt")]
-    require(len(row) == 1, f"{prefix}_runs",
-            f"has {spec.name}, which reports/{train_stage}/accuracy.csv does not list: train it first")
-    row = row.iloc[0]
-    require(row.steps == test_steps, f"{prefix}_test_steps",
-            f"is {test_steps}, but {train_stage} tested {spec.name} with {row.steps} steps")
-    reported = pd.read_csv(paths.input(f"reports/{train_stage}/results.csv"))
-    scale = reported[reported.setting == f"{dataset} maml conv {spec.setting}"].scale.iloc[0]
-    tasks, queries = map(int, re.search(r"(\d+) test tasks x (\d+) queries/class", scale).groups())
-    require(queries == test_queries, f"{prefix}_test_queries",
-            f"is {test_queries}, but {train_stage} tested with {queries} queries per class")
-    return model.to(P.device), row, tasks
-
-
-# every analysed run: (dataset, spec, model, training row, test settings, test episodes, data description,
-#                      queries per class, batch-norm mode, test tasks of the training stage)
+# every analysed run: (trained model, test-time settings, test tasks, data, queries per class, batch-norm mode)
 cases = []
-if P.mini_runs:
-    data = datasets.load(paths.input("data/prepared/miniimagenet.npz"))
-    test_images = torch.from_numpy(data["test_images"]).to(P.device)
-    per_class = test_images.shape[1]
-    DATA = f"MiniImageNet (64/16/20 classes, {per_class} images per class, 84x84)"
-    for spec in P.mini_runs:
-        require(spec.k_shot + P.mini_test_queries <= per_class, "mini_test_queries", "plus shots exceed the images per class")
-        model, row, train_tasks = trained("miniimagenet", spec, P.mini_filters, P.mini_test_steps, P.mini_test_queries)
-        sampler = datasets.EpisodeSampler(test_images, torch.arange(len(test_images)), spec.n_way, spec.k_shot,
-                                          P.mini_test_queries, seed=P.mini_seed)  # as train_miniimagenet's episodes("test", ...)
-        cases.append(("miniimagenet", spec, model, row, reuse.evaluation_settings(P.mini_inner_lr, P.mini_test_steps, P.mini_bn),
-                      sampler.fixed_episodes(P.n_test_tasks, P.mini_seed + 2000), DATA, P.mini_test_queries, P.mini_bn,
-                      train_tasks))
-if P.omni_runs:
-    data = datasets.load(paths.input("data/prepared/omniglot.npz"))
-    images = torch.from_numpy(data["images"]).to(P.device)
-    classes = datasets.omniglot_split(data, P.omni_split, seed=1)  # as in train_omniglot
-    DATA = f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {P.omni_split} split, x4 rotations)"
-    for spec in P.omni_runs:
-        five = spec.n_way == 5
-        model, row, train_tasks = trained("omniglot", spec, P.omni_filters,
-                                          P.omni_test_steps_5way if five else P.omni_test_steps_20way, P.omni_test_queries)
-        sampler = datasets.EpisodeSampler(images, classes["test"], spec.n_way, spec.k_shot, P.omni_test_queries,
-                                          seed=P.omni_seed)  # as train_omniglot's episodes("test", ...)
-        settings = reuse.evaluation_settings(P.omni_inner_lr_5way if five else P.omni_inner_lr_20way,
-                                             P.omni_test_steps_5way if five else P.omni_test_steps_20way, P.omni_bn)
-        cases.append(("omniglot", spec, model, row, settings, sampler.fixed_episodes(P.n_test_tasks, P.omni_seed + 2000),
-                      DATA, P.omni_test_queries, P.omni_bn, train_tasks))
-pd.DataFrame([dict(dataset=c[0], run=c[1].name, iterations=c[3].iterations, meta_batch=c[3].meta_batch,
-                   test_steps=c[4].test_steps, inner_lr=c[4].inner_lr, test_tasks=len(c[5].xs)) for c in cases])
+for spec in P.mini_runs:
+    trained = reuse.load_trained("miniimagenet", spec, P.mini_filters, P.mini_test_steps, P.mini_test_queries,
+                                 P.device, "mini_runs")
+    test, data = reuse.test_tasks("miniimagenet", spec, P.n_test_tasks, P.mini_test_queries, P.mini_seed,
+                                  device=P.device)
+    cases.append((trained, reuse.evaluation_settings(P.mini_inner_lr, P.mini_test_steps, P.mini_bn), test, data,
+                  P.mini_test_queries, P.mini_bn))
+for spec in P.omni_runs:
+    five = spec.n_way == 5
+    steps = P.omni_test_steps_5way if five else P.omni_test_steps_20way
+    trained = reuse.load_trained("omniglot", spec, P.omni_filters, steps, P.omni_test_queries, P.device, "omni_runs")
+    test, data = reuse.test_tasks("omniglot", spec, P.n_test_tasks, P.omni_test_queries, P.omni_seed, P.omni_split,
+                                  P.device)
+    settings = reuse.evaluation_settings(P.omni_inner_lr_5way if five else P.omni_inner_lr_20way, steps, P.omni_bn)
+    cases.append((trained, settings, test, data, P.omni_test_queries, P.omni_bn))
+pd.DataFrame([dict(dataset=t.dataset, run=t.spec.name, iterations=t.row.iterations, meta_batch=t.row.meta_batch,
+                   test_steps=settings.test_steps, inner_lr=settings.inner_lr, test_tasks=len(test.xs))
+              for t, settings, test, *_ in cases])
 
 # %% [markdown]
 # ## A-freeze: test accuracy with layers frozen during test-time adaptation
@@ -155,22 +120,23 @@ pd.DataFrame([dict(dataset=c[0], run=c[1].name, iterations=c[3].iterations, meta
 
 # %%
 freeze_rows = []
-for dataset, spec, model, row, settings, test, *_ in cases:
-    table = reuse.freeze_accuracy(spec, model, test, settings, P.freezes)
-    freeze_rows.append(table.assign(dataset=dataset, run=spec.name, **{"training stage": row.accuracy}))
+for t, settings, test, *_ in cases:
+    table = reuse.freeze_accuracy(t.spec, t.model, test, settings, P.freezes)
+    freeze_rows.append(table.assign(dataset=t.dataset, run=t.spec.name, **{"training stage": t.row.accuracy}))
 freeze = pd.concat(freeze_rows, ignore_index=True)
-for dataset, spec, model, row, settings, test, *_, train_tasks in cases:
-    if train_tasks == len(test.xs):  # the same test tasks: "none" must repeat the training stage's test
-        none = freeze[(freeze.run == spec.name) & (freeze.dataset == dataset) & (freeze.frozen == "none")].accuracy.iloc[0]
-        require(abs(none - row.accuracy) < 0.1, f"{'mini' if dataset == 'miniimagenet' else 'omni'}_inner_lr",
-                f"(or the seed, split, bn) differs from train_{dataset}'s: {spec.name} without freezing scores "
-                f"{none:.2f} % here and {row.accuracy:.2f} % there on the same test tasks")
+for t, settings, test, *_ in cases:
+    if t.tasks == len(test.xs):  # the same test tasks: "none" must repeat the training stage's test
+        none = freeze[(freeze.run == t.spec.name) & (freeze.dataset == t.dataset) & (freeze.frozen == "none")]
+        require(abs(none.accuracy.iloc[0] - t.row.accuracy) < 0.1,
+                f"{'mini' if t.dataset == 'miniimagenet' else 'omni'}_inner_lr",
+                f"(or the seed, split, bn) differs from train_{t.dataset}'s: {t.spec.name} without freezing scores "
+                f"{none.accuracy.iloc[0]:.2f} % here and {t.row.accuracy:.2f} % there on the same test tasks")
 
 fig, axes = plt.subplots(1, len(cases), figsize=(3.6 * len(cases), 3.2), squeeze=False)
-for ax, (dataset, spec, *_), (_, group) in zip(axes[0], cases, freeze.groupby(["dataset", "run"], sort=False)):
+for ax, (t, *_), (_, group) in zip(axes[0], cases, freeze.groupby(["dataset", "run"], sort=False)):
     ax.errorbar(range(len(group)), group.accuracy, yerr=group.ci95, marker="o", capsize=3)
     ax.set_xticks(range(len(group)), group.frozen)
-    ax.set(title=f"{dataset} {spec.setting}", xlabel="frozen body layers", ylabel="test accuracy (%)")
+    ax.set(title=f"{t.dataset} {t.spec.setting}", xlabel="frozen body layers", ylabel="test accuracy (%)")
 fig.suptitle(f"A-freeze: MAML, layers frozen at test time ({P.n_test_tasks} test tasks, 95% CI); {HARDWARE}", fontsize=8)
 fig.tight_layout()
 report.save_figure(fig, f"reports/{STAGE}/freeze_accuracy.png")
@@ -187,15 +153,15 @@ freeze[["dataset", "run", "frozen", "layers", "accuracy", "ci95", "tasks", "trai
 
 # %%
 dist_rows = []
-for dataset, spec, model, row, settings, test, *_ in cases:
-    dist_rows.append(reuse.weight_distances(spec, model, test, settings).assign(dataset=dataset, run=spec.name))
+for t, settings, test, *_ in cases:
+    dist_rows.append(reuse.weight_distances(t.spec, t.model, test, settings).assign(dataset=t.dataset, run=t.spec.name))
 dist = pd.concat(dist_rows, ignore_index=True)
 
 fig, axes = plt.subplots(2, len(cases), figsize=(3.6 * len(cases), 5.6), squeeze=False)
-for col, ((dataset, spec, *_), (_, group)) in enumerate(zip(cases, dist.groupby(["dataset", "run"], sort=False))):
+for col, ((t, *_), (_, group)) in enumerate(zip(cases, dist.groupby(["dataset", "run"], sort=False))):
     labels = [layer.removeprefix("body.") for layer in group.layer]
     axes[0, col].bar(labels, group.distance, yerr=group.distance_ci95, capsize=3)
-    axes[0, col].set(title=f"{dataset} {spec.setting}", ylabel="||theta - theta'|| (mean over tasks)")
+    axes[0, col].set(title=f"{t.dataset} {t.spec.setting}", ylabel="||theta - theta'|| (mean over tasks)")
     axes[1, col].bar(labels, group.relative, yerr=group.relative_ci95, capsize=3, color="tab:orange")
     axes[1, col].set(ylabel="relative to ||theta||", xlabel="layer")
 fig.suptitle(f"A-dist: weight distance before vs after test-time adaptation ({P.n_test_tasks} test tasks, 95% CI)",
@@ -209,18 +175,19 @@ dist[["dataset", "run", "layer", "parameters", "norm", "distance", "distance_ci9
 
 # %%
 rows, metrics = [], {}
-for dataset, spec, model, row, settings, test, data_text, queries, bn, _ in cases:
-    scale = (f"{row.iterations} iterations x {row.meta_batch} tasks (training); {len(test.xs)} test tasks x "
-             f"{queries} queries/class, {settings.test_steps} test steps of {settings.inner_lr}; 1 seed; {data_text}; "
+for t, settings, test, data, queries, bn in cases:
+    scale = (f"{t.row.iterations} iterations x {t.row.meta_batch} tasks (training); {len(test.xs)} test tasks x "
+             f"{queries} queries/class, {settings.test_steps} test steps of {settings.inner_lr}; 1 seed; {data}; "
              f"bn {bn}; {HARDWARE}")
-    base = f"{dataset} maml conv {spec.setting}"
-    for r in freeze[(freeze.dataset == dataset) & (freeze.run == spec.name)].itertuples():
+    base = f"{t.dataset} maml conv {t.spec.setting}"
+    mine = (freeze.dataset == t.dataset) & (freeze.run == t.spec.name)
+    for r in freeze[mine].itertuples():
         rows.append(results.row("A-freeze", f"{base} freeze {r.frozen}", "accuracy", r.accuracy, scale, r.ci95))
-        metrics[f"{dataset}_{spec.name}_freeze_{r.frozen}"] = r.accuracy
-    for r in dist[(dist.dataset == dataset) & (dist.run == spec.name)].itertuples():
+        metrics[f"{t.dataset}_{t.spec.name}_freeze_{r.frozen}"] = r.accuracy
+    for r in dist[(dist.dataset == t.dataset) & (dist.run == t.spec.name)].itertuples():
         rows.append(results.row("A-dist", f"{base} {r.layer}", "distance", r.distance, scale, r.distance_ci95))
         rows.append(results.row("A-dist", f"{base} {r.layer}", "relative distance", r.relative, scale, r.relative_ci95))
-        metrics[f"{dataset}_{spec.name}_{r.layer}_relative_distance"] = r.relative
+        metrics[f"{t.dataset}_{t.spec.name}_{r.layer}_relative_distance"] = r.relative
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
 pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
