@@ -278,6 +278,20 @@ def test_trpo_steps_along_the_natural_gradient_to_the_kl_bound():
     assert record["loss_after"] < record["loss_before"] == 0.0
 
 
+def test_trpo_backtracks_until_the_true_kl_is_within_the_bound():
+    """The KL grows faster than its quadratic model: the full step breaks the bound, so the
+    line search must shrink it."""
+    params, objective, A, g, theta0 = quadratic_problem()
+
+    def steep(p):
+        loss, kl = objective(p)
+        return loss, kl + 1e4 * kl ** 2
+
+    new, record = rl.trpo_step(params, steep, rl.TRPO(max_kl=0.01, cg_iters=3, damping=0.0))
+    assert record["step_fraction"] < 0.5 and record["kl"] <= 0.01
+    assert steep({"theta": new["theta"]})[1].item() == pytest.approx(record["kl"])
+
+
 def test_trpo_keeps_the_parameters_when_no_step_improves():
     params, objective, *_ , theta0 = quadratic_problem(penalty=1e6)
     new, record = rl.trpo_step(params, objective, rl.TRPO(max_kl=0.01, cg_iters=3))
