@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -95,6 +97,11 @@ SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} task
 print(SCALE)
 
 
+styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),
+          "anil": dict(color="C4", marker="o"), "pretrained": dict(color="C0", marker="s", ls="--"),
+          "random": dict(color="k", ls=":"), "oracle": dict(color="C3", marker="+", ls="--")}
+
+
 def policy(oracle=False):
     """Every policy starts from the same seeded initialisation (the oracle's has 4 inputs)."""
     return models.init_model(lambda: rl.gaussian_policy(4 if oracle else 2, 2, P.hidden), P.seed)
@@ -129,11 +136,11 @@ history = pd.concat(histories)
 wide = history.pivot(index="iteration", columns="model", values="return").reset_index()
 report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for i, (name, h) in enumerate(history.groupby("model", sort=False)):
+for name, h in history.groupby("model", sort=False):
     label = f"{name} (after adaptation)" if name in P.algorithms else name
-    ax.plot(h.iteration, h["return"], color=f"C{i}", label=label)
+    ax.plot(h.iteration, h["return"], color=styles[name]["color"], label=label)
     if "return_pre" in h and h.return_pre.notna().any():
-        ax.plot(h.iteration, h.return_pre, color=f"C{i}", ls=":", label=f"{name} (before adaptation)")
+        ax.plot(h.iteration, h.return_pre, color=styles[name]["color"], ls=":", label=f"{name} (before adaptation)")
 ax.set(xlabel="TRPO iteration", ylabel="average return (training tasks)", title="2D navigation: learning curves")
 ax.legend(fontsize=7)
 report.save_figure(fig, f"reports/{STAGE}/training.png")
@@ -171,16 +178,20 @@ report.save_table(table.to_dict("records"), f"reports/{STAGE}/test_returns.csv")
 table.pivot(index="method", columns="step", values="average_return").round(2)
 
 # %%
-styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),
-          "anil": dict(color="C4", marker="o"), "pretrained": dict(color="C0", marker="s", ls="--"),
-          "random": dict(color="k", ls=":"), "oracle": dict(color="C3", marker="+", ls="--")}
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, t in table.groupby("method", sort=False):
     ax.plot(t.step, t.average_return, label=name, **styles[name])
     ax.fill_between(t.step, t.average_return - t.ci95, t.average_return + t.ci95, color=styles[name]["color"],
                     alpha=0.15)
-ax.set(xlabel="number of gradient steps", ylabel="average return (95% CI over test tasks)", yscale="symlog",
+ax.set_yscale("symlog", linthresh=1)  # log scale of the negative returns, as the paper's figure
+low = min(table.average_return - table.ci95.fillna(0)) * 1.2
+high = min(max(table.average_return + table.ci95.fillna(0)) / 1.2, 0)
+ax.set_yticks([t for t in (-1, -2, -3, -5, -10, -20, -30, -50, -70, -100, -200, -500) if low <= t <= high])
+ax.set_ylim(low, high)
+ax.yaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
+ax.set(xlabel="number of gradient steps", ylabel="average return (95% CI over test tasks)",
        xticks=range(P.test_steps + 1), title="point robot, 2D navigation (MAML paper Fig. 4)")
+ax.grid(alpha=0.3)
 ax.legend(fontsize=7)
 fig.text(0, -0.02, SCALE, fontsize=6)
 report.save_figure(fig, f"reports/{STAGE}/returns_vs_steps.png")
