@@ -30,8 +30,9 @@
 # fitted per task; the meta-update is TRPO on the post-adaptation surrogate, differentiated
 # through the inner step. **ANIL** adapts only the head (last layer and log-std) in the inner
 # loop, the same code with the `head` mask. Baselines: a policy **pretrained** with TRPO on all
-# tasks jointly, a **random** initialisation, both fine-tuned with the same test-time steps as
-# MAML, and an **oracle** that sees the goal (TRPO on all tasks, no adaptation). At test time
+# tasks jointly, a **random** initialisation, both fine-tuned with a step size tuned on
+# validation tasks (the paper tuned them by hand), and an **oracle** that sees the goal (TRPO
+# on all tasks, no adaptation). At test time
 # every method takes 0..3 policy-gradient steps (0.1, then 0.05), each on 40 fresh
 # trajectories. The defaults below are smoke-sized; `params.yaml` holds the study's values.
 
@@ -57,6 +58,8 @@ baseline_iterations = 2   # TRPO iterations of the pretrained and oracle policie
 test_lrs = [0.1, 0.05]    # test-time step sizes: the first step, then every later one (paper: 0.1, 0.05)
 test_steps = 3            # policy-gradient steps at test time (paper: 3)
 test_trajectories = 8     # fresh episodes per task at each test step (paper: 40)
+baseline_lrs = [0.1, 0.3, 1.0]  # candidate constant test step sizes of pretrained and random (paper: tuned by hand)
+n_val_tasks = 2           # validation goals on which the baselines' step size is chosen
 n_test_tasks = 4          # fixed test goals (one seeded list, the same for every method)
 plot_tasks = 3            # test tasks whose trajectories are drawn
 checkpoint_every = 10     # iterations between checkpoints (a killed run resumes from the last)
@@ -71,12 +74,14 @@ P = check(globals(), seed=Int(min=0), threads=Int(min=1), hidden=List(Int(min=1)
           cg_iters=Int(min=1), cg_damping=Float(min=0), ls_steps=Int(min=1), ls_ratio=Float(min=0, max=1, strict=True),
           hvp_tasks=Int(min=1), iterations=Int(min=1), baseline_iterations=Int(min=1),
           test_lrs=List(Float(min=0, strict=True)), test_steps=Int(min=1), test_trajectories=Int(min=2),
+          baseline_lrs=List(Float(min=0, strict=True), unique=True), n_val_tasks=Int(min=1),
           n_test_tasks=Int(min=2), plot_tasks=Int(min=1), checkpoint_every=Int(min=1))
 require({"maml", "anil"} <= set(P.algorithms), "algorithms", "must include maml and anil (A-anil-rl compares them)")
 require(P.hvp_tasks <= P.meta_batch, "hvp_tasks", "must be at most meta_batch")
 require(P.plot_tasks <= P.n_test_tasks, "plot_tasks", "must be at most n_test_tasks")
 
 # %%
+import math
 import time
 
 import matplotlib.pyplot as plt
@@ -90,10 +95,13 @@ torch.set_num_threads(P.threads)
 STAGE = "nav"
 env = rl.Navigation(horizon=P.horizon, reward=P.reward)
 trpo = rl.TRPO(max_kl=P.max_kl, cg_iters=P.cg_iters, damping=P.cg_damping, ls_steps=P.ls_steps, ls_ratio=P.ls_ratio)
-config = {k: v for k, v in vars(P).items() if k not in ("threads", "checkpoint_every", "plot_tasks")}
+EVALUATION_ONLY = ("threads", "checkpoint_every", "plot_tasks", "test_lrs", "test_steps", "test_trajectories",
+                   "baseline_lrs", "n_val_tasks", "n_test_tasks")
+config = {k: v for k, v in vars(P).items() if k not in EVALUATION_ONLY}  # what a checkpoint is keyed by
 SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} tasks x {P.trajectories} trajectories, "
          f"H={P.horizon}; pretrained/oracle {P.baseline_iterations} TRPO iterations; test {P.n_test_tasks} tasks x "
-         f"{P.test_trajectories} trajectories per step; 1 seed; {report.hardware()}")
+         f"{P.test_trajectories} trajectories per step (baselines' step size from {P.n_val_tasks} validation tasks); "
+         f"1 seed; {report.hardware()}")
 print(SCALE)
 
 
@@ -148,23 +156,38 @@ report.save_figure(fig, f"reports/{STAGE}/training.png")
 # %% [markdown]
 # ## Test time: average return after 0..3 policy-gradient steps on fixed test tasks
 #
-# Every method sees the same goals and the same random-number stream. Steps use
-# `test_lrs` (MAML paper: 0.1, then 0.05); the paper tuned the baselines' step sizes by hand,
-# here they use the same as MAML. The oracle is measured without adaptation.
+# Every method sees the same goals and the same random-number stream. MAML, ANIL (head
+# only) step with `test_lrs` (MAML paper: 0.1, then 0.05). The paper tuned the baselines'
+# step sizes by hand; here the pretrained and random policies take a constant step chosen
+# from `baseline_lrs` on separate validation goals (highest mean return after the last step).
+# The oracle is measured without adaptation.
 
 # %%
 goals = env.sample_goals(P.n_test_tasks, torch.Generator().manual_seed(P.seed + 10_000))
-lrs = tuple(P.test_lrs)
+val_goals = env.sample_goals(P.n_val_tasks, torch.Generator().manual_seed(P.seed + 30_000))
 starts = {name: trained[name]["best"] for name in [*P.algorithms, "pretrained"]}
 starts["random"] = models.params_of(policy(), False)
+
+
+def curve_of(name, params, goals, lrs, seed_offset=20_000):
+    adapt = core.inner_loop(name, params, 1, lrs[0]).adapt if name in P.algorithms else None
+    return rl.evaluate(env, policy(), params, goals, P.test_steps, lrs, P.test_trajectories,
+                       torch.Generator().manual_seed(P.seed + seed_offset), adapt=adapt, gamma=P.gamma)
+
+
+step_sizes = {name: tuple(P.test_lrs) for name in P.algorithms}
+for name in ("pretrained", "random"):
+    validation = {lr: curve_of(name, starts[name], val_goals, (lr,), 40_000)[0][:, -1].mean().item()
+                  for lr in P.baseline_lrs}
+    step_sizes[name] = (max(validation, key=lambda lr: validation[lr] if math.isfinite(validation[lr]) else -math.inf),)
+    edge = " (an end of the candidates: widen baseline_lrs)" if step_sizes[name][0] in (min(P.baseline_lrs),
+                                                                                       max(P.baseline_lrs)) else ""
+    print(f"{name}: validation return after {P.test_steps} steps per step size "
+          f"{ {lr: round(v, 2) for lr, v in validation.items()} } -> {step_sizes[name][0]}{edge}")
 curves, episodes = {}, {}
 for name, params in starts.items():
-    net = policy()
-    adapt = core.inner_loop(name, params, 1, lrs[0]).adapt if name in P.algorithms else None
-    curves[name], episodes[name] = rl.evaluate(env, net, params, goals, P.test_steps, lrs, P.test_trajectories,
-                                               torch.Generator().manual_seed(P.seed + 20_000), adapt=adapt,
-                                               gamma=P.gamma)
-oracle_returns, _ = rl.evaluate(env, policy(oracle=True), trained["oracle"]["best"], goals, 0, lrs,
+    curves[name], episodes[name] = curve_of(name, params, goals, step_sizes[name])
+oracle_returns, _ = rl.evaluate(env, policy(oracle=True), trained["oracle"]["best"], goals, 0, (0.0,),
                                 P.test_trajectories, torch.Generator().manual_seed(P.seed + 20_000), oracle=True)
 curves["oracle"] = oracle_returns.expand(-1, P.test_steps + 1)
 
@@ -180,7 +203,8 @@ table.pivot(index="method", columns="step", values="average_return").round(2)
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, t in table.groupby("method", sort=False):
-    ax.plot(t.step, t.average_return, label=name, **styles[name])
+    label = f"{name} (step {step_sizes[name][0]:g})" if name in ("pretrained", "random") else name
+    ax.plot(t.step, t.average_return, label=label, **styles[name])
     ax.fill_between(t.step, t.average_return - t.ci95, t.average_return + t.ci95, color=styles[name]["color"],
                     alpha=0.15)
 ax.set_yscale("symlog", linthresh=1)  # log scale of the negative returns, as the paper's figure
@@ -245,6 +269,7 @@ def at(method, step):
 metrics = {f"{m}_step{s}": at(m, s) for m in curves for s in range(P.test_steps + 1)}
 metrics.update({f"{m}_best_iteration": trained[m]["best_iteration"] + 1 for m in trained})
 metrics.update({f"{m}_seconds_per_iteration": seconds[m] for m in seconds})
+metrics.update({f"{m}_test_step_size": step_sizes[m][0] for m in ("pretrained", "random")})
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
 
 
