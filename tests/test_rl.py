@@ -34,6 +34,8 @@ def test_step_clips_each_axis_and_rewards_the_new_position():
     squared = rl.Navigation(reward="squared").step(torch.zeros(1, 2), torch.tensor([[-5.0, 0.05]]),
                                                    torch.tensor([[0.3, 0.45]]))[1]
     torch.testing.assert_close(squared, -torch.tensor([0.32]))
+    scaled = rl.Navigation(action_scale=0.1).step(torch.zeros(1, 2), torch.tensor([[0.5, -2.0]]), torch.ones(1, 2))[0]
+    torch.testing.assert_close(scaled, torch.tensor([[0.05, -0.1]]))  # rllab's normalize(): [-1, 1] -> [-0.1, 0.1]
 
 
 def test_an_episode_moves_by_clipped_steps_from_the_origin_until_the_horizon():
@@ -72,6 +74,7 @@ def test_goals_are_uniform_in_the_square_and_trajectories_random_but_seeded():
     lambda: rl.Navigation(horizon=-3),
     lambda: rl.Navigation(reward="cubed"),
     lambda: rl.Navigation(goal_low=1.0, goal_high=0.0),
+    lambda: rl.Navigation(action_scale=0.0),
 ])
 def test_bad_environments_are_refused(make):
     with pytest.raises(ValueError):

@@ -3,7 +3,8 @@
 Everything is a tensor simulation of T tasks x N trajectories at once:
 
 - :class:`Navigation`: a point starts at the origin, observes its position, moves by its
-  action clipped to [-0.1, 0.1] per axis; the reward is minus the distance to the goal
+  action clipped to [-0.1, 0.1] per axis (optionally scaled first, as rllab's ``normalize``
+  wrapper in the MAML authors' code: ``action_scale=0.1``); the reward is minus the distance to the goal
   (``reward="distance"``, the authors' code) or minus its square (``"squared"``, the
   paper's words); an episode ends within 0.01 of the goal or after ``horizon`` steps.
 - :func:`gaussian_policy`: an MLP whose output packs a mean and a state-independent
@@ -44,7 +45,12 @@ class Navigation:
     """2D point navigation to a goal drawn uniformly from ``[goal_low, goal_high]^2``.
 
     MAML paper: goals "within a unit square"; the authors' code (and pytorch-maml-rl) draws
-    them from [-0.5, 0.5]^2 around the start at the origin, as here.
+    them from [-0.5, 0.5]^2 around the start at the origin, as here. ``action_scale``
+    multiplies the action before clipping: 1 as the paper's text and pytorch-maml-rl (the
+    ANIL authors' code); the MAML authors' rllab code wraps the environment in ``normalize``,
+    which maps policy actions in [-1, 1] to [-0.1, 0.1], i.e. ``action_scale = 0.1``.
+    The episode ends when the distance is below ``success_radius`` (the paper's words; the
+    authors' code tests ``|dx| < 0.01 and |dy| < 0.01``).
     """
 
     horizon: int = 100
@@ -53,13 +59,14 @@ class Navigation:
     goal_high: float = 0.5
     success_radius: float = 0.01
     reward: str = "distance"
+    action_scale: float = 1.0
 
     def __post_init__(self):
         if not isinstance(self.horizon, int) or self.horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {self.horizon!r}")
-        if self.max_action <= 0 or self.success_radius < 0:
-            raise ValueError(f"max_action must be > 0 and success_radius >= 0, got "
-                             f"{self.max_action}, {self.success_radius}")
+        if self.max_action <= 0 or self.success_radius < 0 or self.action_scale <= 0:
+            raise ValueError(f"max_action and action_scale must be > 0 and success_radius >= 0, got "
+                             f"{self.max_action}, {self.action_scale}, {self.success_radius}")
         if not self.goal_low < self.goal_high:
             raise ValueError(f"goal_low must be below goal_high, got {self.goal_low}, {self.goal_high}")
         if self.reward not in REWARDS:
@@ -75,14 +82,14 @@ class Navigation:
     def step(self, position: Tensor, action: Tensor, goal: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One step from position [..., 2] with action [..., 2] towards goal [..., 2].
 
-        Returns (next position, reward, done) with reward and done [...]: the action is
-        clipped to [-max_action, max_action] per axis, the reward is of the next position,
+        Returns (next position, reward, done) with reward and done [...]: the action, times
+        ``action_scale``, is clipped to [-max_action, max_action] per axis, the reward is of the next position,
         done when it lies within ``success_radius`` of the goal.
         """
         if not position.shape == action.shape == goal.shape or position.shape[-1] != 2:
             raise ValueError(f"position, action and goal must have the same shape [..., 2], got "
                              f"{tuple(position.shape)}, {tuple(action.shape)}, {tuple(goal.shape)}")
-        position = position + action.clamp(-self.max_action, self.max_action)
+        position = position + (self.action_scale * action).clamp(-self.max_action, self.max_action)
         distance = (position - goal).norm(dim=-1)
         reward = -distance if self.reward == "distance" else -distance ** 2
         return position, reward, distance < self.success_radius
