@@ -141,13 +141,14 @@ for offset, name in enumerate([*P.algorithms, "pretrained", "oracle"]):
     start = time.perf_counter()
     out = rl.train(f"{STAGE}-{name}", config, model, setting, n, seed=P.seed + 1 + offset,
                    checkpoint_every=P.checkpoint_every)
-    seconds[name] = (time.perf_counter() - start) / n
+    seconds[name] = (time.perf_counter() - start) / max(1, n - out["resumed_from"])
     trained[name] = out
     histories.append(pd.DataFrame(out["history"]).assign(model=name))
     with paths.atomic_write(paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
         torch.save({"best": out["best"], "last": out["params"], "best_iteration": out["best_iteration"]}, f)
     print(f"{name}: best training return {max(h['return'] for h in out['history']):.2f} at iteration "
-          f"{out['best_iteration'] + 1} of {n}; {seconds[name]:.2f} s per iteration (incl. any resumed ones)")
+          f"{out['best_iteration'] + 1} of {n}; {seconds[name]:.2f} s per iteration run now"
+          + (f" (resumed at {out['resumed_from']})" if out["resumed_from"] else ""))
 
 history = pd.concat(histories)
 wide = history.pivot(index="iteration", columns="model", values="return").reset_index()

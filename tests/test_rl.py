@@ -344,6 +344,7 @@ def test_rl_training_killed_and_restarted_ends_identically(tmp_path, monkeypatch
         rl_run(tmp_path / "b", monkeypatch, kill_at=5)  # after the checkpoint at iteration 3
     resumed = rl_run(tmp_path / "b", monkeypatch)
     assert reference["history"] == resumed["history"] and len(resumed["history"]) == 7
+    assert resumed["resumed_from"] == 3 and reference["resumed_from"] == 0
     assert reference["best_iteration"] == resumed["best_iteration"]
     for key in ("params", "best"):
         assert all(torch.equal(reference[key][k], resumed[key][k]) for k in reference[key])

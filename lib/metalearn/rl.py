@@ -496,7 +496,7 @@ def train(name: str, config: dict, model: nn.Module, setting: MetaRL, iterations
     Keeps the parameters with the best training return ("return": after adaptation, on the
     iteration's fresh tasks, before its update), as the papers select the best of their
     iterations. Returns {"params": last, "best": best, "best_iteration", "history"
-    (one dict per iteration)}.
+    (one dict per iteration), "resumed_from" (iterations found in a checkpoint)}.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -512,7 +512,8 @@ def train(name: str, config: dict, model: nn.Module, setting: MetaRL, iterations
 
     history = run.train(iterations, step, log_every=1, desc=name)
     return {"params": {k: v.detach().clone() for k, v in run.model.named_parameters()},
-            "best": run.extra["best"], "best_iteration": run.extra["best_iteration"], "history": history}
+            "best": run.extra["best"], "best_iteration": run.extra["best_iteration"], "history": history,
+            "resumed_from": run.resumed_from}
 
 
 # --- evaluation -----------------------------------------------------------------------------
