@@ -1,0 +1,307 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # M-nav and A-anil-rl (2D navigation): meta-reinforcement learning on a point robot
+#
+# MAML paper (Finn et al. 2017), section 5.3, Appendix A.2, Figure 4 and Table 4 (Appendix
+# C.2); "Rapid Learning or Feature Reuse?" (Raghu et al. 2019), Table 2 and Appendix C.4.
+# A point starts at the origin and must reach a goal drawn uniformly from [-0.5, 0.5]^2; it
+# observes its position, its action is a velocity clipped to [-0.1, 0.1] per axis, the reward
+# is minus the distance to the goal (the authors' code and pytorch-maml-rl; the paper's text
+# says the squared distance: `reward = "squared"`), and an episode ends within 0.01 of the goal
+# or after H = 100 steps.
+#
+# The policy is an MLP 100-100 (ReLU) giving the mean of a Gaussian with a learned
+# state-independent log-std. **MAML** adapts it with one vanilla policy-gradient
+# (REINFORCE) step of size 0.1 on 20 trajectories, with the rllab linear feature baseline
+# fitted per task; the meta-update is TRPO on the post-adaptation surrogate, differentiated
+# through the inner step. **ANIL** adapts only the head (last layer and log-std) in the inner
+# loop, the same code with the `head` mask. Baselines: a policy **pretrained** with TRPO on all
+# tasks jointly, a **random** initialisation, both fine-tuned with a step size tuned on
+# validation tasks (the paper tuned them by hand), and an **oracle** that sees the goal (TRPO
+# on all tasks, no adaptation). At test time
+# every method takes 0..3 policy-gradient steps (0.1, then 0.05), each on 40 fresh
+# trajectories. The defaults below are smoke-sized; `params.yaml` holds the study's values.
+#
+# Two places where the papers and the released code differ, and what we do: the paper's text
+# says the reward is the negative *squared* distance, the code (rllab and pytorch-maml-rl)
+# uses the distance (`reward`); the MAML authors' rllab scripts for this task wrap the
+# environment in `normalize` (policy actions in [-1, 1] scaled to [-0.1, 0.1]:
+# `action_scale = 0.1`) and use an inner step of 0.5, while Appendix A.2 states 0.1 and the
+# ANIL authors' pytorch-maml-rl clips raw actions. We follow the papers' text (step 0.1, raw
+# actions) and the code's reward.
+
+# %% tags=["parameters"]
+seed = 0                  # seed of the policy initialisation, of every task draw and of every trajectory
+threads = 1               # torch CPU threads
+hidden = [100, 100]       # hidden layers of the policy MLP (papers: 100-100, ReLU)
+horizon = 100             # episode length H (paper: 100)
+reward = "distance"       # "distance": minus the distance to the goal (authors' code); "squared": its square (paper text)
+action_scale = 1.0        # action multiplier before clipping to [-0.1, 0.1]: 1 paper text and pytorch-maml-rl, 0.1 rllab
+gamma = 0.99              # discount of the returns behind the baseline and the advantages
+algorithms = ["maml", "anil"]  # meta-trained algorithms (maml, fomaml, anil); maml and anil are needed
+meta_batch = 4            # tasks per meta-iteration (paper: 20)
+trajectories = 5          # episodes per task for the inner step and for the meta-update (paper: 20)
+inner_lr = 0.1            # inner policy-gradient step size alpha (paper: 0.1)
+max_kl = 0.01             # TRPO's bound on the mean KL (paper code: 0.01)
+cg_iters = 10             # conjugate-gradient iterations of TRPO
+cg_damping = 0.00001      # damping added to the KL's Hessian
+ls_steps = 15             # TRPO line-search backtracks at most
+ls_ratio = 0.8            # TRPO line-search shrink factor
+hvp_tasks = 2             # tasks of the meta-batch whose KL gives TRPO's curvature (paper: all)
+iterations = 2            # TRPO meta-iterations of MAML and ANIL, the best kept (paper: up to 500)
+baseline_iterations = 2   # TRPO iterations of the pretrained and oracle policies, the best kept
+test_lrs = [0.1, 0.05]    # test-time step sizes: the first step, then every later one (paper: 0.1, 0.05)
+test_steps = 3            # policy-gradient steps at test time (paper: 3)
+test_trajectories = 8     # fresh episodes per task at each test step (paper: 40)
+baseline_lrs = [0.1, 0.3, 1.0]  # candidate constant test step sizes of pretrained and random (paper: tuned by hand)
+n_val_tasks = 2           # validation goals on which the baselines' step size is chosen
+n_test_tasks = 4          # fixed test goals (one seeded list, the same for every method)
+plot_tasks = 3            # test tasks whose trajectories are drawn
+checkpoint_every = 10     # iterations between checkpoints (a killed run resumes from the last)
+
+# %%
+from metalearn.params import check, Choice, Float, Int, List, require
+
+P = check(globals(), seed=Int(min=0), threads=Int(min=1), hidden=List(Int(min=1)), horizon=Int(min=1),
+          reward=Choice("distance", "squared"), action_scale=Float(min=0, strict=True), gamma=Float(min=0, max=1),
+          algorithms=List(Choice("maml", "fomaml", "anil"), unique=True), meta_batch=Int(min=1),
+          trajectories=Int(min=2), inner_lr=Float(min=0, strict=True), max_kl=Float(min=0, strict=True),
+          cg_iters=Int(min=1), cg_damping=Float(min=0), ls_steps=Int(min=1), ls_ratio=Float(min=0, max=1, strict=True),
+          hvp_tasks=Int(min=1), iterations=Int(min=1), baseline_iterations=Int(min=1),
+          test_lrs=List(Float(min=0, strict=True)), test_steps=Int(min=1), test_trajectories=Int(min=2),
+          baseline_lrs=List(Float(min=0, strict=True), unique=True), n_val_tasks=Int(min=1),
+          n_test_tasks=Int(min=2), plot_tasks=Int(min=1), checkpoint_every=Int(min=1))
+require({"maml", "anil"} <= set(P.algorithms), "algorithms", "must include maml and anil (A-anil-rl compares them)")
+require(P.hvp_tasks <= P.meta_batch, "hvp_tasks", "must be at most meta_batch")
+require(P.plot_tasks <= P.n_test_tasks, "plot_tasks", "must be at most n_test_tasks")
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import Markdown
+
+from metalearn import core, evaluation, models, paths, report, results, rl
+
+torch.set_num_threads(P.threads)
+STAGE = "nav"
+env = rl.Navigation(horizon=P.horizon, reward=P.reward, action_scale=P.action_scale)
+trpo = rl.TRPO(max_kl=P.max_kl, cg_iters=P.cg_iters, damping=P.cg_damping, ls_steps=P.ls_steps, ls_ratio=P.ls_ratio)
+EVALUATION_ONLY = ("threads", "checkpoint_every", "plot_tasks", "test_lrs", "test_steps", "test_trajectories",
+                   "baseline_lrs", "n_val_tasks", "n_test_tasks")
+config = {k: v for k, v in vars(P).items() if k not in EVALUATION_ONLY}  # what a checkpoint is keyed by
+SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} tasks x {P.trajectories} trajectories, "
+         f"H={P.horizon}; pretrained/oracle {P.baseline_iterations} TRPO iterations; test {P.n_test_tasks} tasks x "
+         f"{P.test_trajectories} trajectories per step (baselines' step size from {P.n_val_tasks} validation tasks); "
+         f"1 seed; {report.hardware()}")
+print(SCALE)
+
+
+styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),
+          "anil": dict(color="C4", marker="o"), "pretrained": dict(color="C0", marker="s", ls="--"),
+          "random": dict(color="k", ls=":"), "oracle": dict(color="C3", marker="+", ls="--")}
+
+
+def policy(oracle=False):
+    """Every policy starts from the same seeded initialisation (the oracle's has 4 inputs)."""
+    return models.init_model(lambda: rl.gaussian_policy(4 if oracle else 2, 2, P.hidden), P.seed)
+
+# %% [markdown]
+# ## Training: MAML and ANIL (TRPO meta-updates), pretrained and oracle (TRPO on all tasks)
+#
+# Each run keeps the parameters with the best training return, as the papers select the
+# best of their iterations: for MAML/ANIL the return after adaptation on the iteration's fresh
+# tasks (measured before that iteration's update), for the baselines the return itself.
+
+# %%
+trained, histories, seconds = {}, [], {}
+for offset, name in enumerate([*P.algorithms, "pretrained", "oracle"]):
+    model = policy(oracle=name == "oracle")
+    inner = (core.inner_loop(name, models.params_of(model), steps=1, lr=P.inner_lr) if name in P.algorithms else None)
+    setting = rl.MetaRL(env, inner, meta_batch=P.meta_batch, trajectories=P.trajectories, gamma=P.gamma, trpo=trpo,
+                        oracle=name == "oracle", hvp_tasks=P.hvp_tasks)
+    n = P.iterations if name in P.algorithms else P.baseline_iterations
+    start = time.perf_counter()
+    out = rl.train(f"{STAGE}-{name}", config, model, setting, n, seed=P.seed + 1 + offset,
+                   checkpoint_every=P.checkpoint_every)
+    seconds[name] = (time.perf_counter() - start) / max(1, n - out["resumed_from"])
+    trained[name] = out
+    histories.append(pd.DataFrame(out["history"]).assign(model=name))
+    with paths.atomic_write(paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
+        torch.save({"best": out["best"], "last": out["params"], "best_iteration": out["best_iteration"]}, f)
+    print(f"{name}: best training return {max(h['return'] for h in out['history']):.2f} at iteration "
+          f"{out['best_iteration'] + 1} of {n}; {seconds[name]:.2f} s per iteration run now"
+          + (f" (resumed at {out['resumed_from']})" if out["resumed_from"] else ""))
+
+history = pd.concat(histories)
+wide = history.pivot(index="iteration", columns="model", values="return").reset_index()
+report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+for name, h in history.groupby("model", sort=False):
+    label = f"{name} (after adaptation)" if name in P.algorithms else name
+    ax.plot(h.iteration, h["return"], color=styles[name]["color"], label=label)
+    if "return_pre" in h and h.return_pre.notna().any():
+        ax.plot(h.iteration, h.return_pre, color=styles[name]["color"], ls=":", label=f"{name} (before adaptation)")
+ax.set(xlabel="TRPO iteration", ylabel="average return (training tasks)", title="2D navigation: learning curves")
+ax.legend(fontsize=7)
+report.save_figure(fig, f"reports/{STAGE}/training.png")
+
+# %% [markdown]
+# ## Test time: average return after 0..3 policy-gradient steps on fixed test tasks
+#
+# Every method sees the same goals and the same random-number stream. MAML, ANIL (head
+# only) step with `test_lrs` (MAML paper: 0.1, then 0.05). The paper tuned the baselines'
+# step sizes by hand; here the pretrained and random policies take a constant step chosen
+# from `baseline_lrs` on separate validation goals (highest mean return after the last step).
+# The oracle is measured without adaptation.
+
+# %%
+goals = env.sample_goals(P.n_test_tasks, torch.Generator().manual_seed(P.seed + 10_000))
+val_goals = env.sample_goals(P.n_val_tasks, torch.Generator().manual_seed(P.seed + 30_000))
+starts = {name: trained[name]["best"] for name in [*P.algorithms, "pretrained"]}
+starts["random"] = models.params_of(policy(), False)
+
+
+def curve_of(name, params, goals, lrs, seed_offset=20_000):
+    adapt = core.inner_loop(name, params, 1, lrs[0]).adapt if name in P.algorithms else None
+    return rl.evaluate(env, policy(), params, goals, P.test_steps, lrs, P.test_trajectories,
+                       torch.Generator().manual_seed(P.seed + seed_offset), adapt=adapt, gamma=P.gamma)
+
+
+step_sizes = {name: tuple(P.test_lrs) for name in P.algorithms}
+for name in ("pretrained", "random"):
+    validation = {lr: curve_of(name, starts[name], val_goals, (lr,), 40_000)[0][:, -1].mean().item()
+                  for lr in P.baseline_lrs}
+    step_sizes[name] = (max(validation, key=lambda lr: validation[lr] if math.isfinite(validation[lr]) else -math.inf),)
+    edge = " (an end of the candidates: widen baseline_lrs)" if step_sizes[name][0] in (min(P.baseline_lrs),
+                                                                                       max(P.baseline_lrs)) else ""
+    print(f"{name}: validation return after {P.test_steps} steps per step size "
+          f"{ {lr: round(v, 2) for lr, v in validation.items()} } -> {step_sizes[name][0]}{edge}")
+curves, episodes = {}, {}
+for name, params in starts.items():
+    curves[name], episodes[name] = curve_of(name, params, goals, step_sizes[name])
+oracle_returns, _ = rl.evaluate(env, policy(oracle=True), trained["oracle"]["best"], goals, 0, (0.0,),
+                                P.test_trajectories, torch.Generator().manual_seed(P.seed + 20_000), oracle=True)
+curves["oracle"] = oracle_returns.expand(-1, P.test_steps + 1)
+
+rows = []
+for name, curve in curves.items():
+    for step in range(P.test_steps + 1):
+        mean, ci = evaluation.mean_ci95(curve[:, step])
+        rows.append(dict(method=name, step=step, average_return=mean, ci95=ci))
+table = pd.DataFrame(rows)
+report.save_table(table.to_dict("records"), f"reports/{STAGE}/test_returns.csv")
+table.pivot(index="method", columns="step", values="average_return").round(2)
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 4))
+for name, t in table.groupby("method", sort=False):
+    label = f"{name} (step {step_sizes[name][0]:g})" if name in ("pretrained", "random") else name
+    ax.plot(t.step, t.average_return, label=label, **styles[name])
+    ax.fill_between(t.step, t.average_return - t.ci95, t.average_return + t.ci95, color=styles[name]["color"],
+                    alpha=0.15)
+ax.set_yscale("symlog", linthresh=1)  # log scale of the negative returns, as the paper's figure
+low = min(table.average_return - table.ci95.fillna(0)) * 1.2
+high = min(max(table.average_return + table.ci95.fillna(0)) / 1.2, 0)
+ax.set_yticks([t for t in (-1, -2, -3, -5, -10, -20, -30, -50, -70, -100, -200, -500) if low <= t <= high])
+ax.set_ylim(low, high)
+ax.yaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
+ax.set(xlabel="number of gradient steps", ylabel="average return (95% CI over test tasks)",
+       xticks=range(P.test_steps + 1), title="point robot, 2D navigation (MAML paper Fig. 4)")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=7)
+fig.text(0, -0.02, SCALE, fontsize=6)
+report.save_figure(fig, f"reports/{STAGE}/returns_vs_steps.png")
+
+# %% [markdown]
+# ## Trajectories before and after adaptation (Figure 4, bottom)
+#
+# The first test episode of a few tasks before adaptation and after the last test step.
+
+# %%
+def path(ep, task):
+    keep = ep.masks[task, 0] > 0
+    return ep.obs[task, 0][keep]
+
+
+shown = [m for m in ("maml", "anil", "pretrained") if m in episodes]
+fig, axes = plt.subplots(P.plot_tasks, len(shown), figsize=(3.3 * len(shown), 3.1 * P.plot_tasks), squeeze=False)
+for task in range(P.plot_tasks):
+    for ax, name in zip(axes[task], shown):
+        for step, style in ((0, dict(alpha=0.5, ls="--", label="pre-update")),
+                            (P.test_steps, dict(lw=2, label=f"{P.test_steps} steps"))):
+            xy = path(episodes[name][step], task)
+            ax.plot(xy[:, 0], xy[:, 1], color=styles[name]["color"], **style)
+        ax.plot(*goals[task], "r*", ms=12, label="goal position")
+        ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title=f"{name}, test task {task}")
+axes[0, 0].legend(fontsize=7)
+report.save_figure(fig, f"reports/{STAGE}/trajectories.png")
+
+# %% [markdown]
+# ## Results beside the papers'
+#
+# M-nav: MAML and the baselines after 0..3 steps (the paper gives MAML's numbers in Table 4);
+# A-anil-rl: MAML and ANIL (the ANIL paper's Table 2 gives both after one step, over three seeds).
+
+# %%
+out = []
+for r in table.itertuples():
+    if r.method in ("maml", "pretrained", "random", "fomaml") or (r.method == "oracle" and r.step == 0):
+        out.append(results.row("M-nav", f"nav {r.method} steps={r.step}", "return", r.average_return, SCALE, r.ci95))
+    if r.method in ("maml", "anil"):
+        out.append(results.row("A-anil-rl", f"nav {r.method} steps={r.step}", "return", r.average_return, SCALE,
+                               r.ci95))
+results.write(out, STAGE)
+pd.DataFrame(out)[["experiment", "setting", "value", "ci95", "paper"]]
+
+# %%
+def at(method, step):
+    return float(table[(table.method == method) & (table.step == step)].average_return.iloc[0])
+
+
+metrics = {f"{m}_step{s}": at(m, s) for m in curves for s in range(P.test_steps + 1)}
+metrics.update({f"{m}_best_iteration": trained[m]["best_iteration"] + 1 for m in trained})
+metrics.update({f"{m}_seconds_per_iteration": seconds[m] for m in seconds})
+metrics.update({f"{m}_test_step_size": step_sizes[m][0] for m in ("pretrained", "random")})
+report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
+
+
+def paired(a, b, step):
+    """Mean and 95% CI of the per-task difference a - b after ``step`` steps (same test tasks)."""
+    return evaluation.mean_ci95(curves[a][:, step] - curves[b][:, step])
+
+
+def verdict(a, b, step):
+    diff, ci = paired(a, b, step)
+    if abs(diff) <= ci:
+        return f"{a} and {b} are not distinguishable ({a} - {b} = {diff:.2f} +- {ci:.2f})"
+    return f"{a} is {'better' if diff > 0 else 'worse'} than {b} ({a} - {b} = {diff:.2f} +- {ci:.2f})"
+
+
+Markdown(f"""### What the numbers say (after one step, {P.n_test_tasks} test tasks, paired 95% CIs)
+
+- ANIL vs MAML: {verdict('anil', 'maml', 1)}.
+- MAML vs pretrained: {verdict('maml', 'pretrained', 1)}.
+- MAML vs random initialisation: {verdict('maml', 'random', 1)}.
+- MAML after 0..{P.test_steps} steps: {' -> '.join(f"{at('maml', s):.2f}" for s in range(P.test_steps + 1))};
+  pretrained: {' -> '.join(f"{at('pretrained', s):.2f}" for s in range(P.test_steps + 1))};
+  the oracle (no adaptation): {at('oracle', 0):.2f}.
+
+Scale: {SCALE}.""")
