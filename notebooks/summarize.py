@@ -28,7 +28,7 @@ stages = ["sine_maml", "sine_reptile", "theory"]  # stages whose results are col
 from metalearn.params import check, List, Choice
 
 STAGES_WITH_RESULTS = ("sine_maml", "sine_reptile", "theory", "train_omniglot", "train_miniimagenet", "freeze",
-                       "similarity")
+                       "similarity", "benchmark")
 P = check(globals(), stages=List(Choice(*STAGES_WITH_RESULTS), unique=True))
 
 # %%

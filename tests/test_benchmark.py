@@ -238,3 +238,49 @@ def test_a_peers_timed_training_step_updates_the_weights_as_ours_does(peer):
     B.peer_training_step(OMNI, peer, theirs, batch, meta_lr=0.01)()
     for a, b in zip(ours.parameters(), theirs.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# --- results rows and verdicts ----------------------------------------------------------
+
+def _rows(settings, seconds):
+    """Fake measured rows: every workload of each setting with ``seconds[(phase, algorithm)]``."""
+    return [{"setting": s.name, "phase": p, "algorithm": a, "median": t, "mean": 2 * t, "iqr": 0.1, "peak_mib": 5.0}
+            for s in settings for (p, a), t in seconds.items()]
+
+
+SECONDS = {("training", "maml"): 4.0, ("training", "fomaml"): 2.0, ("training", "anil"): 1.0,
+           ("inference", "maml"): 2.0, ("inference", "anil"): 1.0, ("training", "learn2learn"): 12.0,
+           ("training", "higher"): 6.0}
+
+
+def test_result_rows_key_table6_settings_as_the_paper_and_the_rest_as_s_speed():
+    table6 = B.Setting.parse("miniimagenet-5w1s-q1-b1-k5")
+    training = B.Setting.parse("miniimagenet-5w1s-q15-b4-k5")
+    omni = B.Setting.parse("omniglot-5w1s-q1-b32-k1")
+    out = B.result_rows(_rows([table6, training, omni], SECONDS), [table6, training, omni], "scale")
+    cell = {(r["experiment"], r["setting"], r["metric"]): r for r in out}
+    anil = cell[("A-time", "miniimagenet anil conv 5w1s training", "speed-up over maml")]
+    assert float(anil["value"]) == 4.0 and anil["paper"] == "1.79"            # ratio of means, paper's beside
+    assert cell[("A-time", "miniimagenet maml conv 5w1s inference", "median seconds")]["value"] == "2"
+    assert cell[("A-time", "miniimagenet maml conv 5w1s inference", "median seconds")]["paper"] == "0.078"
+    assert not any(k[1].endswith("reptile conv 5w1s training") for k in cell if k[0] == "A-time")
+    fo = cell[("M-fo-speed", "miniimagenet fomaml conv training", "speed-up (%)")]
+    assert float(fo["value"]) == 100.0 and fo["scale"].startswith(training.name)  # the meta-batch 4 setting
+    assert cell[("S-speed", "omniglot 5w1s q1 b32 k1 higher training", "median seconds")]["value"] == "6"
+    assert float(cell[("S-speed", "omniglot 5w1s q1 b32 k1 training ours over learn2learn", "speed-up (x)")]
+                 ["value"]) == 3.0
+    assert all(r["experiment"] in ("A-time", "M-fo-speed", "S-speed") for r in out)
+
+
+def test_verdicts_hold_ours_to_two_times_each_peer_and_anil_to_the_papers_speed_up():
+    table6 = B.Setting.parse("miniimagenet-5w1s-q1-b1-k5")
+    got = {v["claim"]: v for v in B.verdicts(_rows([table6], SECONDS), [table6])}
+    l2l = got[f"{table6.name}: MAML training >= 2x faster than learn2learn"]
+    assert (l2l["ours"], l2l["met"]) == (3.0, True)
+    higher = got[f"{table6.name}: MAML training >= 2x faster than higher"]
+    assert (higher["ours"], higher["met"]) == (1.5, False)
+    inference = got["A-time miniimagenet anil conv 5w1s inference: speed-up over maml >= the paper's"]
+    assert (inference["ours"], inference["target"], inference["met"]) == (2.0, 4.15, False)
+    training = got["A-time miniimagenet anil conv 5w1s training: speed-up over maml >= the paper's"]
+    assert (training["ours"], training["target"], training["met"]) == (4.0, 1.79, True)
+    assert got["M-fo-speed miniimagenet fomaml conv training: speed-up (%) >= the paper's"]["target"] == 33.0

@@ -57,12 +57,14 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import core, fewshot, models, training
+from . import core, fewshot, models, papers, results, training
 from .tasks import Batch
 
 TRAINING = ("maml", "fomaml", "anil", "reptile")
 INFERENCE = ("maml", "anil")
 LOWER_BOUND = "lower-bound"
+#: the issue's target: our MAML at least this many times faster than each peer at equal maths
+PEER_TARGET = 2.0
 #: the peers and their pinned versions (pyproject.toml's ``bench`` extra)
 PEERS = {"learn2learn": "0.2.0", "higher": "0.2.1"}
 #: how to install the peers (learn2learn 0.2.0's C sources predate Python 3.11: it is
@@ -543,4 +545,85 @@ def speedups(rows: list[dict], statistic: str = "median") -> list[dict]:
                 for peer in PEERS:
                     add(setting, phase, f"ours over {peer}", (setting, phase, peer), maml)
             add(setting, phase, "maml over lower bound", maml, (setting, phase, LOWER_BOUND))
+    return out
+
+
+# --- results rows and what they say -------------------------------------------------------
+
+def table6_key(setting: Setting, algorithm: str, phase: str) -> str:
+    """The A-time setting of ``reports/results.csv``: ``"miniimagenet anil conv 5w1s training"``."""
+    return f"{setting.dataset} {algorithm} conv {setting.shots} {phase}"
+
+
+def fo_speed_setting(settings: list[Setting]) -> Setting | None:
+    """The setting M-fo-speed is measured on: MiniImageNet 5-way 1-shot with the largest
+    meta-batch (the MAML paper's training; Table 6's task batch 1 only if it is the sole one)."""
+    candidates = [s for s in settings if s.dataset == "miniimagenet" and s.shots == "5w1s"]
+    return max(candidates, key=lambda s: (not s.table6, s.meta_batch, s.queries), default=None)
+
+
+def _by_key(rows: list[dict]) -> dict[tuple[str, str, str], dict]:
+    return {(r["setting"], r["phase"], r["algorithm"]): r for r in rows}
+
+
+def result_rows(rows: list[dict], settings: list[Setting], scale: str) -> list[dict]:
+    """``reports/results.csv`` rows from :func:`run_setting`'s rows.
+
+    A-time (Table 6 settings, :attr:`Setting.table6`): mean and median seconds of MAML,
+    FOMAML and ANIL training and MAML and ANIL inference, and the speed-up over MAML as the
+    paper computes it, a ratio of means. M-fo-speed: ``(t(maml) / t(fomaml) - 1) * 100`` from
+    medians on :func:`fo_speed_setting`. S-speed: every workload's median and IQR seconds and
+    peak MiB (setting ``"<setting> <algorithm> <phase>"``), and every ratio of :func:`speedups`.
+    """
+    measured = _by_key(rows)
+    out = []
+    for s in settings:
+        if not s.table6:
+            continue
+        for phase, algorithms in (("training", ("maml", "fomaml", "anil")), ("inference", INFERENCE)):
+            maml = measured.get((s.name, phase, "maml"))
+            for algorithm in algorithms:
+                r = measured.get((s.name, phase, algorithm))
+                if r is None:
+                    continue
+                key = table6_key(s, algorithm, phase)
+                out.append(results.row("A-time", key, "mean seconds", r["mean"], scale))
+                out.append(results.row("A-time", key, "median seconds", r["median"], scale))
+                if maml is not None:
+                    out.append(results.row("A-time", key, "speed-up over maml", maml["mean"] / r["mean"], scale))
+    fo = fo_speed_setting(settings)
+    if fo is not None and (fo.name, "training", "fomaml") in measured:
+        value = (measured[(fo.name, "training", "maml")]["median"] / measured[(fo.name, "training", "fomaml")]["median"]
+                 - 1) * 100
+        out.append(results.row("M-fo-speed", "miniimagenet fomaml conv training", "speed-up (%)", value,
+                               f"{fo.name}; {scale}"))
+    for r in rows:
+        where = f"{r['setting']} {r['algorithm']} {r['phase']}"
+        out.append(results.row("S-speed", where, "median seconds", r["median"], scale))
+        out.append(results.row("S-speed", where, "iqr seconds", r["iqr"], scale))
+        if r.get("peak_mib") is not None:
+            out.append(results.row("S-speed", where, "peak MiB", r["peak_mib"], scale))
+    for x in speedups(rows):
+        out.append(results.row("S-speed", f"{x['setting']} {x['phase']} {x['ratio']}", "speed-up (x)", x["value"],
+                               scale))
+    return out
+
+
+def verdicts(rows: list[dict], settings: list[Setting]) -> list[dict]:
+    """The issue's targets, each as {claim, ours, target, met}: our MAML at least
+    :data:`PEER_TARGET` times faster than each peer (medians, per setting); ANIL's speed-up
+    over MAML (ratio of means, Table 6 settings) and FOMAML's (M-fo-speed) at least the
+    paper's, read from :mod:`metalearn.papers`."""
+    out = []
+    for x in speedups(rows):
+        if x["ratio"].startswith("ours over "):
+            out.append({"claim": f"{x['setting']}: MAML training >= {PEER_TARGET:g}x faster than "
+                                 f"{x['ratio'].removeprefix('ours over ')}",
+                        "ours": x["value"], "target": PEER_TARGET, "met": x["value"] >= PEER_TARGET})
+    for r in result_rows(rows, settings, scale="-"):
+        if r["paper"] and (r["metric"] == "speed-up over maml" and " anil " in r["setting"]
+                           or r["experiment"] == "M-fo-speed"):
+            ours, paper = float(r["value"]), float(r["paper"])
+            out.append({"claim": f"{r['experiment']} {r['setting']}: {r['metric']} >= the paper's",
+                        "ours": ours, "target": paper, "met": ours >= paper})
     return out
