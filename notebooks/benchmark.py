@@ -109,7 +109,7 @@ pd.DataFrame({"largest relative difference": gradient_check}, dtype=float)
 # ## Seconds per iteration
 #
 # Each workload starts from the same weights and data; `warmup` iterations, then `repeats`
-# timed ones (median, quartiles, min and max), then one more for peak memory.
+# timed ones (median, quartiles, min and max); peak memory is taken on the last warm-up iteration.
 
 # %%
 rows = []

@@ -177,6 +177,13 @@ def test_peak_memory_sees_a_temporary_allocation_and_not_an_empty_step():
     assert B.peak_memory(lambda: None) < 20
 
 
+@pytest.mark.parametrize("warmup,calls", [(0, 3 + 1), (1, 1 + 3), (3, 3 + 3)])
+def test_measure_takes_memory_from_an_untimed_call(warmup, calls):
+    count = []
+    out = B.measure(lambda: count.append(1), warmup=warmup, repeats=3)
+    assert len(count) == calls and out["n"] == 3 and out["peak_mib"] is not None
+
+
 def test_speedups_are_ratios_of_the_statistic():
     rows = [{"setting": "s", "phase": p, "algorithm": a, "median": t} for p, a, t in [
         ("training", "maml", 2.0), ("training", "fomaml", 1.0), ("training", "anil", 0.5),

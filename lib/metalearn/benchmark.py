@@ -33,14 +33,15 @@ pixel values, and data loading is left out, as in the ANIL paper's Table 6.
 Timing: ``warmup`` iterations first, then ``repeats`` iterations each timed with
 ``time.perf_counter`` (on CUDA between ``torch.cuda.synchronize()`` calls);
 :func:`summarize` gives median, quartiles, min, max and mean. Peak memory
-(:func:`peak_memory`) is measured on one further iteration: on CUDA
+(:func:`peak_memory`) is measured on the last warm-up iteration (untimed; with no warm-up,
+on one more iteration after the timed ones): on CUDA
 ``torch.cuda.max_memory_allocated`` above what was allocated before; on the CPU the
 growth of the process's resident set (Linux ``VmHWM`` after resetting it through
 ``/proc/self/clear_refs``, above ``VmRSS`` before, after ``malloc_trim`` has returned
 freed memory), which counts every allocation torch makes, unlike ``tracemalloc``.
 
-The peers are optional (``pip install '.[bench]'``, see :data:`INSTALL`); without them
-the benchmark runs without peer rows.
+The peers are optional: their pins are pyproject.toml's ``bench`` extra, installed by
+``make bench-peers`` (:data:`INSTALL`); without them the benchmark runs without peer rows.
 """
 from __future__ import annotations
 
@@ -494,9 +495,16 @@ def peak_memory(step: Step, device: str = "cpu") -> float | None:
 
 
 def measure(step: Step, warmup: int, repeats: int, device: str = "cpu") -> dict:
-    """:func:`summarize` of :func:`time_iterations`, plus ``peak_mib`` of one more call."""
-    out = summarize(time_iterations(step, warmup, repeats, device))
-    out["peak_mib"] = peak_memory(step, device)
+    """:func:`summarize` of :func:`time_iterations` (``warmup`` untimed calls, then ``repeats``
+    timed ones), plus ``peak_mib``: :func:`peak_memory` of the last warm-up call (with no
+    warm-up, of one more call after the timed ones)."""
+    if warmup < 0:
+        raise ValueError(f"need warmup >= 0, got {warmup}")
+    for _ in range(warmup - 1):
+        step()
+    peak = peak_memory(step, device) if warmup else None
+    out = summarize(time_iterations(step, 0, repeats, device))
+    out["peak_mib"] = peak_memory(step, device) if not warmup else peak
     return out
 
 
