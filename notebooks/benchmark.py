@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Speed: seconds per meta-iteration (A-time, M-fo-speed, S-speed)
+# # Speed: seconds per meta-iteration (A-time, M-fo-speed)
 #
 # ANIL paper (Raghu et al. 2020), Appendix C.5, Table 6: seconds per training and inference
 # iteration of MAML, first-order MAML and ANIL on MiniImageNet 5-way 1/5-shot, task batch 1
@@ -158,7 +158,7 @@ ratios.pivot(index=["phase", "ratio"], columns="setting", values="value").round(
 out = benchmark.result_rows(rows, P.settings, SCALE)
 results.write(out, STAGE)
 table = pd.DataFrame(out)
-table[table.experiment != "S-speed"][["experiment", "setting", "metric", "value", "paper"]]
+table[table.paper != ""][["experiment", "setting", "metric", "value", "paper"]]  # every row: results.csv
 
 # %% [markdown]
 # ## What the numbers say

@@ -15,12 +15,11 @@ from . import paths
 from .papers import paper_value
 
 HEADER = ["experiment", "setting", "metric", "value", "ci95", "paper", "scale"]
-#: the experiment ids of shared/STUDY.md, and S-speed: the benchmark stage's own timings (Omniglot
-#: settings, every workload's seconds and memory, ratios to the peers), which no paper reports
+#: the experiment ids of shared/STUDY.md
 EXPERIMENTS = frozenset(
     "M-sine M-omni M-omni-mlp M-mini M-fo-speed M-nav M-cheetah "
     "A-freeze A-cca A-early A-dist A-seeds A-anil A-anil-rl A-curves A-repr A-nil A-regimes "
-    "A-regime-sim A-time A-grad R-sine R-optim R-mix R-2d R-omni R-mini R-pretrain R-theory X-shift S-speed".split()
+    "A-regime-sim A-time A-grad R-sine R-optim R-mix R-2d R-omni R-mini R-pretrain R-theory X-shift".split()
 )
 
 
