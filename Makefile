@@ -3,13 +3,14 @@
 #   make repro              regenerate every report at the default (2-core CPU) scale
 #   make repro SCALE=paper  the papers' settings (params-paper.yaml copied onto params.yaml)
 #   make test               the test suite (pytest: library tests + every notebook through nbval)
+#   make bench-peers        the speed benchmark's optional peers (learn2learn, higher) into the venv
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 SCALE ?= default
 export PATH := $(BIN):$(PATH)
 
-.PHONY: repro test env sync
+.PHONY: repro test env sync bench-peers
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +35,16 @@ test: env
 # after editing a notebook in JupyterLab (or its .py twin), bring the pair back in step
 sync: env
 	jupytext --sync notebooks/*.ipynb
+
+# The speed benchmark's pinned peers (pyproject.toml's `bench` extra), with only the packages their imports
+# need. learn2learn 0.2.0's shipped C sources predate Python 3.11 (longintrepr.h): its sdist's Cython sources
+# are compiled again with Cython 3.3.1 first. PIP_TARGET=<folder> installs into a folder instead of the venv.
+bench-peers: env
+	$(BIN)/python -m pip install --quiet --no-deps higher==0.2.1 gym==0.26.2 gym-notices==0.1.0 cloudpickle==3.1.2
+	rm -rf build/bench-peers && mkdir -p build/bench-peers
+	$(BIN)/python -m pip install --quiet --no-deps --target build/bench-peers/cython cython==3.3.1
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation -d build/bench-peers \
+	  learn2learn==0.2.0
+	cd build/bench-peers && tar xzf learn2learn-0.2.0.tar.gz && cd learn2learn-0.2.0 && rm learn2learn/data/*.c \
+	  && PYTHONPATH=$(CURDIR)/build/bench-peers/cython $(BIN)/python setup.py --quiet build_ext --inplace
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation build/bench-peers/learn2learn-0.2.0

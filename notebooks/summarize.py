@@ -25,10 +25,14 @@
 stages = ["sine_maml", "sine_reptile", "theory"]  # stages whose results are collected, in order
 
 # %%
+import yaml
+
+from metalearn import paths
 from metalearn.params import check, List, Choice
 
-STAGES_WITH_RESULTS = ("sine_maml", "sine_reptile", "theory", "train_omniglot", "train_miniimagenet", "freeze",
-                       "similarity", "nav")
+# every stage of the pipeline writes reports/<stage>/results.csv, except the data and this one
+STAGES_WITH_RESULTS = [s for s in yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())["stages"]
+                       if s not in ("prepare", "summarize")]
 P = check(globals(), stages=List(Choice(*STAGES_WITH_RESULTS), unique=True))
 
 # %%
@@ -76,8 +80,6 @@ beside[["experiment", "setting", "metric", "value", "ci95", "paper"]]
 # ## How long each stage ran (every stage of the pipeline that has run)
 
 # %%
-import yaml
-
 times = []
 for stage in yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())["stages"]:
     executed = paths.REPORTS / stage / f"{stage}.ipynb"

@@ -1,0 +1,293 @@
+"""The speed benchmark measures what it says: the workloads are the project's iterations,
+the lower bound does the passes it claims, the statistics and ratios are right, and the
+peers (when installed) compute our meta-gradient."""
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from metalearn import benchmark as B
+from metalearn import core, models
+
+TINY = dict(inner_lr=0.4, test_steps=2, filters=4)
+OMNI = B.Setting("omniglot", 3, 1, 2, 2, 2, **TINY)           # 3-way 1-shot, 2 queries, 2 tasks, 2 steps
+MINI = B.Setting("miniimagenet", 3, 2, 1, 2, 2, inner_lr=0.01, test_steps=2, filters=3)
+PEERS_MISSING = {name: why for name, why in B.peer_status().items() if why}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- settings ---------------------------------------------------------------------------
+
+def test_settings_parse_and_name_themselves():
+    s = B.Setting.parse("omniglot-20w1s-q1-b16-k5", inner_lr=0.1, filters=64)
+    assert (s.dataset, s.n_way, s.k_shot, s.queries, s.meta_batch, s.inner_steps) == ("omniglot", 20, 1, 1, 16, 5)
+    assert (s.inner_lr, s.filters, s.name) == (0.1, 64, "omniglot 20w1s q1 b16 k5")
+    assert B.Setting.parse("miniimagenet-5w1s-q1-b1-k5").table6
+    assert not B.Setting.parse("miniimagenet-5w1s-q15-b4-k5").table6
+    assert not B.Setting.parse("omniglot-5w1s-q1-b1-k1").table6
+
+
+@pytest.mark.parametrize("text,fixed,message", [
+    ("omniglot-5w1s-b32-k1", {}, "is not '<dataset>"),
+    ("omniglot 5w1s q1 b32 k1", {}, "is not '<dataset>"),
+    ("cifar-5w1s-q1-b32-k1", {}, "unknown dataset 'cifar'"),
+    ("omniglot-1w1s-q1-b32-k1", {}, "n_way must be an integer >= 2"),
+    ("omniglot-5w0s-q1-b32-k1", {}, "k_shot must be an integer >= 1"),
+    ("omniglot-5w1s-q0-b32-k1", {}, "queries must be an integer >= 1"),
+    ("omniglot-5w1s-q1-b0-k1", {}, "meta_batch must be an integer >= 1"),
+    ("omniglot-5w1s-q1-b4-k0", {}, "inner_steps must be an integer >= 1"),
+    ("omniglot-5w1s-q1-b4-k1", {"inner_lr": 0.0}, "inner_lr must be a finite number > 0"),
+    ("omniglot-5w1s-q1-b4-k1", {"inner_lr": float("nan")}, "inner_lr must be a finite number > 0"),
+    ("omniglot-5w1s-q1-b4-k1", {"test_steps": True}, "test_steps must be an integer"),
+    ("omniglot-5w1s-q1-b4-k1", {"filters": 2.0}, "filters must be an integer"),
+])
+def test_bad_settings_are_refused_with_the_reason(text, fixed, message):
+    with pytest.raises(ValueError, match=message):
+        B.Setting.parse(text, **fixed)
+
+
+def test_random_batch_has_the_settings_shapes_and_class_grouped_labels():
+    b = B.random_batch(MINI, seed=3)
+    assert b.xs.shape == (2, 6, 3, 84, 84) and b.xq.shape == (2, 3, 3, 84, 84)
+    assert b.ys.tolist() == [[0, 0, 1, 1, 2, 2]] * 2 and b.yq.tolist() == [[0, 1, 2]] * 2
+    assert 0 <= b.xs.min() and b.xs.max() <= 1
+    assert torch.equal(B.random_batch(MINI, seed=3).xs, b.xs) and not torch.equal(B.random_batch(MINI, 4).xs, b.xs)
+
+
+# --- the workloads are the project's iterations -----------------------------------------
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "anil"])
+def test_a_training_step_is_one_adam_step_on_the_algorithms_meta_gradient(algorithm):
+    model, batch = B.make_model(OMNI, dtype=torch.float64), B.random_batch(OMNI, dtype=torch.float64)
+    expected = copy.deepcopy(model)
+    params = dict(expected.named_parameters())
+    inner = core.inner_loop(algorithm, params, OMNI.inner_steps, OMNI.inner_lr)
+    loss, _ = core.meta_loss(expected, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
+                             core.class_sum_cross_entropy)
+    loss.backward()
+    torch.optim.Adam(expected.parameters(), lr=0.01).step()
+    B.training_step(OMNI, algorithm, model, batch, meta_lr=0.01)()
+    for (name, got), want in zip(model.named_parameters(), expected.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_training_steps_of_different_algorithms_differ():
+    batch = B.random_batch(OMNI, dtype=torch.float64)
+    after = {}
+    for algorithm in ("maml", "fomaml", "anil", "reptile"):
+        model = B.make_model(OMNI, dtype=torch.float64)
+        B.training_step(OMNI, algorithm, model, batch)()
+        after[algorithm] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    names = list(after)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not torch.allclose(after[a], after[b], rtol=0, atol=1e-12), (a, b)
+    start = torch.cat([p.detach().flatten() for p in B.make_model(OMNI, dtype=torch.float64).parameters()])
+    assert not torch.equal(after["reptile"], start)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "anil"])
+def test_inference_adapts_for_test_steps_then_predicts_the_queries(algorithm):
+    model, batch = B.make_model(OMNI, dtype=torch.float64), B.random_batch(OMNI, dtype=torch.float64)
+    logits = B.inference_step(OMNI, algorithm, model, batch)()
+    assert logits.shape == (2, 6, 3)
+    params = models.params_of(model, requires_grad=False)
+    inner = core.inner_loop(algorithm, params, OMNI.test_steps, OMNI.inner_lr)
+    for t in range(2):
+        adapted = core.adapt(model, params, batch.xs[t], batch.ys[t], inner, core.class_sum_cross_entropy)
+        torch.testing.assert_close(logits[t], models.forward(model, adapted, batch.xq[t]), rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(logits[0], models.forward(model, params, batch.xq[0]))  # adaptation happened
+
+
+def _count_passes(model):
+    counts = {"forward": 0, "backward": 0}
+
+    def on_forward(*_):
+        counts["forward"] += 1
+    model.register_forward_hook(on_forward)
+    model.head.weight.register_hook(lambda g: counts.__setitem__("backward", counts["backward"] + 1))
+    return counts
+
+
+@pytest.mark.parametrize("phase,forward,backward", [("training", 2 * 3, 2 * 3), ("inference", 2 * 3, 2 * 2)])
+def test_the_lower_bound_does_the_plain_passes_one_iteration_contains(phase, forward, backward):
+    setting = B.Setting("omniglot", 3, 1, 2, 2, 2, inner_lr=0.4, test_steps=2, filters=4)  # T=2 tasks, k=2 steps
+    model = B.make_model(setting)
+    counts = _count_passes(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    B.lower_bound_step(setting, phase, model, B.random_batch(setting))()
+    assert counts == {"forward": forward, "backward": backward}   # T (k + 1) forward; T (k + 1) or T k backward
+    moved = any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert moved == (phase == "training")                          # training ends with one Adam step
+
+
+def test_bad_algorithms_and_phases_are_refused():
+    model, batch = B.make_model(OMNI), B.random_batch(OMNI)
+    with pytest.raises(ValueError, match="unknown training algorithm 'head'"):
+        B.training_step(OMNI, "head", model, batch)
+    with pytest.raises(ValueError, match="unknown inference algorithm 'fomaml'"):
+        B.inference_step(OMNI, "fomaml", model, batch)
+    with pytest.raises(ValueError, match="phase must be"):
+        B.lower_bound_step(OMNI, "testing", model, batch)
+    with pytest.raises(ValueError, match="peers must be true, false or 'auto'"):
+        B.peer_plan("false")
+
+
+# --- statistics, timing, memory, ratios -------------------------------------------------
+
+def test_summary_statistics_of_known_lists():
+    s = B.summarize([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert s == {"median": 3.0, "q1": 2.0, "q3": 4.0, "iqr": 2.0, "min": 1.0, "max": 5.0, "mean": 3.0, "n": 5}
+    values = [1.0, 2.0, 3.0, 10.0]
+    s = B.summarize(values)
+    assert (s["median"], s["q1"], s["q3"], s["mean"]) == (2.5, 1.75, 4.75, 4.0)
+    assert (s["q1"], s["q3"]) == tuple(np.percentile(values, [25, 75]))
+    assert B.summarize([0.5])["iqr"] == 0.0
+    with pytest.raises(ValueError, match="no times"):
+        B.summarize([])
+
+
+def test_timing_skips_the_warmup_and_times_each_call_alone():
+    now, calls = [0.0], []
+
+    def step():  # call i takes i seconds of the fake clock
+        calls.append(len(calls))
+        now[0] += len(calls) - 1
+    times = B.time_iterations(step, warmup=2, repeats=3, clock=lambda: now[0])
+    assert len(calls) == 5 and times == [2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        B.time_iterations(step, warmup=0, repeats=0)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="peak resident set is measured on Linux only")
+def test_peak_memory_sees_a_temporary_allocation_and_not_an_empty_step():
+    def allocate():
+        block = torch.ones(32 * 2 ** 20)  # 128 MiB, freed on return
+        return block.sum()
+    assert B.peak_memory(allocate) > 100
+    assert B.peak_memory(lambda: None) < 20
+
+
+@pytest.mark.parametrize("warmup,calls", [(0, 3 + 1), (1, 1 + 3), (3, 3 + 3)])
+def test_measure_takes_memory_from_an_untimed_call(warmup, calls):
+    count = []
+    out = B.measure(lambda: count.append(1), warmup=warmup, repeats=3)
+    assert len(count) == calls and out["n"] == 3 and out["peak_mib"] is not None
+
+
+def test_speedups_are_ratios_of_the_statistic():
+    rows = [{"setting": "s", "phase": p, "algorithm": a, "median": t} for p, a, t in [
+        ("training", "maml", 2.0), ("training", "fomaml", 1.0), ("training", "anil", 0.5),
+        ("training", "learn2learn", 6.0), ("training", B.LOWER_BOUND, 0.25),
+        ("inference", "maml", 1.0), ("inference", "anil", 0.25)]]
+    got = {(r["phase"], r["ratio"]): r["value"] for r in B.speedups(rows)}
+    assert got == {("training", "anil over maml"): 4.0, ("training", "fomaml over maml"): 2.0,
+                   ("training", "ours over learn2learn"): 3.0, ("training", "maml over lower bound"): 8.0,
+                   ("inference", "anil over maml"): 4.0}  # no higher row, no inference lower bound: no ratio
+
+
+def test_run_setting_measures_every_workload_once():
+    rows = B.run_setting(OMNI, warmup=0, repeats=2, peers=())
+    assert [(r["phase"], r["algorithm"]) for r in rows] == [
+        ("training", "maml"), ("training", "fomaml"), ("training", "anil"), ("training", "reptile"),
+        ("inference", "maml"), ("inference", "anil"), ("training", B.LOWER_BOUND), ("inference", B.LOWER_BOUND)]
+    assert all(r["n"] == 2 and r["min"] <= r["median"] <= r["max"] and r["setting"] == OMNI.name for r in rows)
+
+
+# --- peers ------------------------------------------------------------------------------
+
+def test_missing_peers_give_an_error_naming_the_install_command(monkeypatch):
+    monkeypatch.setattr(B, "PEERS", {"no_such_peer_xyz": "1.0"})
+    with pytest.raises(ModuleNotFoundError, match="no_such_peer_xyz.*make bench-peers"):
+        B.require_peers(["no_such_peer_xyz"])
+    with pytest.raises(ModuleNotFoundError, match="make bench-peers"):
+        B.peer_plan(True)
+    run, absent = B.peer_plan("auto")
+    assert run == [] and "make bench-peers" in absent["no_such_peer_xyz"]
+    assert B.peer_plan(False) == ([], {"no_such_peer_xyz": "not requested (peers: false)"})
+    with pytest.raises(ValueError, match="unknown peers"):
+        B.require_peers(["tensorflow"])
+
+
+needs_peers = pytest.mark.skipif(bool(PEERS_MISSING), reason=f"benchmark peers unavailable: {PEERS_MISSING}")
+
+
+@needs_peers
+@pytest.mark.parametrize("setting", [OMNI, MINI], ids=["omniglot", "miniimagenet"])
+def test_peers_meta_gradients_equal_ours_and_the_check_can_fail(setting):
+    differences = B.check_meta_gradients(setting, list(B.PEERS), tolerance=1e-10)
+    assert all(d <= 1e-10 for d in differences.values())
+    # the comparison is sharp: a first-order meta-gradient is far from the peers' second-order one
+    model, batch = B.make_model(setting, dtype=torch.float64), B.random_batch(setting, dtype=torch.float64)
+    params = dict(model.named_parameters())
+    inner = core.inner_loop("fomaml", params, setting.inner_steps, setting.inner_lr)
+    loss, _ = core.meta_loss(model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner, core.class_sum_cross_entropy)
+    first_order = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    for peer in B.PEERS:
+        assert B.gradient_difference(first_order, B.meta_gradients(peer, setting, model, batch)) > 1e-4
+
+
+@needs_peers
+@pytest.mark.parametrize("peer", sorted(B.PEERS))
+def test_a_peers_timed_training_step_updates_the_weights_as_ours_does(peer):
+    batch = B.random_batch(OMNI, dtype=torch.float64)
+    ours, theirs = B.make_model(OMNI, dtype=torch.float64), B.make_model(OMNI, dtype=torch.float64)
+    B.training_step(OMNI, "maml", ours, batch, meta_lr=0.01)()
+    B.peer_training_step(OMNI, peer, theirs, batch, meta_lr=0.01)()
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# --- results rows and verdicts ----------------------------------------------------------
+
+def _rows(settings, seconds):
+    """Fake measured rows: every workload of each setting with ``seconds[(phase, algorithm)]``."""
+    return [{"setting": s.name, "phase": p, "algorithm": a, "median": t, "mean": 2 * t, "iqr": 0.1, "peak_mib": 5.0}
+            for s in settings for (p, a), t in seconds.items()]
+
+
+SECONDS = {("training", "maml"): 4.0, ("training", "fomaml"): 2.0, ("training", "anil"): 1.0,
+           ("inference", "maml"): 2.0, ("inference", "anil"): 1.0, ("training", "learn2learn"): 12.0,
+           ("training", "higher"): 6.0}
+
+
+def test_result_rows_key_table6_settings_as_the_paper_and_the_rest_as_s_speed():
+    table6 = B.Setting.parse("miniimagenet-5w1s-q1-b1-k5")
+    training = B.Setting.parse("miniimagenet-5w1s-q15-b4-k5")
+    omni = B.Setting.parse("omniglot-5w1s-q1-b32-k1")
+    out = B.result_rows(_rows([table6, training, omni], SECONDS), [table6, training, omni], "scale")
+    cell = {(r["experiment"], r["setting"], r["metric"]): r for r in out}
+    anil = cell[("A-time", "miniimagenet anil conv 5w1s training", "speed-up over maml")]
+    assert float(anil["value"]) == 4.0 and anil["paper"] == "1.79"            # ratio of means, paper's beside
+    assert cell[("A-time", "miniimagenet maml conv 5w1s inference", "median seconds")]["value"] == "2"
+    assert cell[("A-time", "miniimagenet maml conv 5w1s inference", "median seconds")]["paper"] == "0.078"
+    assert not any(k[1].endswith("reptile conv 5w1s training") for k in cell if k[0] == "A-time")
+    fo = cell[("M-fo-speed", "miniimagenet fomaml conv training", "speed-up (%)")]
+    assert float(fo["value"]) == 100.0 and fo["scale"].startswith(training.name)  # the meta-batch 4 setting
+    assert cell[("A-time", "omniglot 5w1s q1 b32 k1 higher training", "median seconds")]["value"] == "6"
+    assert float(cell[("A-time", "omniglot 5w1s q1 b32 k1 training ours over learn2learn", "speed-up (x)")]
+                 ["value"]) == 3.0
+    assert all(r["experiment"] in ("A-time", "M-fo-speed", "A-time") for r in out)
+
+
+def test_verdicts_hold_ours_to_two_times_each_peer_and_anil_to_the_papers_speed_up():
+    table6 = B.Setting.parse("miniimagenet-5w1s-q1-b1-k5")
+    got = {v["claim"]: v for v in B.verdicts(_rows([table6], SECONDS), [table6])}
+    l2l = got[f"{table6.name}: MAML training >= 2x faster than learn2learn"]
+    assert (l2l["ours"], l2l["met"]) == (3.0, True)
+    higher = got[f"{table6.name}: MAML training >= 2x faster than higher"]
+    assert (higher["ours"], higher["met"]) == (1.5, False)
+    inference = got["A-time miniimagenet anil conv 5w1s inference: speed-up over maml >= the paper's"]
+    assert (inference["ours"], inference["target"], inference["met"]) == (2.0, 4.15, False)
+    training = got["A-time miniimagenet anil conv 5w1s training: speed-up over maml >= the paper's"]
+    assert (training["ours"], training["target"], training["met"]) == (4.0, 1.79, True)
+    assert got["M-fo-speed miniimagenet fomaml conv training: speed-up (%) >= the paper's"]["target"] == 33.0
