@@ -27,6 +27,16 @@ def one_thread():
 
 # --- settings ---------------------------------------------------------------------------
 
+def test_gradient_difference_uses_one_scale_so_rounding_on_a_zero_gradient_is_not_an_error():
+    ours = {"w": torch.tensor([2.0, -4.0]), "bias_before_bn": torch.tensor([1e-15, -1e-15])}
+    theirs = {"w": torch.tensor([2.0, -4.0]), "bias_before_bn": torch.tensor([-1e-15, 1e-15])}
+    assert B.gradient_difference(ours, theirs) == pytest.approx(2e-15 / 4.0)
+    theirs["w"] = torch.tensor([2.0, -3.0])
+    assert B.gradient_difference(ours, theirs) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="different parameters"):
+        B.gradient_difference(ours, {"w": ours["w"]})
+
+
 def test_settings_parse_and_name_themselves():
     s = B.Setting.parse("omniglot-20w1s-q1-b16-k5", inner_lr=0.1, filters=64)
     assert (s.dataset, s.n_way, s.k_shot, s.queries, s.meta_batch, s.inner_steps) == ("omniglot", 20, 1, 1, 16, 5)
@@ -180,8 +190,17 @@ def test_peak_memory_sees_a_temporary_allocation_and_not_an_empty_step():
 @pytest.mark.parametrize("warmup,calls", [(0, 3 + 1), (1, 1 + 3), (3, 3 + 3)])
 def test_measure_takes_memory_from_an_untimed_call(warmup, calls):
     count = []
-    out = B.measure(lambda: count.append(1), warmup=warmup, repeats=3)
+    out, = B.measure([lambda: count.append(1)], warmup=warmup, repeats=3)
     assert len(count) == calls and out["n"] == 3 and out["peak_mib"] is not None
+
+
+def test_measure_times_the_workloads_round_robin():
+    calls = []
+    a, b = B.measure([lambda: calls.append("a"), lambda: calls.append("b")], warmup=1, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # one warm-up each (memory), then alternating timed calls
+    assert a["n"] == b["n"] == 3
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        B.measure([lambda: None], warmup=0, repeats=0)
 
 
 def test_speedups_are_ratios_of_the_statistic():

@@ -53,7 +53,7 @@ import re
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -389,16 +389,14 @@ def meta_gradients(implementation: str, setting: Setting, model: nn.Module, batc
 
 
 def gradient_difference(ours: dict[str, Tensor], theirs: dict[str, Tensor]) -> float:
-    """Largest relative difference over parameters, ``max |a - b| / max(|a|max, tiny)``
-    per parameter tensor (0 when equal; a missing or extra name raises)."""
+    """Largest difference over parameters relative to the largest gradient entry of all,
+    ``max |a - b| / max |a|`` (0 when equal; a missing or extra name raises). One scale for
+    every tensor: a conv bias before batch norm has a true gradient of zero, so its own
+    maximum is rounding noise and would turn equal gradients into a large "relative" error."""
     if set(ours) != set(theirs):
         raise ValueError(f"different parameters: {sorted(set(ours) ^ set(theirs))}")
-    worst = 0.0
-    for name, a in ours.items():
-        b = theirs[name]
-        scale = max(a.abs().max().item(), torch.finfo(a.dtype).tiny)
-        worst = max(worst, (a - b).abs().max().item() / scale)
-    return worst
+    scale = max(max(a.abs().max().item() for a in ours.values()), torch.finfo(next(iter(ours.values())).dtype).tiny)
+    return max((a - theirs[name]).abs().max().item() for name, a in ours.items()) / scale
 
 
 def check_meta_gradients(setting: Setting, peers, seed: int = 0, dtype: torch.dtype = torch.float64,
@@ -494,17 +492,27 @@ def peak_memory(step: Step, device: str = "cpu") -> float | None:
         return None
 
 
-def measure(step: Step, warmup: int, repeats: int, device: str = "cpu") -> dict:
-    """:func:`summarize` of :func:`time_iterations` (``warmup`` untimed calls, then ``repeats``
-    timed ones), plus ``peak_mib``: :func:`peak_memory` of the last warm-up call (with no
-    warm-up, of one more call after the timed ones)."""
-    if warmup < 0:
-        raise ValueError(f"need warmup >= 0, got {warmup}")
-    for _ in range(warmup - 1):
-        step()
-    peak = peak_memory(step, device) if warmup else None
-    out = summarize(time_iterations(step, 0, repeats, device))
-    out["peak_mib"] = peak_memory(step, device) if not warmup else peak
+def measure(steps: Sequence[Step], warmup: int, repeats: int, device: str = "cpu") -> list[dict]:
+    """For each of ``steps``: :func:`summarize` of its ``repeats`` timed calls, plus ``peak_mib``:
+    :func:`peak_memory` of its last warm-up call (with no warm-up, of one more call after the
+    timed ones). The timed calls go round-robin (one call of each step in turn, ``repeats``
+    rounds), so a change in the machine's load hits every workload alike instead of
+    whichever happened to be running: timing them one after the other made the first ones
+    look slower on a busy machine."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    peaks = []
+    for step in steps:
+        for _ in range(warmup - 1):
+            step()
+        peaks.append(peak_memory(step, device) if warmup else None)
+    times = [[] for _ in steps]
+    for _ in range(repeats):
+        for seconds, step in zip(times, steps):
+            seconds += time_iterations(step, 0, 1, device)
+    out = []
+    for step, peak, seconds in zip(steps, peaks, times):
+        out.append({**summarize(seconds), "peak_mib": peak_memory(step, device) if not warmup else peak})
     return out
 
 
@@ -520,14 +528,11 @@ def run_setting(setting: Setting, warmup: int, repeats: int, device: str = "cpu"
     workloads += [(phase, LOWER_BOUND, lambda m, p=phase: lower_bound_step(setting, p, m, batch, meta_lr))
                   for phase in ("training", "inference")]
     workloads += [("training", p, lambda m, p=p: peer_training_step(setting, p, m, batch, meta_lr)) for p in peers]
-    rows = []
-    for phase, algorithm, build in workloads:
-        if progress:
-            progress(f"{setting.name} {phase} {algorithm}")
-        step = build(make_model(setting, seed, device))
-        rows.append({"setting": setting.name, "phase": phase, "algorithm": algorithm,
-                     **measure(step, warmup, repeats, device)})
-    return rows
+    if progress:
+        progress(f"{setting.name}: {len(workloads)} workloads, round-robin")
+    steps = [build(make_model(setting, seed, device)) for _, _, build in workloads]
+    return [{"setting": setting.name, "phase": phase, "algorithm": algorithm, **numbers}
+            for (phase, algorithm, _), numbers in zip(workloads, measure(steps, warmup, repeats, device))]
 
 
 # --- ratios -----------------------------------------------------------------------------
