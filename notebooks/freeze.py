@@ -24,7 +24,9 @@
 # Table 1). A-dist: the mean over test tasks of the Euclidean distance between each layer's
 # weights before and after full test-time adaptation (paper Fig. 6: only the head moves),
 # absolute and relative to the layer's weight norm. A layer's weights are all its parameters:
-# conv weight and bias, batch-norm scale and shift (`metalearn.reuse`).
+# conv weight and bias, batch-norm scale and shift (`metalearn.reuse`). A-early: the same
+# freezing test on the weights the `train_seeds` stage kept through training, for each seed
+# (paper Fig. 3: the pattern holds from early in training on).
 #
 # The defaults below are smoke-sized; `params.yaml` holds the study's CPU scale and
 # `params-paper.yaml` the papers'.
@@ -51,6 +53,11 @@ omni_inner_lr_20way = 0.1       # as in train_omniglot
 omni_test_steps_5way = 3        # as in train_omniglot
 omni_test_steps_20way = 5       # as in train_omniglot
 omni_test_queries = 5           # as in train_omniglot
+early_runs = ["maml-conv-5w1s"] # MiniImageNet runs of train_seeds tested through training (A-early)
+early_seeds = [0, 1]            # their seeds (train_seeds' seeds)
+early_iterations = [2, 4]       # iterations whose weights train_seeds kept, and its last (ANIL paper: 10k, 20k, 30k)
+early_freezes = ["none", "1-4"] # freeze settings tested through training
+early_tasks = 4                 # test tasks per seed and iteration (the first of train_seeds' list)
 
 # %%
 from metalearn import fewshot, reuse
@@ -64,9 +71,12 @@ P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), freezes=L
           omni_split=Choice("maml", "official"), omni_bn=Choice("transductive", "inductive"),
           omni_filters=Int(min=1), omni_inner_lr_5way=Float(min=0, strict=True),
           omni_inner_lr_20way=Float(min=0, strict=True), omni_test_steps_5way=Int(min=1),
-          omni_test_steps_20way=Int(min=1), omni_test_queries=Int(min=1))
+          omni_test_steps_20way=Int(min=1), omni_test_queries=Int(min=1),
+          early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_seeds=List(Int(min=0), unique=True),
+          early_iterations=List(Int(min=1), unique=True), early_freezes=List(Str(reuse.check_freeze), unique=True),
+          early_tasks=Int(min=2))
 require(P.mini_runs or P.omni_runs, "mini_runs", "and omni_runs are both empty: nothing to analyse")
-for name in ("mini_runs", "omni_runs"):
+for name in ("mini_runs", "omni_runs", "early_runs"):
     for spec in getattr(P, name):
         require(spec.algorithm == "maml" and spec.model == "conv" and spec.init is None, name,
                 f"has {spec.name}: the freezing analysis is of MAML conv runs (maml-conv-<N>w<K>s)")
@@ -78,6 +88,7 @@ require("none" in P.freezes and "1-4" in P.freezes, "freezes", "must include 'no
 import math
 
 import matplotlib.pyplot as plt
+from tqdm.auto import tqdm
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
@@ -90,23 +101,10 @@ STAGE = "freeze"
 HARDWARE = report.hardware(P.device)
 
 
-# every analysed run: (trained model, test-time settings, test tasks, data, queries per class, batch-norm mode)
-cases = []
-for spec in P.mini_runs:
-    trained = reuse.load_trained("miniimagenet", spec, P.mini_filters, P.mini_test_steps, P.mini_test_queries,
-                                 P.device, "mini_runs")
-    test, data = reuse.test_tasks("miniimagenet", spec, P.n_test_tasks, P.mini_test_queries, P.mini_seed,
-                                  device=P.device)
-    cases.append((trained, reuse.evaluation_settings(P.mini_inner_lr, P.mini_test_steps, P.mini_bn), test, data,
-                  P.mini_test_queries, P.mini_bn))
-for spec in P.omni_runs:
-    five = spec.n_way == 5
-    steps = P.omni_test_steps_5way if five else P.omni_test_steps_20way
-    trained = reuse.load_trained("omniglot", spec, P.omni_filters, steps, P.omni_test_queries, P.device, "omni_runs")
-    test, data = reuse.test_tasks("omniglot", spec, P.n_test_tasks, P.omni_test_queries, P.omni_seed, P.omni_split,
-                                  P.device)
-    settings = reuse.evaluation_settings(P.omni_inner_lr_5way if five else P.omni_inner_lr_20way, steps, P.omni_bn)
-    cases.append((trained, settings, test, data, P.omni_test_queries, P.omni_bn))
+# every analysed run (reuse.Case: trained model, test-time settings, test tasks, data, setup)
+MINI, OMNI = reuse.TestSetup.of(P, "miniimagenet"), reuse.TestSetup.of(P, "omniglot")
+cases = ([reuse.load_case(MINI, spec, P.n_test_tasks, P.device, "mini_runs") for spec in P.mini_runs]
+         + [reuse.load_case(OMNI, spec, P.n_test_tasks, P.device, "omni_runs") for spec in P.omni_runs])
 pd.DataFrame([dict(dataset=t.dataset, run=t.spec.name, iterations=t.row.iterations, meta_batch=t.row.meta_batch,
                    test_steps=settings.test_steps, inner_lr=settings.inner_lr, test_tasks=len(test.xs))
               for t, settings, test, *_ in cases])
@@ -117,10 +115,12 @@ pd.DataFrame([dict(dataset=t.dataset, run=t.spec.name, iterations=t.row.iteratio
 # Mean over the fixed test tasks with 95% confidence intervals. `frozen none` is the ordinary
 # test of the training stage; with the same number of test tasks it reproduces the training
 # stage's own test accuracy (shown beside it as `training stage`, over that stage's tasks).
+# `cost`: accuracy without freezing minus with it, paired over the same tasks, with its own
+# 95% interval (much tighter than comparing the two intervals: the tasks' difficulty cancels).
 
 # %%
 freeze_rows = []
-for t, settings, test, *_ in cases:
+for t, settings, test, *_ in tqdm(cases, desc="A-freeze"):
     table = reuse.freeze_accuracy(t.spec, t.model, test, settings, P.freezes)
     freeze_rows.append(table.assign(dataset=t.dataset, run=t.spec.name, **{"training stage": t.row.accuracy}))
 freeze = pd.concat(freeze_rows, ignore_index=True)
@@ -143,7 +143,7 @@ report.save_figure(fig, f"reports/{STAGE}/freeze_accuracy.png")
 freeze.pivot(index="frozen", columns=["dataset", "run"], values="accuracy").loc[P.freezes].round(2)
 
 # %%
-freeze[["dataset", "run", "frozen", "layers", "accuracy", "ci95", "tasks", "training stage"]]
+freeze[["dataset", "run", "frozen", "layers", "accuracy", "ci95", "cost", "cost_ci95", "tasks", "training stage"]]
 
 # %% [markdown]
 # ## A-dist: how far each layer's weights move in test-time adaptation (full MAML adaptation)
@@ -171,23 +171,74 @@ report.save_figure(fig, f"reports/{STAGE}/weight_distance.png")
 dist[["dataset", "run", "layer", "parameters", "norm", "distance", "distance_ci95", "relative", "relative_ci95", "tasks"]]
 
 # %% [markdown]
+# ## A-early: freezing through training (seeds of `train_seeds`)
+#
+# The weights `train_seeds` kept at each iteration, tested on its first test tasks with each
+# freeze setting; thin lines are seeds, thick their mean. If feature reuse holds from early in
+# training on, the lines for `none` and `1-4` stay together at every iteration (paper Fig. 3).
+
+# %%
+early_rows, early_cases = [], {}
+for spec in P.early_runs:
+    for seed in P.early_seeds:
+        case = reuse.load_case(MINI, spec, P.early_tasks, P.device, "early_runs", "train_seeds", f"{spec.name}-seed{seed}")
+        early_cases[spec, seed] = case
+        require(max(P.early_iterations) <= case.trained.row.iterations, "early_iterations",
+                f"goes past the {case.trained.row.iterations} iterations train_seeds trained")
+        for iteration in tqdm(P.early_iterations, desc=f"A-early {case.trained.name}"):
+            model = reuse.snapshot(case.trained, iteration)
+            table = reuse.freeze_accuracy(spec, model, case.test, case.settings, P.early_freezes)
+            early_rows.append(table.assign(run=spec.name, seed=seed, iteration=iteration))
+early = pd.concat(early_rows, ignore_index=True) if early_rows else pd.DataFrame()
+if early_rows:
+    early_mean = early.groupby(["run", "iteration", "frozen"], sort=False)[["accuracy", "cost"]].mean().reset_index()
+    fig, axes = plt.subplots(1, len(P.early_runs), figsize=(4.5 * len(P.early_runs), 3.4), squeeze=False)
+    for ax, spec in zip(axes[0], P.early_runs):
+        for i, frozen in enumerate(P.early_freezes):
+            part = early[(early.run == spec.name) & (early.frozen == frozen)]
+            for _, one in part.groupby("seed"):
+                ax.plot(one.iteration, one.accuracy, color=f"C{i}", lw=0.6, alpha=0.5)
+            mean = early_mean[(early_mean.run == spec.name) & (early_mean.frozen == frozen)]
+            ax.plot(mean.iteration, mean.accuracy, color=f"C{i}", lw=2, marker="o", label=f"frozen {frozen}")
+        ax.set(title=f"miniimagenet {spec.name}", xlabel="training iteration", ylabel="test accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"A-early: freezing through training ({len(P.early_seeds)} seeds x {P.early_tasks} test tasks); "
+                 f"{HARDWARE}", fontsize=8)
+    fig.tight_layout()
+    report.save_figure(fig, f"reports/{STAGE}/early_freeze.png")
+    display(early.pivot_table(index=["run", "iteration", "frozen"], columns="seed", values="accuracy", sort=False).round(2))
+
+# %% [markdown]
 # ## Results beside the paper's
 
 # %%
 rows, metrics = [], {}
-for t, settings, test, data, queries, bn in cases:
-    scale = (f"{t.row.iterations} iterations x {t.row.meta_batch} tasks (training); {len(test.xs)} test tasks x "
-             f"{queries} queries/class, {settings.test_steps} test steps of {settings.inner_lr}; 1 seed; {data}; "
-             f"bn {bn}; {HARDWARE}")
+for case in cases:
+    t = case.trained
+    scale = case.scale(HARDWARE)
     base = f"{t.dataset} maml conv {t.spec.setting}"
     mine = (freeze.dataset == t.dataset) & (freeze.run == t.spec.name)
     for r in freeze[mine].itertuples():
         rows.append(results.row("A-freeze", f"{base} freeze {r.frozen}", "accuracy", r.accuracy, scale, r.ci95))
+        if r.frozen != "none":
+            rows.append(results.row("A-freeze", f"{base} freeze {r.frozen}", "cost vs none (points, paired)", r.cost,
+                                    scale, r.cost_ci95))
         metrics[f"{t.dataset}_{t.spec.name}_freeze_{r.frozen}"] = r.accuracy
     for r in dist[(dist.dataset == t.dataset) & (dist.run == t.spec.name)].itertuples():
         rows.append(results.row("A-dist", f"{base} {r.layer}", "distance", r.distance, scale, r.distance_ci95))
         rows.append(results.row("A-dist", f"{base} {r.layer}", "relative distance", r.relative, scale, r.relative_ci95))
         metrics[f"{t.dataset}_{t.spec.name}_{r.layer}_relative_distance"] = r.relative
+for (spec, seed), case in early_cases.items():
+    if seed != P.early_seeds[0]:
+        continue
+    seeds = f"mean over {len(P.early_seeds)} seeds ({', '.join(map(str, P.early_seeds))}) of train_seeds"
+    for r in early_mean[early_mean.run == spec.name].itertuples():
+        setting = f"miniimagenet {spec.algorithm} conv {spec.setting} iteration {r.iteration} freeze {r.frozen}"
+        scale = case.scale(HARDWARE, seeds=seeds, at=r.iteration)
+        rows.append(results.row("A-early", setting, "accuracy", r.accuracy, scale))
+        if r.frozen != "none" and "none" in P.early_freezes:
+            rows.append(results.row("A-early", setting, "cost vs none (points, paired)", r.cost, scale))
+        metrics[f"early_{spec.name}_{r.iteration}_freeze_{r.frozen}"] = r.accuracy
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
 pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
@@ -199,13 +250,13 @@ pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]
 lines = []
 for (dataset, run), group in freeze.groupby(["dataset", "run"], sort=False):
     acc = group.set_index("frozen")
-    cost = acc.accuracy["none"] - acc.accuracy["1-4"]
-    overlap = abs(cost) <= acc.ci95["none"] + acc.ci95["1-4"]
+    cost, ci = acc.cost["1-4"], acc.cost_ci95["1-4"]
     lines.append(f"- **{dataset} {run}**: freezing the whole body (1-4) changes test accuracy from "
                  f"{acc.accuracy['none']:.1f} +- {acc.ci95['none']:.1f} to {acc.accuracy['1-4']:.1f} +- "
-                 f"{acc.ci95['1-4']:.1f} %: it costs {cost:+.2f} points, which is "
-                 f"{'less' if cost < 1 else 'not less'} than 1 point; the two 95% intervals "
-                 f"{'overlap' if overlap else 'do not overlap'}.")
+                 f"{acc.ci95['1-4']:.1f} %: it costs {cost:+.2f} +- {ci:.2f} points (paired over the same tasks), "
+                 + ("less than 1 point with 95% confidence." if cost + ci < 1 else
+                    "more than 1 point with 95% confidence." if cost - ci > 1 else
+                    "not distinguishable from 1 point at this scale."))
 for (dataset, run), group in dist.groupby(["dataset", "run"], sort=False):
     rel = group.set_index("layer").relative
     body_max = rel.drop("head").max()
@@ -213,6 +264,13 @@ for (dataset, run), group in dist.groupby(["dataset", "run"], sort=False):
                  f"layers by at most {body_max:.3g} ({rel.drop('head').idxmax()}); the head moves "
                  f"{rel['head'] / body_max if body_max > 0 else math.inf:.3g} times as much (relative). "
                  f"{'Only the head moves substantially (more than 5x any body layer).' if rel['head'] > 5 * body_max else 'The body moves comparably to the head (less than 5x apart).'}")
+if early_rows:
+    for spec in P.early_runs:
+        part = early_mean[(early_mean.run == spec.name) & (early_mean.frozen == "1-4")]
+        lines.append(f"- **A-early, {spec.name}**: freezing the body costs "
+                     + ", ".join(f"{r.cost:+.1f}" for r in part.itertuples()) + " points at iterations "
+                     + ", ".join(str(i) for i in part.iteration) + f" (mean of {len(P.early_seeds)} seeds, "
+                     f"{P.early_tasks} test tasks each).")
 lines.append(f"\nScale: {P.n_test_tasks} test tasks per setting, one training seed; see the scale column of the "
              "results for training iterations and data.")
 display(Markdown("\n".join(lines)))

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Feature reuse in representations: CCA and CKA before vs after adaptation, and between training regimes (A-cca, A-repr, A-regime-sim)
+# # Feature reuse in representations: CCA and CKA before vs after adaptation, through training, across seeds and between training regimes (A-cca, A-early, A-seeds, A-repr, A-regime-sim)
 #
 # "Rapid Learning or Feature Reuse?" (Raghu et al. 2019), Sec. 3.2.2, Tables 3 and 8. The models
 # trained by `train_miniimagenet` and `train_omniglot` are read on the queries of the same fixed
@@ -23,17 +23,21 @@
 # - **A-cca** (paper Fig. 2): for each layer of a MAML model, the similarity of its activations
 #   before and after test-time adaptation to the task (same steps and step size as the training
 #   stage's test). Feature reuse predicts body layers near 1 (paper: > 0.9) and the head far below.
-# - **A-repr** (Table 3): ANIL's body against MAML's (meta-initialisations, no adaptation), mean
-#   over the body's layers.
+# - **A-early** (Fig. 3, 9): the same at the weights `train_seeds` kept through training, per seed.
+# - **A-seeds** (App. B.4, Fig. 7, 8): two seeds of MAML (`train_seeds`), each layer compared
+#   across the seeds with each side before (pre) or after (post) adaptation; (pre,pre) against
+#   the three others, with a line of best fit and R^2. If adaptation leaves the representations
+#   alone, the points lie on y = x.
+# - **A-repr** (Table 3): MAML vs MAML and ANIL vs ANIL across seeds, ANIL vs MAML across seeds
+#   (meta-initialisations, no adaptation), mean over the body's layers.
 # - **A-regime-sim** (Table 8): the body of each other training regime (multiclass, multitask,
-#   random features, NIL-training) against MAML's, mean over the first three conv layers.
+#   random features, NIL-training) against MAML's, mean over the first three conv layers; MAML's
+#   own row is MAML against MAML of another seed.
 #
 # Measures (`metalearn.similarity`, float64): mean CCA (svcca style) and linear CKA. Conv
 # activations [Q, C, H, W] are Q*H*W data points of C units; the head's output [Q, N] is Q points
 # of N units. A comparison with as many units as data points is refused (CCA would be trivially 1).
-# Values are means over tasks with 95% confidence intervals. The paper's Table 3 MAML-MAML and
-# ANIL-ANIL rows compare two seeds of the same algorithm: the study trains one seed per run, so
-# those rows are missing here.
+# Values are means over tasks with 95% confidence intervals; across seeds, means over seed pairs.
 #
 # The defaults below are smoke-sized; `params.yaml` holds the study's CPU scale.
 
@@ -63,6 +67,10 @@ omni_inner_lr_20way = 0.1
 omni_test_steps_5way = 3
 omni_test_steps_20way = 5
 omni_test_queries = 5
+seed_runs = ["maml-conv-5w1s", "anil-conv-5w1s"]  # train_seeds runs: A-repr across seeds; A-seeds on the first
+seeds = [0, 1]                    # their seeds (train_seeds' seeds)
+early_runs = ["maml-conv-5w1s"]   # A-early: train_seeds runs compared before vs after adaptation through training
+early_iterations = [2, 4]         # iterations whose weights train_seeds kept, and its last (ANIL paper: 10k, 20k, 30k)
 
 # %%
 from metalearn import fewshot, reuse
@@ -79,10 +87,13 @@ P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), n_tasks=I
           omni_split=Choice("maml", "official"), omni_bn=Choice("transductive", "inductive"),
           omni_filters=Int(min=1), omni_inner_lr_5way=Float(min=0, strict=True),
           omni_inner_lr_20way=Float(min=0, strict=True), omni_test_steps_5way=Int(min=1),
-          omni_test_steps_20way=Int(min=1), omni_test_queries=Int(min=1))
-require(P.mini_cca_runs or P.omni_cca_runs or P.mini_bodies, "mini_bodies",
-        "and mini_cca_runs, omni_cca_runs are all empty: nothing to analyse")
-for name in ("mini_cca_runs", "omni_cca_runs"):
+          omni_test_steps_20way=Int(min=1), omni_test_queries=Int(min=1),
+          seed_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), seeds=List(Int(min=0), unique=True),
+          early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_iterations=List(Int(min=1), unique=True))
+require(P.mini_cca_runs or P.omni_cca_runs or P.mini_bodies or P.seed_runs or P.early_runs, "mini_bodies",
+        "and mini_cca_runs, omni_cca_runs, seed_runs, early_runs are all empty: nothing to analyse")
+require(not P.seed_runs or len(P.seeds) >= 2, "seeds", "needs two seeds at least to compare across seeds")
+for name in ("mini_cca_runs", "omni_cca_runs", "early_runs"):
     for spec in getattr(P, name):
         require(spec.algorithm in ("maml", "fomaml") and spec.model == "conv" and spec.init is None, name,
                 f"has {spec.name}: A-cca adapts MAML conv runs at test time (maml-conv-<N>w<K>s)")
@@ -98,8 +109,10 @@ for spec in P.omni_cca_runs:
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
+import scipy.stats
 import torch
 from IPython.display import Markdown, display
+from tqdm.auto import tqdm
 
 from metalearn import papers, report, results
 
@@ -109,39 +122,18 @@ STAGE = "similarity"
 HARDWARE = report.hardware(P.device)
 
 
-def mini(spec, param):
-    """(trained model, test-time settings, test tasks, data) of a MiniImageNet run."""
-    trained = reuse.load_trained("miniimagenet", spec, P.mini_filters, P.mini_test_steps, P.mini_test_queries,
-                                 P.device, param)
-    test, data = reuse.test_tasks("miniimagenet", spec, P.n_tasks, P.mini_test_queries, P.mini_seed, device=P.device)
-    return trained, reuse.evaluation_settings(P.mini_inner_lr, P.mini_test_steps, P.mini_bn), test, data
-
-
-def omni(spec, param):
-    """(trained model, test-time settings, test tasks, data) of an Omniglot run."""
-    five = spec.n_way == 5
-    steps = P.omni_test_steps_5way if five else P.omni_test_steps_20way
-    trained = reuse.load_trained("omniglot", spec, P.omni_filters, steps, P.omni_test_queries, P.device, param)
-    test, data = reuse.test_tasks("omniglot", spec, P.n_tasks, P.omni_test_queries, P.omni_seed, P.omni_split,
-                                  P.device)
-    return trained, reuse.evaluation_settings(P.omni_inner_lr_5way if five else P.omni_inner_lr_20way, steps,
-                                              P.omni_bn), test, data
-
-
-def scale_of(trained, settings, test, data, queries, bn, adapted=True):
-    adaptation = f", {settings.test_steps} test steps of {settings.inner_lr}" if adapted else ", no adaptation"
-    return (f"{trained.row.iterations} iterations x {trained.row.meta_batch} tasks (training); {len(test.xs)} test "
-            f"tasks x {queries} queries/class{adaptation}; 1 seed; {data}; bn {bn}; {HARDWARE}")
-
-
-cca_cases = ([(mini(s, "mini_cca_runs"), P.mini_test_queries, P.mini_bn) for s in P.mini_cca_runs]
-             + [(omni(s, "omni_cca_runs"), P.omni_test_queries, P.omni_bn) for s in P.omni_cca_runs])
-reference = mini(P.mini_reference, "mini_reference") if P.mini_bodies else None
-bodies = [mini(s, "mini_bodies")[0] for s in P.mini_bodies]
-pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.spec.name, iterations=t.row.iterations,
+MINI, OMNI = reuse.TestSetup.of(P, "miniimagenet"), reuse.TestSetup.of(P, "omniglot")
+cca_cases = ([reuse.load_case(MINI, s, P.n_tasks, P.device, "mini_cca_runs") for s in P.mini_cca_runs]
+             + [reuse.load_case(OMNI, s, P.n_tasks, P.device, "omni_cca_runs") for s in P.omni_cca_runs])
+reference = reuse.load_case(MINI, P.mini_reference, P.n_tasks, P.device, "mini_reference") if P.mini_bodies else None
+bodies = [reuse.load_case(MINI, s, P.n_tasks, P.device, "mini_bodies") for s in P.mini_bodies]
+seeded = {(spec, seed): reuse.load_case(MINI, spec, P.n_tasks, P.device, "seed_runs" if spec in P.seed_runs else
+                                        "early_runs", "train_seeds", f"{spec.name}-seed{seed}")
+          for spec in dict.fromkeys(P.seed_runs + P.early_runs) for seed in P.seeds}
+pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.iterations,
                    meta_batch=t.row.meta_batch, test_accuracy=t.row.accuracy)
-              for a, t in [("A-cca", c[0][0]) for c in cca_cases] + [("reference", reference[0])] * bool(reference)
-              + [("body", b) for b in bodies]])
+              for a, t in [("A-cca", c.trained) for c in cca_cases] + [("reference", reference.trained)] * bool(reference)
+              + [("body", b.trained) for b in bodies] + [("seeds", c.trained) for c in seeded.values()]])
 
 # %% [markdown]
 # ## A-cca: each layer before vs after test-time adaptation
@@ -151,14 +143,14 @@ pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.spec.name, iterations=t.
 
 # %%
 cca_rows = []
-for (trained, settings, test, data), queries, bn in cca_cases:
-    table = reuse.pre_post_similarity(trained.spec, trained.model, test, settings, methods=P.methods)
-    cca_rows.append(table.assign(dataset=trained.dataset, run=trained.spec.name))
+for case in tqdm(cca_cases, desc="A-cca"):
+    table = reuse.pre_post_similarity(case.trained.spec, case.trained.model, case.test, case.settings, methods=P.methods)
+    cca_rows.append(table.assign(dataset=case.trained.dataset, run=case.trained.spec.name))
 cca = pd.concat(cca_rows, ignore_index=True) if cca_rows else pd.DataFrame()
 
 if cca_rows:
     fig, axes = plt.subplots(1, len(cca_cases), figsize=(4.2 * len(cca_cases), 3.4), squeeze=False)
-    for ax, (((trained, *_), *_), (_, group)) in zip(axes[0], zip(cca_cases, cca.groupby(["dataset", "run"], sort=False))):
+    for ax, ((trained, *_), (_, group)) in zip(axes[0], zip(cca_cases, cca.groupby(["dataset", "run"], sort=False))):
         layers = list(dict.fromkeys(group.layer))
         width = 0.8 / len(P.methods)
         for i, method in enumerate(P.methods):
@@ -188,9 +180,9 @@ if cca_rows:
 
 # %%
 body_rows = []
-for trained in bodies:
+for trained in tqdm([b.trained for b in bodies], desc="bodies vs MAML"):
     layers = P.repr_layers if trained.spec.regime == "anil" else P.regime_layers
-    table = reuse.model_similarity(trained.model, reference[0].model, reference[2], P.mini_bn, layers, P.methods)
+    table = reuse.model_similarity(trained.model, reference.trained.model, reference.test, P.mini_bn, layers, P.methods)
     body_rows.append(table.assign(body=trained.spec.name, regime=trained.spec.regime))
 pairs = pd.concat(body_rows, ignore_index=True) if body_rows else pd.DataFrame()
 
@@ -200,7 +192,10 @@ def experiment_of(regime):
 
 
 def setting_of(regime):
-    return f"miniimagenet {regime} vs maml conv {P.mini_reference.setting}"
+    """A body of the reference's seed against MAML's; ANIL's shares MAML's initialisation (seed), unlike
+    the paper's Table 3 pairs, which the section on seeds below gives."""
+    same = " same seed" if regime == "anil" else ""
+    return f"miniimagenet {regime} vs maml conv {P.mini_reference.setting}{same}"
 
 
 if body_rows:
@@ -222,26 +217,176 @@ if body_rows:
     display(pairs.pivot_table(index=["regime", "layer"], columns="method", values="value", sort=False).round(3))
 
 # %% [markdown]
+# ## A-early: before vs after adaptation through training
+#
+# A-cca on the weights `train_seeds` kept at each iteration, per seed (thin) and their mean
+# (thick), per layer. Feature reuse from early on (paper Fig. 3): the body's lines stay near 1 at
+# every iteration, the head's below.
+
+# %%
+early_rows = []
+for spec in P.early_runs:
+    for seed in P.seeds:
+        case = seeded[spec, seed]
+        require(max(P.early_iterations) <= case.trained.row.iterations, "early_iterations",
+                f"goes past the {case.trained.row.iterations} iterations train_seeds trained")
+        for iteration in tqdm(P.early_iterations, desc=f"A-early {case.trained.name}"):
+            table = reuse.pre_post_similarity(spec, reuse.snapshot(case.trained, iteration), case.test, case.settings,
+                                              methods=P.methods)
+            early_rows.append(table.assign(run=spec.name, seed=seed, iteration=iteration))
+early = pd.concat(early_rows, ignore_index=True) if early_rows else pd.DataFrame()
+if early_rows:
+    early_mean = early.groupby(["run", "iteration", "layer", "method"], sort=False).value.mean().reset_index()
+    fig, axes = plt.subplots(len(P.early_runs), len(P.methods), figsize=(4.2 * len(P.methods), 3.3 * len(P.early_runs)),
+                             squeeze=False)
+    for row, spec in enumerate(P.early_runs):
+        for ax, method in zip(axes[row], P.methods):
+            for i, layer in enumerate(dict.fromkeys(early.layer)):
+                part = early[(early.run == spec.name) & (early.method == method) & (early.layer == layer)]
+                for _, one in part.groupby("seed"):
+                    ax.plot(one.iteration, one.value, color=f"C{i}", lw=0.6, alpha=0.5)
+                mean = early_mean[(early_mean.run == spec.name) & (early_mean.method == method) & (early_mean.layer == layer)]
+                ax.plot(mean.iteration, mean.value, color=f"C{i}", lw=2, marker="o", label=layer.removeprefix("body."))
+            ax.set(title=f"{spec.name}: {method.upper()} pre vs post", xlabel="training iteration", ylim=(0, 1.05))
+            ax.legend(fontsize=6)
+    fig.suptitle(f"A-early: MiniImageNet, {len(P.seeds)} seeds x {P.n_tasks} test tasks; {HARDWARE}", fontsize=8)
+    fig.tight_layout()
+    report.save_figure(fig, f"reports/{STAGE}/early_similarity.png")
+    display(early_mean.pivot_table(index=["run", "layer"], columns=["method", "iteration"], values="value",
+                                   sort=False).round(3))
+
+# %% [markdown]
+# ## A-seeds: across seeds, before and after adaptation
+#
+# For each pair of seeds (a, b) of the first of `seed_runs` and each layer, the similarity of a's
+# and b's activations on the same queries with each side before (pre) or after (post)
+# adaptation. Each point is one seed pair and layer; the line is the least-squares fit over the
+# body's layers (the head, marked x, is left out of the fit: adaptation is expected to change it).
+
+# %%
+seed_pairs = [(a, b) for i, a in enumerate(P.seeds) for b in P.seeds[i + 1:]]
+cross_rows = []
+if P.seed_runs:
+    spec = P.seed_runs[0]
+    for a, b in tqdm(seed_pairs, desc=f"A-seeds {spec.name}"):
+        ca, cb = seeded[spec, a], seeded[spec, b]
+        table = reuse.seed_pair_similarity(spec, ca.trained.model, cb.trained.model, ca.test, ca.settings,
+                                           methods=P.methods)
+        cross_rows.append(table.assign(run=spec.name, pair=f"{a}-{b}"))
+cross = pd.concat(cross_rows, ignore_index=True) if cross_rows else pd.DataFrame()
+fits = []
+if cross_rows:
+    others = [c for c in reuse.SEED_COMPARISONS if c != "pre,pre"]
+    wide = cross.pivot_table(index=["pair", "layer", "method"], columns="comparison", values="value").reset_index()
+    fig, axes = plt.subplots(len(P.methods), len(others), figsize=(3.4 * len(others), 3.2 * len(P.methods)),
+                             squeeze=False)
+    for row, method in enumerate(P.methods):
+        part = wide[wide.method == method]
+        body = part[part.layer != "head"].dropna(subset=["pre,pre", *others])
+        for ax, other in zip(axes[row], others):
+            fit = scipy.stats.linregress(body["pre,pre"], body[other]) if len(body) > 2 else None
+            if fit is not None:
+                fits.append(dict(method=method, comparison=other, slope=fit.slope, intercept=fit.intercept,
+                                 r2=fit.rvalue ** 2, points=len(body)))
+            ax.scatter(body["pre,pre"], body[other], s=14, label="body layers")
+            head = part[part.layer == "head"]
+            ax.scatter(head["pre,pre"], head[other], marker="x", color="k", label="head (not fitted)")
+            ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
+            if fit is not None:
+                ax.plot([0, 1], [fit.intercept, fit.intercept + fit.slope], color="C1",
+                        label=f"fit: y = {fit.slope:.2f}x + {fit.intercept:.2f}, R2 = {fit.rvalue ** 2:.3f}")
+            ax.set(xlabel="(pre, pre)", ylabel=f"({other.replace(',', ', ')})", title=method.upper(),
+                   xlim=(0, 1.02), ylim=(0, 1.02))
+            ax.legend(fontsize=6)
+    fig.suptitle(f"A-seeds: MiniImageNet {P.seed_runs[0].name}, {len(seed_pairs)} seed pairs x layers, "
+                 f"{P.n_tasks} test tasks; dotted: y = x", fontsize=8)
+    fig.tight_layout()
+    report.save_figure(fig, f"reports/{STAGE}/seed_similarity.png")
+    display(pd.DataFrame(fits).round(3))
+
+# %% [markdown]
+# ## A-repr across seeds: MAML-MAML, ANIL-ANIL, ANIL-MAML (paper Table 3)
+#
+# Meta-initialisations of two different seeds (no adaptation), mean over `repr_layers` per task;
+# the value is the mean over seed pairs. A pair of one seed shares its initialisation and is
+# left out. MAML-MAML over `regime_layers` is also MAML's own row of Table 8 (A-regime-sim).
+
+# %%
+repr_rows = []
+models_by_seed = [(spec, seed) for spec in P.seed_runs for seed in P.seeds]
+for i, (sa, a) in enumerate(tqdm(models_by_seed, desc="A-repr across seeds")):
+    for sb, b in models_by_seed[i + 1:]:
+        if a == b:
+            continue
+        first, second = sorted([(sa, a), (sb, b)], key=lambda x: (x[0].algorithm == "maml", x[0].algorithm, x[1]))
+        ca, cb = seeded[first], seeded[second]
+        table = reuse.model_similarity(ca.trained.model, cb.trained.model, ca.test, P.mini_bn, P.repr_layers, P.methods)
+        repr_rows.append(table.assign(pair=f"{first[0].algorithm} vs {second[0].algorithm}",
+                                      seeds=f"{first[1]}-{second[1]}"))
+across = pd.concat(repr_rows, ignore_index=True) if repr_rows else pd.DataFrame()
+if repr_rows:
+    across_mean = across.groupby(["pair", "layer", "method"], sort=False).value.agg(["mean", "std", "count"]).reset_index()
+    fig, axes = plt.subplots(1, len(P.methods), figsize=(4.0 * len(P.methods), 3.4), squeeze=False)
+    for ax, method in zip(axes[0], P.methods):
+        part = across_mean[(across_mean.layer == "mean") & (across_mean.method == method)]
+        ax.bar(part.pair, part["mean"], yerr=part["std"], capsize=3, label="ours (bar: std over seed pairs)")
+        paper = [papers.paper_value("A-repr", f"miniimagenet {pair} conv {P.seed_runs[0].setting}", method)
+                 for pair in part.pair]
+        ax.scatter([p for p, v in zip(part.pair, paper) if v is not None], [v for v in paper if v is not None],
+                   marker="x", color="k", zorder=3, label="paper")
+        ax.set(title=f"mean {method.upper()} over the body, across seeds", ylim=(0, 1.05))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    report.save_figure(fig, f"reports/{STAGE}/repr_across_seeds.png")
+    display(across_mean.pivot_table(index=["pair", "layer"], columns="method", values="mean", sort=False).round(3))
+
+# %% [markdown]
 # ## Results beside the paper's
 
 # %%
 rows, metrics = [], {}
-for (trained, settings, test, data), queries, bn in cca_cases:
-    scale = scale_of(trained, settings, test, data, queries, bn)
+for case in cca_cases:
+    trained, scale = case.trained, case.scale(HARDWARE)
     base = f"{trained.dataset} {trained.spec.algorithm} conv {trained.spec.setting}"
     for r in cca[(cca.dataset == trained.dataset) & (cca.run == trained.spec.name)].itertuples():
         rows.append(results.row("A-cca", f"{base} {r.layer} pre vs post", r.method, r.value, scale, r.ci95))
         metrics[f"{trained.dataset}_{trained.spec.name}_{r.layer}_{r.method}"] = r.value
 if body_rows:
-    ref, settings, test, data = reference
-    for trained in bodies:
-        scale = scale_of(trained, settings, test, data, P.mini_test_queries, P.mini_bn, adapted=False)
+    for body in bodies:
+        trained, scale = body.trained, body.scale(HARDWARE, adapted=False)
         regime = trained.spec.regime
         for r in pairs[pairs.body == trained.spec.name].itertuples():
             setting = setting_of(regime) + ("" if r.layer == "mean" else f" {r.layer}")
             rows.append(results.row(experiment_of(regime), setting, r.method, r.value, scale, r.ci95))
             if r.layer == "mean":
                 metrics[f"miniimagenet_{regime}_vs_maml_{r.method}"] = r.value
+seeds_text = f"{len(P.seeds)} seeds ({', '.join(map(str, P.seeds))}) of train_seeds"
+if early_rows:
+    for spec in P.early_runs:
+        case = seeded[spec, P.seeds[0]]
+        for r in early_mean[early_mean.run == spec.name].itertuples():
+            setting = f"miniimagenet {spec.algorithm} conv {spec.setting} iteration {r.iteration} {r.layer} pre vs post"
+            rows.append(results.row("A-early", setting, r.method, r.value,
+                                    case.scale(HARDWARE, seeds=f"mean over {seeds_text}", at=r.iteration)))
+for fit in fits:
+    case = seeded[P.seed_runs[0], P.seeds[0]]
+    setting = f"miniimagenet {P.seed_runs[0].algorithm} conv {P.seed_runs[0].setting} ({fit['comparison']}) vs (pre,pre)"
+    scale = case.scale(HARDWARE, seeds=f"{len(seed_pairs)} pairs of {seeds_text}; fit over body layers")
+    for metric in ("slope", "intercept", "r2"):
+        rows.append(results.row("A-seeds", setting, f"{fit['method']} {metric}", fit[metric], scale))
+    metrics[f"seeds_{fit['comparison']}_{fit['method']}_r2"] = fit["r2"]
+if repr_rows:
+    case = seeded[P.seed_runs[0], P.seeds[0]]
+    for r in across_mean[across_mean.layer == "mean"].itertuples():
+        setting = f"miniimagenet {r.pair} conv {P.seed_runs[0].setting}"
+        scale = case.scale(HARDWARE, adapted=False, seeds=f"mean over {r.count} pairs of {seeds_text}")
+        rows.append(results.row("A-repr", setting, r.method, r.mean, scale))
+        metrics[f"repr_{r.pair.replace(' ', '_')}_{r.method}"] = r.mean
+        if r.pair == "maml vs maml":  # Table 8's MAML row: mean over regime_layers (a mean of per-task means)
+            per_layer = across_mean[(across_mean.pair == r.pair) & (across_mean.method == r.method)
+                                    & across_mean.layer.isin(P.regime_layers)]
+            if len(per_layer) == len(P.regime_layers):
+                rows.append(results.row("A-regime-sim", setting, r.method, per_layer["mean"].mean(), scale))
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
 pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
@@ -271,6 +416,32 @@ if body_rows:
                      + ", ".join(f"{r} {v:.3f} +- {part.ci95[r]:.3f}" for r, v in order.items())
                      + (f". Multitask is {'the least' if order.index[-1] == 'multitask' else 'not the least'} similar "
                         "to MAML (the paper: least)." if "multitask" in part.index else "."))
-lines.append(f"\nScale: {P.n_tasks} test tasks per setting, one training seed per run; training iterations are in "
-             "the scale column of the results.")
+if early_rows:
+    for (run, method), group in early_mean.groupby(["run", "method"], sort=False):
+        parts = []
+        for iteration, at in group.groupby("iteration", sort=False):
+            body = at[at.layer != "head"].value
+            parts.append(f"iteration {iteration}: body {body.min():.2f}-{body.max():.2f}, head "
+                         f"{at[at.layer == 'head'].value.iloc[0]:.2f}")
+        lines.append(f"- **A-early, {run}, {method.upper()} pre vs post** (mean of {len(P.seeds)} seeds): "
+                     + "; ".join(parts) + ".")
+for fit in fits:
+    near = abs(fit["slope"] - 1) < 0.1 and abs(fit["intercept"]) < 0.1 and fit["r2"] > 0.9
+    lines.append(f"- **A-seeds, {fit['method'].upper()}**: ({fit['comparison']}) against (pre,pre) over "
+                 f"{fit['points']} seed-pair x body-layer points: y = {fit['slope']:.3f}x + {fit['intercept']:.3f}, "
+                 f"R^2 = {fit['r2']:.3f}: " + ("close to y = x (slope within 0.1 of 1, intercept within 0.1, R^2 > 0.9), "
+                                                "as the paper finds." if near else "not close to y = x by that test."))
+if repr_rows:
+    for method in P.methods:
+        part = across_mean[(across_mean.layer == "mean") & (across_mean.method == method)].set_index("pair")["mean"]
+        text = ", ".join(f"{pair} {v:.3f}" for pair, v in part.items())
+        verdict = ""
+        if {"anil vs maml", "maml vs maml"} <= set(part.index):
+            gap = part["anil vs maml"] - part["maml vs maml"]
+            verdict = (f"; ANIL-MAML minus MAML-MAML = {gap:+.3f}: ANIL and MAML are "
+                       f"{'about as similar as two MAML seeds (within 0.05)' if abs(gap) <= 0.05 else 'not as similar as two MAML seeds'}")
+        lines.append(f"- **A-repr across seeds, mean {method.upper()} over the body**: {text}{verdict}.")
+lines.append(f"\nScale: {P.n_tasks} test tasks per setting; A-cca and the bodies: one training seed per run; A-early, "
+             f"A-seeds, A-repr across seeds: {len(P.seeds)} seeds of train_seeds. Training iterations are in the scale "
+             "column of the results.")
 display(Markdown("\n".join(lines)))

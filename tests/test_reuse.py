@@ -118,6 +118,63 @@ def test_load_trained_reads_the_training_stage_and_refuses_other_test_settings(t
         reuse.load_trained("omniglot", other, 8, test_steps=3, test_queries=5, param="omni_runs")
 
 
+def _fake_stage(root, stage, name, model, snapshots=()):
+    """A training stage's outputs as the analyses read them: weights, kept weights, reports."""
+    (root / f"data/models/{stage}").mkdir(parents=True)
+    torch.save(model.state_dict(), root / f"data/models/{stage}/{name}.pt")
+    for iteration, state in snapshots:
+        torch.save(state, root / f"data/models/{stage}/{name}@{iteration}.pt")
+    (root / f"reports/{stage}").mkdir(parents=True)
+    (root / f"reports/{stage}/accuracy.csv").write_text(
+        f"run,head,steps,accuracy,ci95,iterations,meta_batch\n{name},adapt,10,30.0,1.0,150,2\n")
+    (root / f"reports/{stage}/results.csv").write_text(
+        "experiment,setting,metric,value,ci95,paper,scale\n"
+        'A-anil,miniimagenet maml conv 5w1s,"accuracy, mean over 3 seeds",30.0,,,"150 iterations x 2 tasks; 3 seeds; '
+        '600 test tasks x 5 queries/class"\n')
+
+
+def test_a_run_of_another_stage_and_its_kept_weights(tmp_path, monkeypatch):
+    """train_seeds' runs are named <spec>-seed<s>; snapshot() reads the weights kept at an iteration."""
+    from metalearn import paths
+    from metalearn.params import ParameterError
+
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))
+    spec = fewshot.Spec.parse("maml-conv-5w1s")
+    final = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 1)
+    early = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 2)
+    _fake_stage(tmp_path, "train_seeds", "maml-conv-5w1s-seed1", final, [(50, early.state_dict())])
+    trained = reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed1")
+    assert (trained.stage, trained.name, trained.tasks, trained.row.iterations) == (
+        "train_seeds", "maml-conv-5w1s-seed1", 600, 150)
+    assert reuse.snapshot(trained, 150) is trained.model
+    kept = reuse.snapshot(trained, 50)
+    assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), early.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(trained.model.state_dict().values(), final.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="no weights of maml-conv-5w1s-seed1 at iteration 100"):
+        reuse.snapshot(trained, 100)
+    with pytest.raises(ParameterError, match="maml-conv-5w1s-seed2, which reports/train_seeds/accuracy.csv"):
+        torch.save(final.state_dict(), tmp_path / "data/models/train_seeds/maml-conv-5w1s-seed2.pt")
+        reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed2")
+
+
+def test_test_setup_spells_each_datasets_parameters_and_settings():
+    from types import SimpleNamespace
+
+    P = SimpleNamespace(mini_seed=0, mini_bn="inductive", mini_filters=32, mini_test_queries=5, mini_inner_lr=0.01,
+                        mini_test_steps=10, omni_seed=1, omni_bn="transductive", omni_filters=64, omni_test_queries=5,
+                        omni_inner_lr_5way=0.4, omni_test_steps_5way=3, omni_inner_lr_20way=0.1,
+                        omni_test_steps_20way=5, omni_split="official")
+    mini = reuse.TestSetup.of(P, "miniimagenet")
+    st = mini.settings(fewshot.Spec.parse("maml-conv-5w1s"))
+    assert (st.inner_lr, st.test_steps, st.bn, mini.filters, mini.queries) == (0.01, 10, "inductive", 32, 5)
+    omni = reuse.TestSetup.of(P, "omniglot")
+    five, twenty = (omni.settings(fewshot.Spec.parse(f"maml-conv-{n}w1s")) for n in (5, 20))
+    assert (five.inner_lr, five.test_steps, twenty.inner_lr, twenty.test_steps) == (0.4, 3, 0.1, 5)
+    assert (omni.seed, omni.split, omni.filters) == (1, "official", 64)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        reuse.TestSetup.of(P, "cifar")
+
+
 # ------------------------------------------------------------------------ adaptation
 @pytest.mark.parametrize("bn", ["transductive", "inductive"])
 @pytest.mark.parametrize("freeze", ["none", "1-2", "1-4"])
@@ -153,6 +210,21 @@ def test_freezing_the_body_of_a_maml_model_is_anils_head_only_adaptation():
     assert table.loc["1-4", "accuracy"] == pytest.approx(100 * anil["accuracy"][:, -1].double().mean().item(), abs=1e-4)
     assert table.loc["1-4", "layers"] == ", ".join(BODY) and table.loc["none", "layers"] == "-"
     assert (table.tasks == T).all()
+
+
+def test_freeze_cost_is_the_paired_difference_over_the_same_tasks():
+    model, test, st = tiny_model(), tiny_tasks(), settings(steps=4, lr=0.5)
+    table = reuse.freeze_accuracy(SPEC, model, test, st, freezes=["none", "1-4"]).set_index("frozen")
+    params = models.params_of(model, requires_grad=False)
+    per_task = {name: fewshot.evaluate(SPEC, model, params, test, st, frozen=reuse.frozen_layers(name, model),
+                                       every_step=False)["accuracy"][:, -1].double() * 100 for name in ("none", "1-4")}
+    diff = per_task["none"] - per_task["1-4"]
+    from metalearn.evaluation import mean_ci95
+    assert (table.loc["1-4", "cost"], table.loc["1-4", "cost_ci95"]) == pytest.approx(mean_ci95(diff), abs=1e-9)
+    assert table.loc["1-4", "cost"] == pytest.approx(table.loc["none", "accuracy"] - table.loc["1-4", "accuracy"])
+    assert (table.loc["none", "cost"], table.loc["none", "cost_ci95"]) == (0.0, 0.0)
+    without = reuse.freeze_accuracy(SPEC, model, test, st, freezes=["1", "1-4"])
+    assert without.cost.isna().all()
 
 
 def test_zero_test_steps_every_freeze_setting_gives_the_unadapted_accuracy():
@@ -295,3 +367,37 @@ def test_model_similarity_mean_row_is_the_per_task_mean_over_layers():
     assert table.loc[("mean", "cca"), "points"] == min(table.loc[(l, "cca"), "points"] for l in BODY[:3])
     with pytest.raises(ValueError, match="at least one layer"):
         reuse.model_similarity(a, b, test, "transductive", [])
+
+
+# ----------------------------------------------------------------------------- seeds
+def test_seed_pair_similarity_of_a_model_with_itself_is_its_pre_post_similarity():
+    """Two 'seeds' that are one model: pre,pre and post,post are 1; pre,post and post,pre are
+    the model's own pre/post similarity (both measures are symmetric)."""
+    model, test, st = tiny_model(), tiny_tasks(), settings(steps=3, lr=0.3)
+    table = reuse.seed_pair_similarity(SPEC, model, model, test, st).set_index(["comparison", "layer", "method"])
+    own = reuse.pre_post_similarity(SPEC, model, test, st).set_index(["layer", "method"])
+    for layer in model.layers:
+        for method in ("cca", "cka"):
+            for same in ("pre,pre", "post,post"):
+                assert table.loc[(same, layer, method), "value"] == pytest.approx(1.0, abs=1e-9)
+            for cross in ("pre,post", "post,pre"):
+                assert table.loc[(cross, layer, method), "value"] == pytest.approx(own.loc[(layer, method), "value"],
+                                                                                 abs=1e-9)
+    assert table.loc[("pre,post", "head", "cka"), "value"] < 1 - 1e-6
+    assert set(table.index.get_level_values(0)) == set(reuse.SEED_COMPARISONS) and (table.tasks == T).all()
+
+
+def test_seed_pair_similarity_of_two_seeds_is_the_task_mean_of_a_hand_computation():
+    a, b, test, st = tiny_model(0), tiny_model(1), tiny_tasks(), settings(steps=2, lr=0.3)
+    table = reuse.seed_pair_similarity(SPEC, a, b, test, st, layers=["body.layer2"], methods=["cka"])
+    table = table.set_index("comparison")
+    pa, pb = models.params_of(a, False), models.params_of(b, False)
+    inner = lambda p: core.inner_loop("maml", p, 2, 0.3)
+    values = []
+    for xs, ys, xq in zip(test.xs, test.ys, test.xq):
+        post_b = core.adapt(b, pb, xs, ys, inner(pb), core.class_sum_cross_entropy)
+        acts_a = models.activations(a, pa, xq, ["body.layer2"])["body.layer2"]
+        acts_b = models.activations(b, post_b, xq, ["body.layer2"])["body.layer2"]
+        values.append(similarity.compare(acts_a, acts_b, "cka").value)
+    assert table.loc["pre,post", "value"] == pytest.approx(sum(values) / T, abs=1e-9)
+    assert all(0 < v < 1 for v in table.value)

@@ -18,7 +18,13 @@ A-cca         :func:`pre_post_similarity`    CCA / CKA of each layer's activatio
                                              task's queries, before vs after adaptation
 A-repr,       :func:`model_similarity`       CCA / CKA of two models' activations on the same
 A-regime-sim                                 queries, per layer and mean over chosen layers
+A-seeds       :func:`seed_pair_similarity`   CCA / CKA across two seeds' models, each before or
+                                             after adaptation (pre,pre ... post,post)
+A-early       :func:`snapshot` + the above   the same at weights kept through training
 ============  =============================  ================================================
+
+The analysed runs come from the training stages through :func:`load_case` (a :class:`TestSetup`
+repeating the stage's test settings; the stage's own reports check it).
 
 Test-time adaptation is the one of :func:`metalearn.fewshot.evaluate` (same inner loop, step
 size ``settings.inner_lr``, ``settings.test_steps`` steps, loss and batch-norm mode
@@ -35,10 +41,12 @@ side is refused (:func:`layer_similarity`: ValueError, or NaN with a note when a
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import re
-from typing import Callable, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Sequence
 
 import pandas as pd
 import torch
@@ -120,36 +128,55 @@ def load_model(spec: fewshot.Spec, dataset: str, filters: int, path) -> nn.Modul
 
 class Trained(NamedTuple):
     """A model of a training stage with that stage's test row for it (``reports/<stage>/accuracy.csv``:
-    accuracy, ci95, steps, iterations, meta_batch) and the number of test tasks the stage used."""
+    accuracy, ci95, steps, iterations, meta_batch), the number of test tasks the stage used, the
+    stage and the run's name there (``spec.name``, plus e.g. ``-seed1`` in ``train_seeds``)."""
 
     dataset: str
     spec: fewshot.Spec
     model: nn.Module
     row: pd.Series
     tasks: int
+    stage: str = ""
+    name: str = ""
 
 
 def load_trained(dataset: str, spec: fewshot.Spec, filters: int, test_steps: int, test_queries: int,
-                 device: str = "cpu", param: str = "runs") -> Trained:
-    """The model ``spec`` trained by ``train_<dataset>`` (``data/models/train_<dataset>/<run>.pt``),
-    on ``device``, with its test row. The test settings an analysis repeats must be the training
-    stage's: a run the stage did not test, or other test steps or queries per class, stop with
-    a :class:`ParameterError` naming ``param`` (the analysis' parameter that chose the run)."""
-    stage = f"train_{dataset}"
-    model = load_model(spec, dataset, filters, paths.input(f"data/models/{stage}/{spec.name}.pt"))
+                 device: str = "cpu", param: str = "runs", stage: str | None = None, name: str | None = None) -> Trained:
+    """The model ``spec`` trained by ``stage`` (default ``train_<dataset>``) as run ``name``
+    (default ``spec.name``; ``data/models/<stage>/<name>.pt``), on ``device``, with its test row.
+    The test settings an analysis repeats must be the training stage's: a run the stage did not
+    test, or other test steps or queries per class, stop with a :class:`ParameterError` naming
+    ``param`` (the analysis' parameter that chose the run)."""
+    stage, name = stage or f"train_{dataset}", name or spec.name
+    model = load_model(spec, dataset, filters, paths.input(f"data/models/{stage}/{name}.pt"))
     accuracy = pd.read_csv(paths.input(f"reports/{stage}/accuracy.csv"))
-    row = accuracy[(accuracy.run == spec.name) & (accuracy["head"] == "adapt")]
-    require(len(row) == 1, param, f"has {spec.name}, which reports/{stage}/accuracy.csv does not list: train it first")
+    row = accuracy[(accuracy.run == name) & (accuracy["head"] == "adapt")]
+    require(len(row) == 1, param, f"has {name}, which reports/{stage}/accuracy.csv does not list: train it first")
     row = row.iloc[0]
-    require(row.steps == test_steps, param, f"{spec.name}: {test_steps} test steps here, but {stage} tested it "
+    require(row.steps == test_steps, param, f"{name}: {test_steps} test steps here, but {stage} tested it "
                                             f"with {row.steps}")
     reported = pd.read_csv(paths.input(f"reports/{stage}/results.csv"))
     scale = reported[reported.setting.str.startswith(f"{dataset} {spec.regime} {spec.model} {spec.setting}")].scale
-    require(len(scale) > 0, param, f"{spec.name} has no row in reports/{stage}/results.csv")
+    require(len(scale) > 0, param, f"{name} has no row in reports/{stage}/results.csv")
     tasks, queries = map(int, re.search(r"(\d+) test tasks x (\d+) queries/class", scale.iloc[0]).groups())
-    require(queries == test_queries, param, f"{spec.name}: {test_queries} queries per class here, but {stage} "
+    require(queries == test_queries, param, f"{name}: {test_queries} queries per class here, but {stage} "
                                             f"tested with {queries}")
-    return Trained(dataset, spec, model.to(device), row, tasks)
+    return Trained(dataset, spec, model.to(device), row, tasks, stage, name)
+
+
+def snapshot(trained: Trained, iteration: int) -> nn.Module:
+    """The weights of ``trained`` kept after ``iteration`` training iterations
+    (``data/models/<stage>/<name>@<iteration>.pt``, :func:`fewshot.train`'s ``snapshots``); the
+    trained model itself at its last iteration. A clear error when the stage kept no such copy."""
+    if iteration == trained.row.iterations:
+        return trained.model
+    path = paths.input(f"data/models/{trained.stage}/{trained.name}@{iteration}.pt")
+    if not path.exists():
+        raise FileNotFoundError(f"{trained.stage} kept no weights of {trained.name} at iteration {iteration} "
+                                f"(no {path.name}; it trained {trained.row.iterations} iterations): add it to its snapshots")
+    model = copy.deepcopy(trained.model)
+    model.load_state_dict(torch.load(path, map_location=next(model.parameters()).device, weights_only=True))
+    return model
 
 
 @functools.lru_cache(maxsize=4)
@@ -178,6 +205,74 @@ def test_tasks(dataset: str, spec: fewshot.Spec, n_tasks: int, queries: int, see
     episodes = fewshot.episode_factory({"test": images}, {"test": classes}, seed)
     return fewshot.test_episodes(episodes, spec, n_tasks, queries, seed), description
 
+
+
+@dataclass(frozen=True)
+class TestSetup:
+    """How a training stage tests one dataset's runs, as an analysis repeats it: the seed of
+    its fixed test episodes, batch-norm mode, Conv4 filters, queries per class, and the test-time
+    step size and steps (Omniglot: separate ones for 20-way, ``*_20way``; None: the same)."""
+
+    dataset: str
+    seed: int
+    bn: str
+    filters: int
+    queries: int
+    inner_lr: float
+    test_steps: int
+    inner_lr_20way: float | None = None
+    test_steps_20way: int | None = None
+    split: str = "maml"
+
+    @classmethod
+    def of(cls, P: Any, dataset: str) -> "TestSetup":
+        """The setup an analysis notebook's parameters ``P`` spell for ``dataset``: ``mini_seed``,
+        ``mini_bn``, ``mini_filters``, ``mini_test_queries``, ``mini_inner_lr``, ``mini_test_steps``
+        for MiniImageNet; ``omni_*`` with ``*_5way`` / ``*_20way`` step sizes and steps and
+        ``omni_split`` for Omniglot (the names of ``train_omniglot``'s parameters)."""
+        if dataset == "miniimagenet":
+            return cls(dataset, P.mini_seed, P.mini_bn, P.mini_filters, P.mini_test_queries, P.mini_inner_lr,
+                       P.mini_test_steps)
+        if dataset == "omniglot":
+            return cls(dataset, P.omni_seed, P.omni_bn, P.omni_filters, P.omni_test_queries, P.omni_inner_lr_5way,
+                       P.omni_test_steps_5way, P.omni_inner_lr_20way, P.omni_test_steps_20way, P.omni_split)
+        raise ValueError(f"unknown dataset {dataset!r}: miniimagenet or omniglot")
+
+    def settings(self, spec: fewshot.Spec) -> fewshot.Settings:
+        """Test-time settings of ``spec`` (:func:`evaluation_settings`)."""
+        twenty = spec.n_way == 20 and self.inner_lr_20way is not None
+        return evaluation_settings(self.inner_lr_20way if twenty else self.inner_lr,
+                                   self.test_steps_20way if twenty else self.test_steps, self.bn)
+
+
+class Case(NamedTuple):
+    """One analysed run: the trained model, its test-time settings, its first test tasks and a
+    description of their data."""
+
+    trained: Trained
+    settings: fewshot.Settings
+    test: Batch
+    data: str
+    setup: TestSetup
+
+    def scale(self, hardware: str, adapted: bool = True, seeds: str = "1 seed", at: int | None = None) -> str:
+        """The scale column of a result computed on this case (``at``: on the weights kept
+        after that many of the training iterations)."""
+        t, st = self.trained, self.settings
+        adaptation = f", {st.test_steps} test steps of {st.inner_lr}" if adapted else ", no adaptation"
+        return (f"{'' if at is None else f'{at} of '}{t.row.iterations} iterations x {t.row.meta_batch} tasks (training); {len(self.test.xs)} test tasks "
+                f"x {self.setup.queries} queries/class{adaptation}; {seeds}; {self.data}; bn {self.setup.bn}; {hardware}")
+
+
+def load_case(setup: TestSetup, spec: fewshot.Spec, n_tasks: int, device: str = "cpu", param: str = "runs",
+              stage: str | None = None, name: str | None = None) -> Case:
+    """Run ``spec`` (``name`` of ``stage``, see :func:`load_trained`) with the first ``n_tasks``
+    of the test tasks its training stage tested it on, checked to repeat that stage's settings."""
+    settings = setup.settings(spec)
+    trained = load_trained(setup.dataset, spec, setup.filters, settings.test_steps, setup.queries, device, param,
+                           stage, name)
+    test, data = test_tasks(setup.dataset, spec, n_tasks, setup.queries, setup.seed, setup.split, device)
+    return Case(trained, settings, test, data, setup)
 
 def _mean_ci(values) -> tuple[float, float]:
     """Mean and 95% CI half-width of a list of numbers; (nan, nan) if any is nan."""
@@ -218,18 +313,23 @@ def freeze_accuracy(spec: fewshot.Spec, model: nn.Module, test, settings: fewsho
                     freezes: Sequence[str] = ("none", "1", "1-2", "1-3", "1-4")) -> pd.DataFrame:
     """A-freeze: query accuracy (%) over the T tasks of ``test`` after test-time adaptation
     with each freeze setting (:func:`frozen_layers`) -> one row per setting: frozen, layers
-    (the frozen layers' names), accuracy, ci95, tasks."""
+    (the frozen layers' names), accuracy, ci95, cost and cost_ci95 (the paired difference
+    "none" minus this setting over the same tasks, in points; NaN without "none"), tasks."""
     freezes = list(freezes)
     if not freezes or len(set(freezes)) != len(freezes):
         raise ValueError(f"need distinct freeze settings, got {freezes}")
     params = models.params_of(model, requires_grad=False)
-    rows = []
+    scores = {}
     for name in freezes:
         frozen = frozen_layers(name, model)
-        scores = fewshot.evaluate(spec, model, params, test, settings, frozen=frozen, every_step=False)
-        mean, ci = mean_ci95(scores["accuracy"][:, -1] * 100)
-        rows.append(dict(frozen=name, layers=", ".join(frozen) or "-", accuracy=mean, ci95=ci,
-                         tasks=len(scores["accuracy"])))
+        accuracy = fewshot.evaluate(spec, model, params, test, settings, frozen=frozen, every_step=False)["accuracy"]
+        scores[name] = (frozen, accuracy[:, -1].to(torch.float64) * 100)
+    rows = []
+    for name, (frozen, values) in scores.items():
+        mean, ci = mean_ci95(values)
+        cost, cost_ci = mean_ci95(scores["none"][1] - values) if "none" in scores else (math.nan, math.nan)
+        rows.append(dict(frozen=name, layers=", ".join(frozen) or "-", accuracy=mean, ci95=ci, cost=cost,
+                         cost_ci95=cost_ci, tasks=len(values)))
     return pd.DataFrame(rows)
 
 
@@ -408,3 +508,35 @@ def model_similarity(model_a: nn.Module, model_b: nn.Module, test, bn: str, laye
                                   note="; ".join(sorted({r["note"] for r in mine if r["note"]}))))
         rows += [dict(task=t, **r) for r in task_rows]
     return _summarise(pd.DataFrame(rows), ["layer", "method"])
+
+
+# --------------------------------------------------------------------------- A-seeds
+SEED_COMPARISONS = ("pre,pre", "pre,post", "post,pre", "post,post")
+
+
+def seed_pair_similarity(spec: fewshot.Spec, model_a: nn.Module, model_b: nn.Module, test,
+                         settings: fewshot.Settings, layers: Sequence[str] | None = None,
+                         methods: Sequence[str] = METHODS, too_few: str = "nan") -> pd.DataFrame:
+    """A-seeds (ANIL paper App. B.4, Fig. 7, 8): two models of ``spec`` trained with different
+    seeds, a and b. On each task of ``test``, each layer's activations on the task's queries, of
+    a and of b, before (pre) and after (post) full test-time adaptation to the task's support
+    set, compared across the models -> rows per comparison "<a>,<b>" (:data:`SEED_COMPARISONS`:
+    pre,pre; pre,post; post,pre; post,post), layer and method: value (mean over the T tasks),
+    ci95, points, units, dead_a, dead_b, tasks, note. If adaptation changes no representation,
+    all four comparisons agree."""
+    layers = check_layers(model_a, model_a.layers if layers is None else layers)
+    check_layers(model_b, layers)
+    sides = {"a": (model_a, models.params_of(model_a, requires_grad=False)),
+             "b": (model_b, models.params_of(model_b, requires_grad=False))}
+    rows = []
+    for t, (xs, ys, xq) in enumerate(zip(test.xs, test.ys, test.xq)):
+        acts = {}
+        for side, (model, params) in sides.items():
+            acts[side, "pre"] = layer_outputs(model, params, xq, xs, settings.bn, layers)
+            acts[side, "post"] = layer_outputs(model, adapted_params(spec, model, params, xs, ys, settings), xq, xs,
+                                               settings.bn, layers)
+        for comparison in SEED_COMPARISONS:
+            first, second = comparison.split(",")
+            rows += [dict(task=t, comparison=comparison, **r)
+                     for r in _compare_layers(acts["a", first], acts["b", second], methods, too_few)]
+    return _summarise(pd.DataFrame(rows), ["comparison", "layer", "method"])

@@ -1,0 +1,224 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # MiniImageNet MAML and ANIL over several seeds, with weights kept through training (A-anil over seeds, A-curves; models for A-seeds, A-early, A-repr)
+#
+# The ANIL paper trains every MiniImageNet model with three random seeds and reports means
+# over them (Table 2), compares representations across seeds (Fig. 7, 8, Table 3) and at
+# checkpoints through training (Fig. 3, 9). This stage trains MAML and ANIL with the
+# `train_miniimagenet` stage's settings once per seed (the seed draws the initialisation, the
+# training tasks and the validation tasks), keeps the weights at the `snapshots` iterations,
+# and tests every seed on the **same** fixed test tasks as `train_miniimagenet` (its `seed`,
+# here `test_seed`), so seeds differ only in training. With `same_as_train_miniimagenet`, the
+# seed equal to `test_seed` must reproduce that stage's trained model bit for bit: a check
+# that the settings below repeat its own.
+#
+# Data: real MiniImageNet (Ravi & Larochelle split) **with the first 100 images of each class
+# instead of 600**. The defaults below are smoke-sized; `params.yaml` holds the study's CPU
+# scale and `params-paper.yaml` the papers'.
+
+# %% tags=["parameters"]
+seeds = [0, 1]            # training seeds: initialisation, training and validation tasks (ANIL paper: 3 seeds)
+test_seed = 0             # seed of the fixed test episodes: train_miniimagenet's `seed`
+same_as_train_miniimagenet = False  # require seed test_seed to reproduce train_miniimagenet's model exactly
+threads = 2               # torch CPU threads
+device = "cpu"            # cpu or cuda
+bn = "transductive"       # as in train_miniimagenet
+filters = 32              # as in train_miniimagenet
+runs = ["maml-conv-5w1s", "anil-conv-5w1s"]  # MAML-family runs trained with every seed
+snapshots = [2]           # iterations whose weights are kept (A-early; ANIL paper: 10000 and 20000 of 30000)
+iterations = 4            # as in train_miniimagenet (ANIL paper: 30000)
+meta_batch_1shot = 2      # as in train_miniimagenet (paper: 4)
+meta_batch_5shot = 2      # as in train_miniimagenet (paper: 2)
+inner_steps = 5           # as in train_miniimagenet (paper: 5)
+inner_lr = 0.01           # as in train_miniimagenet (paper: 0.01)
+test_steps = 10           # as in train_miniimagenet (paper: 10)
+train_queries = 15        # as in train_miniimagenet (paper: 15)
+meta_lr = 0.001           # as in train_miniimagenet
+n_val_tasks = 4           # as in train_miniimagenet
+val_every = 2             # as in train_miniimagenet
+n_test_tasks = 10         # fixed test tasks (study: at least 600), the first of train_miniimagenet's list
+test_queries = 15         # as in train_miniimagenet (paper: 15)
+checkpoint_every = 50     # as in train_miniimagenet (changes no result, but is part of a run's key)
+
+# %%
+from metalearn import fewshot
+from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
+
+P = check(globals(), seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), same_as_train_miniimagenet=Bool(),
+          threads=Int(min=1), device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"),
+          filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True), snapshots=List(Int(min=1), min_len=0, unique=True),
+          iterations=Int(min=1), meta_batch_1shot=Int(min=1), meta_batch_5shot=Int(min=1), inner_steps=Int(min=1),
+          inner_lr=Float(min=0, strict=True), test_steps=Int(min=1), train_queries=Int(min=1),
+          meta_lr=Float(min=0, strict=True), n_val_tasks=Int(min=1), val_every=Int(min=1), n_test_tasks=Int(min=2),
+          test_queries=Int(min=1), checkpoint_every=Int(min=1))
+require(len(P.seeds) >= 2, "seeds", "needs at least two seeds: the stage compares and averages across them")
+for spec in P.runs:
+    require(spec.model == "conv" and spec.init is None and spec.algorithm in ("maml", "fomaml", "anil"), "runs",
+            f"has {spec.name}: this stage trains MAML-family conv runs from scratch (maml, fomaml, anil)")
+    require(spec.n_way <= 16, "runs", f"has {spec.name}: the validation split has 16 classes")
+require(all(s < P.iterations for s in P.snapshots), "snapshots", f"must lie below iterations ({P.iterations}): "
+        "the final weights are always kept")
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from metalearn import datasets, papers, paths, report, results
+
+torch.set_num_threads(P.threads)
+require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
+STAGE, DATASET = "train_seeds", "miniimagenet"
+data = datasets.load(paths.input("data/prepared/miniimagenet.npz"))
+images = {split: torch.from_numpy(data[f"{split}_images"]).to(P.device) for split in ("train", "val", "test")}
+per_class = images["train"].shape[1]
+for spec in P.runs:
+    require(spec.k_shot + max(P.train_queries, P.test_queries) <= per_class, "runs",
+            f"has {spec.name}: shots plus queries exceed the {per_class} images per class")
+DATA = f"MiniImageNet (64/16/20 classes, {per_class} images per class, 84x84)"
+HARDWARE = report.hardware(P.device)
+
+
+def name_of(spec, seed):
+    return f"{spec.name}-seed{seed}"
+
+
+# %% [markdown]
+# ## Training: every run once per seed
+#
+# Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
+# `data/models/train_seeds/<run>-seed<s>.pt` and the kept ones to `<run>-seed<s>@<iteration>.pt`.
+
+# %%
+def settings_of(spec):
+    """The run's hyperparameters (train_miniimagenet's MAML-family settings)."""
+    return fewshot.Settings(P.iterations, P.meta_batch_1shot if spec.k_shot == 1 else P.meta_batch_5shot,
+                            P.inner_steps, P.inner_lr, P.test_steps, train_queries=P.train_queries, meta_lr=P.meta_lr,
+                            bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every)
+
+
+config = {"filters": P.filters, "data": DATA}
+trained, histories = {}, []
+for seed in P.seeds:
+    episodes = fewshot.episode_factory(images, None, seed)
+    runs, history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
+                                       P.test_queries, seed, STAGE, config, P.device, P.snapshots, f"-seed{seed}")
+    trained[seed] = runs
+    histories.append(history.assign(seed=seed))
+history = pd.concat(histories, ignore_index=True)
+
+same = {}
+for spec in P.runs:
+    if P.test_seed in P.seeds:
+        path = paths.input(f"data/models/train_miniimagenet/{spec.name}.pt")
+        theirs = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        ours = trained[P.test_seed][spec][0].state_dict()
+        same[spec.name] = theirs is not None and all(torch.equal(ours[k].cpu(), theirs[k]) for k in theirs)
+        require(same[spec.name] or not P.same_as_train_miniimagenet, "same_as_train_miniimagenet",
+                f"is true, but {name_of(spec, P.test_seed)} differs from train_miniimagenet's {spec.name} "
+                f"({'no such model' if theirs is None else 'other weights'}): the settings here must repeat that stage's")
+pd.DataFrame([dict(run=name, **{"identical to train_miniimagenet's": v}) for name, v in same.items()])
+
+# %% [markdown]
+# ## Learning curves over seeds (A-curves)
+#
+# Validation accuracy after test-time adaptation: each seed (thin) and the mean over seeds
+# (thick). The ANIL paper finds MAML's and ANIL's curves nearly identical (Fig. 5, 10).
+
+# %%
+wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
+report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_val_accuracy.csv")  # DVC plot: every run and seed
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+for i, spec in enumerate(P.runs):
+    part = history[history.run.str.startswith(spec.name + "-seed")]
+    for column, ax, scale in (("loss", axes[0], 1), ("val_accuracy", axes[1], 100)):
+        curve = part.dropna(subset=[column])
+        for _, one in curve.groupby("seed"):
+            ax.plot(one.iteration, one[column] * scale, color=f"C{i}", lw=0.6, alpha=0.5)
+        mean = curve.groupby("iteration")[column].mean() * scale
+        ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=f"{spec.name} (mean of {len(P.seeds)} seeds)")
+axes[0].set(xlabel="meta-iteration", ylabel="training query loss", yscale="log")
+axes[1].set(xlabel="meta-iteration", ylabel="validation accuracy (%)")
+axes[1].legend(fontsize=7)
+fig.suptitle(f"A-curves over seeds: MiniImageNet; {DATA}; {HARDWARE}", fontsize=8)
+fig.tight_layout()
+report.save_figure(fig, f"reports/{STAGE}/curves_over_seeds.png")
+
+# %% [markdown]
+# ## Test: every seed on train_miniimagenet's fixed test tasks
+
+# %%
+test_factory = fewshot.episode_factory(images, None, P.test_seed)
+tables = []
+for seed in P.seeds:
+    table, _ = fewshot.test_runs(trained[seed], test_factory, P.n_test_tasks, P.test_queries, P.test_seed,
+                                 every_step=False)
+    tables.append(table.assign(seed=seed, run=[f"{r}-seed{seed}" for r in table.run], spec=table.run))
+table = pd.concat(tables, ignore_index=True)
+report.save_table(table.drop(columns="spec").to_dict("records"), f"reports/{STAGE}/accuracy.csv")
+per_seed = table.pivot(index=["spec", "head"], columns="seed", values="accuracy")
+summary = pd.DataFrame({"mean over seeds": per_seed.mean(axis=1), "std over seeds": per_seed.std(axis=1),
+                        "mean ci95 over tasks": table.groupby(["spec", "head"]).ci95.mean()})
+pd.concat([per_seed.add_prefix("seed "), summary], axis=1).round(2)
+
+# %% [markdown]
+# ## Results beside the papers'
+#
+# The ANIL paper's Table 2 and 4 values are means over three seeds, like ours; its ± is not
+# stated to be over seeds or tasks. Our spread over seeds is the standard deviation (n - 1).
+
+# %%
+n = len(P.seeds)
+SCALE = (f"{P.iterations} iterations x {{meta_batch}} tasks; {n} seeds ({', '.join(map(str, P.seeds))}); "
+         f"{P.n_test_tasks} test tasks x {P.test_queries} queries/class (the same for every seed); {DATA}; "
+         f"bn {P.bn}; {HARDWARE}")
+rows, metrics, paper = [], {}, []
+for (name, head), r in summary.iterrows():
+    spec = fewshot.Spec.parse(name)
+    scale = SCALE.format(meta_batch=settings_of(spec).meta_batch)
+    for experiment, setting in fewshot.experiments(DATASET, spec, head):
+        if experiment in ("A-anil", "A-nil"):
+            rows.append(results.row(experiment, setting, f"accuracy, mean over {n} seeds", r["mean over seeds"], scale))
+            rows.append(results.row(experiment, setting, "accuracy, std over seeds", r["std over seeds"], scale))
+            paper.append(dict(experiment=experiment, setting=setting, ours=r["mean over seeds"],
+                              std=r["std over seeds"], paper=papers.paper_value(experiment, setting, "accuracy")))
+    metrics[f"{name}{'_nil' if head == 'nil' else ''}_mean"] = r["mean over seeds"]
+    metrics[f"{name}{'_nil' if head == 'nil' else ''}_std"] = r["std over seeds"]
+results.write(rows, STAGE)
+report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
+pd.DataFrame(paper).round(2)
+
+# %% [markdown]
+# ## What the numbers say
+
+# %%
+adapt = summary.xs("adapt", level="head")
+lines = [f"- **{name}**: {r['mean over seeds']:.1f} % mean over {n} seeds, std {r['std over seeds']:.2f} "
+         f"(each seed ± {r['mean ci95 over tasks']:.1f} over its {P.n_test_tasks} test tasks)" for name, r in adapt.iterrows()]
+if {"maml-conv-5w1s", "anil-conv-5w1s"} <= set(adapt.index):
+    gap = adapt.loc["anil-conv-5w1s", "mean over seeds"] - adapt.loc["maml-conv-5w1s", "mean over seeds"]
+    spread = max(adapt.loc[["anil-conv-5w1s", "maml-conv-5w1s"], "std over seeds"])
+    lines.append(f"- ANIL - MAML = {gap:+.1f} points over seeds; the larger seed-to-seed std is {spread:.1f}: "
+                 f"the gap is {'within' if abs(gap) <= spread else 'larger than'} the spread between seeds "
+                 "(the paper: within a point).")
+if same:
+    lines.append(f"- Seed {P.test_seed} reproduces train_miniimagenet's models bit for bit: "
+                 + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()) + ".")
+lines.append(f"\nScale: {P.iterations} meta-iterations per run (ANIL paper: 30000), {n} seeds, {P.n_test_tasks} test "
+             f"tasks; {DATA}; {HARDWARE}.")
+display(Markdown("\n".join(lines)))
