@@ -12,8 +12,11 @@ from metalearn import core, models, rl
 from metalearn.cheetah import HalfCheetah, load_model
 
 
-def reference():
-    """gymnasium's HalfCheetah-v5, unwrapped (no time limit, no order enforcing)."""
+@pytest.fixture
+def reference(tmp_path, monkeypatch):
+    """gymnasium's HalfCheetah-v5, unwrapped (no time limit, no order enforcing). Made in a
+    temporary folder: MuJoCo writes its compiler's warnings to MUJOCO_LOG.TXT there."""
+    monkeypatch.chdir(tmp_path)
     return gymnasium.make("HalfCheetah-v5").unwrapped
 
 
@@ -29,7 +32,7 @@ def per_episode(goals, n):
 # --- dynamics and rewards against gymnasium ------------------------------------------------
 
 @pytest.mark.parametrize("task", ["velocity", "direction"])
-def test_steps_match_gymnasiums_halfcheetah_and_rewards_follow_the_papers(task):
+def test_steps_match_gymnasiums_halfcheetah_and_rewards_follow_the_papers(task, reference):
     """From our reset state, gymnasium's HalfCheetah-v5 stepped with the same (clipped) actions
     goes through exactly the same joint positions and velocities for 100 steps; our observation
     is its observation plus its torso position; our reward is -|v - goal| (velocity) or
@@ -40,7 +43,7 @@ def test_steps_match_gymnasiums_halfcheetah_and_rewards_follow_the_papers(task):
     state = env.reset(goals, 2, gen)
     acts = actions((100, 2, 2, 6), seed=1, scale=1.5)
     assert (acts.abs() > 1).any()
-    gym_env = reference()
+    gym_env = reference
     gym_env.reset(seed=0)
     episode = 3  # task 1, episode 1: a row-major slot other than the first
     data = state.datas[episode]

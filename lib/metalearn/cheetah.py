@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,16 @@ def asset_path() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def load_model(path: str | None = None) -> mujoco.MjModel:
-    """The compiled MuJoCo model (cached: every episode shares it)."""
-    return mujoco.MjModel.from_xml_path(str(path or asset_path()))
+    """The compiled MuJoCo model (cached: every episode shares it).
+
+    Compiled through ``MjSpec``, so MuJoCo's deprecation warning about the asset's
+    ``settotalmass`` comes as a Python warning (silenced here) instead of a
+    ``MUJOCO_LOG.TXT`` written to the working directory; the model is the same.
+    """
+    spec = mujoco.MjSpec.from_file(str(path or asset_path()))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'settotalmass' is deprecated")
+        return spec.compile()
 
 
 @dataclass
