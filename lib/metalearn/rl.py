@@ -1,7 +1,10 @@
-"""Meta-reinforcement learning on 2D point navigation (MAML paper sec. 5.3, App. A.2).
+"""Meta-reinforcement learning (MAML paper sec. 5.3, App. A.2): 2D point navigation here,
+HalfCheetah in :mod:`metalearn.cheetah`, both through the same code.
 
-Everything is a tensor simulation of T tasks x N trajectories at once:
+Every rollout steps T tasks x N trajectories at once, the policy batched in torch:
 
+- :class:`Env`: what an environment provides (goals, reset, observation, step); every
+  function below takes any such environment.
 - :class:`Navigation`: a point starts at the origin, observes its position, moves by its
   action clipped to [-0.1, 0.1] per axis (optionally scaled first, as rllab's ``normalize``
   wrapper in the MAML authors' code: ``action_scale=0.1``); the reward is minus the distance to the goal
@@ -25,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +42,30 @@ REWARDS = ("distance", "squared")
 
 
 # --- environment --------------------------------------------------------------------------
+
+class Env(Protocol):
+    """An environment of T tasks x N episodes stepped together.
+
+    ``horizon`` (H), ``obs_dim``, ``action_dim``, ``goal_dim``: sizes. ``sample_goals(n, gen)``
+    draws n task goals [n, goal_dim]; ``reset(goals [T, goal_dim], n, gen)`` starts n episodes
+    per task and returns the state (any object; initial-state noise from ``gen``);
+    ``observe(state)`` is the observation [T, n, obs_dim]; ``step(state, action [T, n, A], goal
+    [T, n, goal_dim])`` returns (next state, reward [T, n], done [T, n] bool).
+    """
+
+    horizon: int
+    obs_dim: int
+    action_dim: int
+    goal_dim: int
+
+    def sample_goals(self, n: int, gen: torch.Generator) -> Tensor: ...
+
+    def reset(self, goals: Tensor, n: int, gen: torch.Generator) -> Any: ...
+
+    def observe(self, state: Any) -> Tensor: ...
+
+    def step(self, state: Any, action: Tensor, goal: Tensor) -> tuple[Any, Tensor, Tensor]: ...
+
 
 @dataclass(frozen=True)
 class Navigation:
@@ -74,10 +101,19 @@ class Navigation:
 
     obs_dim = 2      # observation: the position (class constants, not fields)
     action_dim = 2   # action: a velocity
+    goal_dim = 2     # task: the goal position
 
     def sample_goals(self, n: int, gen: torch.Generator) -> Tensor:
         """n goals [n, 2], uniform in the square."""
         return self.goal_low + (self.goal_high - self.goal_low) * torch.rand(n, 2, generator=gen)
+
+    def reset(self, goals: Tensor, n: int, gen: torch.Generator) -> Tensor:
+        """n episodes per task [T, n, 2], all at the origin (no random draw)."""
+        return torch.zeros(len(goals), n, 2)
+
+    def observe(self, position: Tensor) -> Tensor:
+        """The observation is the position [T, n, 2] itself."""
+        return position
 
     def step(self, position: Tensor, action: Tensor, goal: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One step from position [..., 2] with action [..., 2] towards goal [..., 2].
@@ -99,8 +135,8 @@ class Navigation:
 class Episodes:
     """Trajectories of T tasks x N episodes x H steps.
 
-    obs [T, N, H, D] (position, with the goal appended for an oracle), actions [T, N, H, A]
-    (the policy's samples, before clipping), rewards [T, N, H] and masks [T, N, H]: 1 while
+    obs [T, N, H, D] (the environment's observation, e.g. the position, with the goal appended
+    for an oracle), actions [T, N, H, A] (the policy's samples, before clipping), rewards [T, N, H] and masks [T, N, H]: 1 while
     the episode runs, including the step that reaches the goal; 0 after (reward 0 there).
     """
 
@@ -119,20 +155,22 @@ def stack(params: Params, n: int) -> Params:
     return {k: v.expand(n, *v.shape) for k, v in params.items()}
 
 
-def observe(position: Tensor, goal: Tensor, oracle: bool) -> Tensor:
-    """The policy's input: position [T, N, 2], or with ``oracle`` position and goal [T, N, 4]."""
-    return torch.cat([position, goal[:, None].expand_as(position)], -1) if oracle else position
+def observe(obs: Tensor, goal: Tensor, oracle: bool) -> Tensor:
+    """The policy's input: the environment's observation [T, N, D] (2D navigation: the
+    position), or with ``oracle`` also the task's goal [T, G]: [T, N, D + G]."""
+    return torch.cat([obs, goal[:, None].expand(*obs.shape[:-1], goal.shape[-1])], -1) if oracle else obs
 
 
-def rollout(env: Navigation, model: nn.Module, params: Params, goals: Tensor, n: int, gen: torch.Generator,
+def rollout(env: Env, model: nn.Module, params: Params, goals: Tensor, n: int, gen: torch.Generator,
             oracle: bool = False) -> Episodes:
     """Sample n episodes in each of T tasks with each task's own policy parameters.
 
-    params: {name: [T, ...]} (see :func:`stack`); goals [T, 2]. Actions are drawn from the
+    params: {name: [T, ...]} (see :func:`stack`); goals [T, G] (G = ``env.goal_dim``). The
+    episodes start from ``env.reset`` (its noise from ``gen``); actions are drawn from the
     policy's Gaussian with noise from ``gen``. No graph is kept.
     """
-    if goals.dim() != 2 or goals.shape[1] != 2:
-        raise ValueError(f"goals must be [T, 2], got {tuple(goals.shape)}")
+    if goals.dim() != 2 or goals.shape[1] != env.goal_dim:
+        raise ValueError(f"goals must be [T, {env.goal_dim}], got {tuple(goals.shape)}")
     if n < 1:
         raise ValueError(f"need at least one episode per task, got {n}")
     T, H = len(goals), env.horizon
@@ -141,16 +179,16 @@ def rollout(env: Navigation, model: nn.Module, params: Params, goals: Tensor, n:
         raise ValueError(f"params must be stacked per task with a leading axis of {T} (rl.stack); {bad[0]} is "
                          f"{tuple(params[bad[0]].shape)}")
     policy = vmap(lambda p, x: functional_call(model, p, (x,)))
-    position = torch.zeros(T, n, 2)
-    goal = goals[:, None].expand(T, n, 2)
+    state = env.reset(goals, n, gen)
+    goal = goals[:, None].expand(T, n, goals.shape[1])
     alive = torch.ones(T, n)
     obs, actions, rewards, masks = [], [], [], []
     with torch.no_grad():
         for _ in range(H):
-            x = observe(position, goals, oracle)
+            x = observe(env.observe(state), goals, oracle)
             mean, log_std = split(policy(params, x))
             action = mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
-            position, reward, done = env.step(position, action, goal)
+            state, reward, done = env.step(state, action, goal)
             obs.append(x)
             actions.append(action)
             rewards.append(reward * alive)
@@ -400,7 +438,7 @@ class MetaRL:
     taken on the first ``hvp_tasks`` tasks of the meta-batch only (None: all; the line search
     checks the KL of all)."""
 
-    env: Navigation
+    env: Env
     inner: core.InnerLoop | None
     meta_batch: int = 20
     trajectories: int = 20
@@ -518,14 +556,14 @@ def train(name: str, config: dict, model: nn.Module, setting: MetaRL, iterations
 
 # --- evaluation -----------------------------------------------------------------------------
 
-def evaluate(env: Navigation, model: nn.Module, params: Params, goals: Tensor, steps: int,
+def evaluate(env: Env, model: nn.Module, params: Params, goals: Tensor, steps: int,
              lrs: tuple[float, ...], trajectories: int, gen: torch.Generator, adapt: frozenset[str] | None = None,
              gamma: float = 0.99, oracle: bool = False) -> tuple[Tensor, list[Episodes]]:
     """Average return of each task after 0, 1, ..., ``steps`` policy-gradient steps.
 
     Every step samples ``trajectories`` fresh episodes with the current parameters, and the
     next step adapts on them (REINFORCE, step size ``lrs[k]``, the last repeating; on the
-    parameters named in ``adapt``, None: all). goals [T, 2]. Returns the returns [T, steps + 1]
+    parameters named in ``adapt``, None: all). goals [T, G]. Returns the returns [T, steps + 1]
     and the episodes of each step.
     """
     if steps < 0 or not lrs:
