@@ -294,7 +294,7 @@ if cross_rows:
             ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
             if fit is not None:
                 ax.plot([0, 1], [fit.intercept, fit.intercept + fit.slope], color="C1",
-                        label=f"fit: y = {fit.slope:.2f}x + {fit.intercept:.2f}, R2 = {fit.rvalue ** 2:.3f}")
+                        label=f"fit: y = {fit.slope:.2f}x {fit.intercept:+.2f}, R2 = {fit.rvalue ** 2:.3f}")
             ax.set(xlabel="(pre, pre)", ylabel=f"({other.replace(',', ', ')})", title=method.upper(),
                    xlim=(0, 1.02), ylim=(0, 1.02))
             ax.legend(fontsize=6)
@@ -428,7 +428,7 @@ if early_rows:
 for fit in fits:
     near = abs(fit["slope"] - 1) < 0.1 and abs(fit["intercept"]) < 0.1 and fit["r2"] > 0.9
     lines.append(f"- **A-seeds, {fit['method'].upper()}**: ({fit['comparison']}) against (pre,pre) over "
-                 f"{fit['points']} seed-pair x body-layer points: y = {fit['slope']:.3f}x + {fit['intercept']:.3f}, "
+                 f"{fit['points']} seed-pair x body-layer points: y = {fit['slope']:.3f}x {fit['intercept']:+.3f}, "
                  f"R^2 = {fit['r2']:.3f}: " + ("close to y = x (slope within 0.1 of 1, intercept within 0.1, R^2 > 0.9), "
                                                 "as the paper finds." if near else "not close to y = x by that test."))
 if repr_rows:
