@@ -71,6 +71,7 @@ seed_runs = ["maml-conv-5w1s", "anil-conv-5w1s"]  # train_seeds runs: A-repr acr
 seeds = [0, 1]                    # their seeds (train_seeds' seeds)
 early_runs = ["maml-conv-5w1s"]   # A-early: train_seeds runs compared before vs after adaptation through training
 early_iterations = [2, 4]         # iterations whose weights train_seeds kept, and its last (ANIL paper: 10k, 20k, 30k)
+seed_tasks = 3                    # test tasks of A-early, A-seeds and A-repr across seeds (the first of train_seeds' list)
 
 # %%
 from metalearn import fewshot, reuse
@@ -89,7 +90,8 @@ P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), n_tasks=I
           omni_inner_lr_20way=Float(min=0, strict=True), omni_test_steps_5way=Int(min=1),
           omni_test_steps_20way=Int(min=1), omni_test_queries=Int(min=1),
           seed_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), seeds=List(Int(min=0), unique=True),
-          early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_iterations=List(Int(min=1), unique=True))
+          early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_iterations=List(Int(min=1), unique=True),
+          seed_tasks=Int(min=2))
 require(P.mini_cca_runs or P.omni_cca_runs or P.mini_bodies or P.seed_runs or P.early_runs, "mini_bodies",
         "and mini_cca_runs, omni_cca_runs, seed_runs, early_runs are all empty: nothing to analyse")
 require(not P.seed_runs or len(P.seeds) >= 2, "seeds", "needs two seeds at least to compare across seeds")
@@ -127,7 +129,7 @@ cca_cases = ([reuse.load_case(MINI, s, P.n_tasks, P.device, "mini_cca_runs") for
              + [reuse.load_case(OMNI, s, P.n_tasks, P.device, "omni_cca_runs") for s in P.omni_cca_runs])
 reference = reuse.load_case(MINI, P.mini_reference, P.n_tasks, P.device, "mini_reference") if P.mini_bodies else None
 bodies = [reuse.load_case(MINI, s, P.n_tasks, P.device, "mini_bodies") for s in P.mini_bodies]
-seeded = {(spec, seed): reuse.load_case(MINI, spec, P.n_tasks, P.device, "seed_runs" if spec in P.seed_runs else
+seeded = {(spec, seed): reuse.load_case(MINI, spec, P.seed_tasks, P.device, "seed_runs" if spec in P.seed_runs else
                                         "early_runs", "train_seeds", f"{spec.name}-seed{seed}")
           for spec in dict.fromkeys(P.seed_runs + P.early_runs) for seed in P.seeds}
 pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.iterations,
@@ -249,7 +251,7 @@ if early_rows:
                 ax.plot(mean.iteration, mean.value, color=f"C{i}", lw=2, marker="o", label=layer.removeprefix("body."))
             ax.set(title=f"{spec.name}: {method.upper()} pre vs post", xlabel="training iteration", ylim=(0, 1.05))
             ax.legend(fontsize=6)
-    fig.suptitle(f"A-early: MiniImageNet, {len(P.seeds)} seeds x {P.n_tasks} test tasks; {HARDWARE}", fontsize=8)
+    fig.suptitle(f"A-early: MiniImageNet, {len(P.seeds)} seeds x {P.seed_tasks} test tasks; {HARDWARE}", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/early_similarity.png")
     display(early_mean.pivot_table(index=["run", "layer"], columns=["method", "iteration"], values="value",
@@ -299,7 +301,7 @@ if cross_rows:
                    xlim=(0, 1.02), ylim=(0, 1.02))
             ax.legend(fontsize=6)
     fig.suptitle(f"A-seeds: MiniImageNet {P.seed_runs[0].name}, {len(seed_pairs)} seed pairs x layers, "
-                 f"{P.n_tasks} test tasks; dotted: y = x", fontsize=8)
+                 f"{P.seed_tasks} test tasks; dotted: y = x", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/seed_similarity.png")
     display(pd.DataFrame(fits).round(3))
@@ -441,7 +443,7 @@ if repr_rows:
             verdict = (f"; ANIL-MAML minus MAML-MAML = {gap:+.3f}: ANIL and MAML are "
                        f"{'about as similar as two MAML seeds (within 0.05)' if abs(gap) <= 0.05 else 'not as similar as two MAML seeds'}")
         lines.append(f"- **A-repr across seeds, mean {method.upper()} over the body**: {text}{verdict}.")
-lines.append(f"\nScale: {P.n_tasks} test tasks per setting; A-cca and the bodies: one training seed per run; A-early, "
-             f"A-seeds, A-repr across seeds: {len(P.seeds)} seeds of train_seeds. Training iterations are in the scale "
+lines.append(f"\nScale: {P.n_tasks} test tasks per setting for A-cca and the bodies (one training seed per run); "
+             f"{P.seed_tasks} for A-early, A-seeds, A-repr across seeds ({len(P.seeds)} seeds of train_seeds). Training iterations are in the scale "
              "column of the results.")
 display(Markdown("\n".join(lines)))
