@@ -45,7 +45,8 @@
 # actions) and the code's reward.
 
 # %% tags=["parameters"]
-seed = 0                  # seed of the policy initialisation, of every task draw and of every trajectory
+seeds = [0, 1]            # training seeds: each trains every method from its own initialisation and tasks (ANIL paper: 3)
+test_seed = 0             # seed of the test and validation goals and of their trajectories (the same for every seed)
 threads = 1               # torch CPU threads
 hidden = [100, 100]       # hidden layers of the policy MLP (papers: 100-100, ReLU)
 horizon = 100             # episode length H (paper: 100)
@@ -76,7 +77,7 @@ checkpoint_every = 10     # iterations between checkpoints (a killed run resumes
 # %%
 from metalearn.params import check, Choice, Float, Int, List, require
 
-P = check(globals(), seed=Int(min=0), threads=Int(min=1), hidden=List(Int(min=1)), horizon=Int(min=1),
+P = check(globals(), seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), threads=Int(min=1), hidden=List(Int(min=1)), horizon=Int(min=1),
           reward=Choice("distance", "squared"), action_scale=Float(min=0, strict=True), gamma=Float(min=0, max=1),
           algorithms=List(Choice("maml", "fomaml", "anil"), unique=True), meta_batch=Int(min=1),
           trajectories=Int(min=2), inner_lr=Float(min=0, strict=True), max_kl=Float(min=0, strict=True),
@@ -88,10 +89,11 @@ P = check(globals(), seed=Int(min=0), threads=Int(min=1), hidden=List(Int(min=1)
 require({"maml", "anil"} <= set(P.algorithms), "algorithms", "must include maml and anil (A-anil-rl compares them)")
 require(P.hvp_tasks <= P.meta_batch, "hvp_tasks", "must be at most meta_batch")
 require(P.plot_tasks <= P.n_test_tasks, "plot_tasks", "must be at most n_test_tasks")
+require(len(P.seeds) >= 1, "seeds", "needs at least one seed")
 
 # %%
 import math
-import time
+import textwrap
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -104,13 +106,15 @@ torch.set_num_threads(P.threads)
 STAGE = "nav"
 env = rl.Navigation(horizon=P.horizon, reward=P.reward, action_scale=P.action_scale)
 trpo = rl.TRPO(max_kl=P.max_kl, cg_iters=P.cg_iters, damping=P.cg_damping, ls_steps=P.ls_steps, ls_ratio=P.ls_ratio)
-EVALUATION_ONLY = ("threads", "checkpoint_every", "plot_tasks", "test_lrs", "test_steps", "test_trajectories",
-                   "baseline_lrs", "n_val_tasks", "n_test_tasks")
-config = {k: v for k, v in vars(P).items() if k not in EVALUATION_ONLY}  # what a checkpoint is keyed by
+EVALUATION_ONLY = ("seeds", "test_seed", "threads", "checkpoint_every", "plot_tasks", "test_lrs", "test_steps",
+                   "test_trajectories", "baseline_lrs", "n_val_tasks", "n_test_tasks")
+config = {k: v for k, v in vars(P).items() if k not in EVALUATION_ONLY}  # what a checkpoint is keyed by (and its seed)
+SEEDS = f"{len(P.seeds)} seed{'s' if len(P.seeds) > 1 else ''} ({', '.join(map(str, P.seeds))})"
 SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} tasks x {P.trajectories} trajectories, "
          f"H={P.horizon}; pretrained/oracle {P.baseline_iterations} TRPO iterations; test {P.n_test_tasks} tasks x "
          f"{P.test_trajectories} trajectories per step (baselines' step size from {P.n_val_tasks} validation tasks); "
-         f"1 seed; {report.hardware()}")
+         f"{SEEDS}; goals uniform in [-0.5, 0.5]^2, reward minus the {'squared ' if P.reward == 'squared' else ''}"
+         f"distance; {report.hardware()}")
 print(SCALE)
 
 
@@ -119,47 +123,51 @@ styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marke
           "random": dict(color="k", ls=":"), "oracle": dict(color="C3", marker="+", ls="--")}
 
 
-def policy(oracle=False):
-    """Every policy starts from the same seeded initialisation (the oracle's has 4 inputs)."""
-    return models.init_model(lambda: rl.gaussian_policy(4 if oracle else 2, 2, P.hidden), P.seed)
+def policy(seed, oracle=False):
+    """Every policy of a seed starts from the same initialisation (the oracle's has 4 inputs)."""
+    return models.init_model(lambda: rl.gaussian_policy(4 if oracle else 2, 2, P.hidden), seed)
 
 # %% [markdown]
 # ## Training: MAML and ANIL (TRPO meta-updates), pretrained and oracle (TRPO on all tasks)
 #
-# Each run keeps the parameters with the best training return, as the papers select the
-# best of their iterations: for MAML/ANIL the return after adaptation on the iteration's fresh
-# tasks (measured before that iteration's update), for the baselines the return itself.
+# Every seed trains every method from its own initialisation, on its own stream of tasks
+# and trajectories. Each run keeps the parameters with the best training return, as the
+# papers select the best of their iterations: for MAML/ANIL the return after adaptation on
+# the iteration's fresh tasks (measured before that iteration's update), for the baselines
+# the return itself.
 
 # %%
-trained, histories, seconds = {}, [], {}
-for offset, name in enumerate([*P.algorithms, "pretrained", "oracle"]):
-    model = policy(oracle=name == "oracle")
-    inner = (core.inner_loop(name, models.params_of(model), steps=1, lr=P.inner_lr) if name in P.algorithms else None)
-    setting = rl.MetaRL(env, inner, meta_batch=P.meta_batch, trajectories=P.trajectories, gamma=P.gamma, trpo=trpo,
-                        oracle=name == "oracle", hvp_tasks=P.hvp_tasks)
-    n = P.iterations if name in P.algorithms else P.baseline_iterations
-    start = time.perf_counter()
-    out = rl.train(f"{STAGE}-{name}", config, model, setting, n, seed=P.seed + 1 + offset,
-                   checkpoint_every=P.checkpoint_every)
-    seconds[name] = (time.perf_counter() - start) / max(1, n - out["resumed_from"])
-    trained[name] = out
-    histories.append(pd.DataFrame(out["history"]).assign(model=name))
-    with paths.atomic_write(paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
-        torch.save({"best": out["best"], "last": out["params"], "best_iteration": out["best_iteration"]}, f)
-    print(f"{name}: best training return {max(h['return'] for h in out['history']):.2f} at iteration "
-          f"{out['best_iteration'] + 1} of {n}; {seconds[name]:.2f} s per iteration run now"
-          + (f" (resumed at {out['resumed_from']})" if out["resumed_from"] else ""))
+METHODS = [*P.algorithms, "pretrained", "oracle"]
+trained, histories = {}, []
+for seed in P.seeds:
+    for offset, name in enumerate(METHODS):
+        model = policy(seed, oracle=name == "oracle")
+        inner = (core.inner_loop(name, models.params_of(model), steps=1, lr=P.inner_lr) if name in P.algorithms
+                 else None)
+        setting = rl.MetaRL(env, inner, meta_batch=P.meta_batch, trajectories=P.trajectories, gamma=P.gamma,
+                            trpo=trpo, oracle=name == "oracle", hvp_tasks=P.hvp_tasks)
+        n = P.iterations if name in P.algorithms else P.baseline_iterations
+        out = rl.train(f"{STAGE}-{name}-seed{seed}", {**config, "seed": seed}, model, setting, n,
+                       seed=seed + 1 + offset, checkpoint_every=P.checkpoint_every)
+        trained[seed, name] = out
+        histories.append(pd.DataFrame(out["history"]).assign(seed=seed, model=name))
+        rl.save_run(out, f"data/models/{STAGE}/{name}-seed{seed}.pt")
+        print(rl.summary(f"{name}, seed {seed}", out))
 
 history = pd.concat(histories)
-wide = history.pivot(index="iteration", columns="model", values="return").reset_index()
+wide = history.assign(run=history.model + "-seed" + history.seed.astype(str)).pivot(
+    index="iteration", columns="run", values="return").reset_index()
 report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for name, h in history.groupby("model", sort=False):
+for (name, seed), h in history.groupby(["model", "seed"], sort=False):
+    first = seed == P.seeds[0]  # one legend entry per method
     label = f"{name} (after adaptation)" if name in P.algorithms else name
-    ax.plot(h.iteration, h["return"], color=styles[name]["color"], label=label)
+    ax.plot(h.iteration, h["return"], color=styles[name]["color"], lw=1, label=label if first else None)
     if "return_pre" in h and h.return_pre.notna().any():
-        ax.plot(h.iteration, h.return_pre, color=styles[name]["color"], ls=":", label=f"{name} (before adaptation)")
-ax.set(xlabel="TRPO iteration", ylabel="average return (training tasks)", title="2D navigation: learning curves")
+        ax.plot(h.iteration, h.return_pre, color=styles[name]["color"], ls=":", lw=1,
+                label=f"{name} (before adaptation)" if first else None)
+ax.set(xlabel="TRPO iteration", ylabel="average return (training tasks)",
+       title=f"2D navigation: learning curves, one line per seed ({SEEDS})")
 ax.legend(fontsize=7)
 report.save_figure(fig, f"reports/{STAGE}/training.png")
 
@@ -173,53 +181,78 @@ report.save_figure(fig, f"reports/{STAGE}/training.png")
 # The oracle is measured without adaptation.
 
 # %%
-goals = env.sample_goals(P.n_test_tasks, torch.Generator().manual_seed(P.seed + 10_000))
-val_goals = env.sample_goals(P.n_val_tasks, torch.Generator().manual_seed(P.seed + 30_000))
-starts = {name: trained[name]["best"] for name in [*P.algorithms, "pretrained"]}
-starts["random"] = models.params_of(policy(), False)
+goals = env.sample_goals(P.n_test_tasks, torch.Generator().manual_seed(P.test_seed + 10_000))
+val_goals = env.sample_goals(P.n_val_tasks, torch.Generator().manual_seed(P.test_seed + 30_000))
 
 
 def curve_of(name, params, goals, lrs, seed_offset=20_000):
     adapt = core.inner_loop(name, params, 1, lrs[0]).adapt if name in P.algorithms else None
-    return rl.evaluate(env, policy(), params, goals, P.test_steps, lrs, P.test_trajectories,
-                       torch.Generator().manual_seed(P.seed + seed_offset), adapt=adapt, gamma=P.gamma)
+    return rl.evaluate(env, policy(0), params, goals, P.test_steps, lrs, P.test_trajectories,
+                       torch.Generator().manual_seed(P.test_seed + seed_offset), adapt=adapt, gamma=P.gamma)
 
 
-step_sizes = {name: tuple(P.test_lrs) for name in P.algorithms}
-for name in ("pretrained", "random"):
-    validation = {lr: curve_of(name, starts[name], val_goals, (lr,), 40_000)[0][:, -1].mean().item()
-                  for lr in P.baseline_lrs}
-    step_sizes[name] = (max(validation, key=lambda lr: validation[lr] if math.isfinite(validation[lr]) else -math.inf),)
-    edge = " (an end of the candidates: widen baseline_lrs)" if step_sizes[name][0] in (min(P.baseline_lrs),
-                                                                                       max(P.baseline_lrs)) else ""
-    print(f"{name}: validation return after {P.test_steps} steps per step size "
-          f"{ {lr: round(v, 2) for lr, v in validation.items()} } -> {step_sizes[name][0]}{edge}")
-curves, episodes = {}, {}
-for name, params in starts.items():
-    curves[name], episodes[name] = curve_of(name, params, goals, step_sizes[name])
-oracle_returns, _ = rl.evaluate(env, policy(oracle=True), trained["oracle"]["best"], goals, 0, (0.0,),
-                                P.test_trajectories, torch.Generator().manual_seed(P.seed + 20_000), oracle=True)
-curves["oracle"] = oracle_returns.expand(-1, P.test_steps + 1)
+curves, episodes, step_sizes = {}, {}, {}
+for seed in P.seeds:
+    starts = {name: trained[seed, name]["best"] for name in [*P.algorithms, "pretrained"]}
+    starts["random"] = models.params_of(policy(seed), False)
+    step_sizes.update({(seed, name): tuple(P.test_lrs) for name in P.algorithms})
+    for name in ("pretrained", "random"):
+        validation = {lr: curve_of(name, starts[name], val_goals, (lr,), 40_000)[0][:, -1].mean().item()
+                      for lr in P.baseline_lrs}
+        best = max(validation, key=lambda lr: validation[lr] if math.isfinite(validation[lr]) else -math.inf)
+        step_sizes[seed, name] = (best,)
+        edge = " (an end of the candidates: widen baseline_lrs)" if best in (min(P.baseline_lrs),
+                                                                           max(P.baseline_lrs)) else ""
+        print(f"seed {seed}, {name}: validation return after {P.test_steps} steps per step size "
+              f"{ {lr: round(v, 2) for lr, v in validation.items()} } -> {best}{edge}")
+    for name, params in starts.items():
+        curves[seed, name], episodes[seed, name] = curve_of(name, params, goals, step_sizes[seed, name])
+    oracle_returns, _ = rl.evaluate(env, policy(seed, oracle=True), trained[seed, "oracle"]["best"], goals, 0,
+                                    (0.0,), P.test_trajectories, torch.Generator().manual_seed(P.test_seed + 20_000),
+                                    oracle=True)
+    curves[seed, "oracle"] = oracle_returns.expand(-1, P.test_steps + 1)
+TESTED = [*P.algorithms, "pretrained", "random", "oracle"]
 
+
+def seed_mean(name):
+    """Each test task's return averaged over the seeds, [n_test_tasks, test_steps + 1]."""
+    return torch.stack([curves[seed, name] for seed in P.seeds]).mean(0)
+
+
+per_seed = pd.DataFrame([dict(seed=seed, method=name, step=step, average_return=mean, ci95=ci)
+                         for (seed, name), curve in curves.items() for step in range(P.test_steps + 1)
+                         for mean, ci in [evaluation.mean_ci95(curve[:, step])]])
+report.save_table(per_seed.to_dict("records"), f"reports/{STAGE}/test_returns_per_seed.csv")
 rows = []
-for name, curve in curves.items():
+for name in TESTED:
     for step in range(P.test_steps + 1):
-        mean, ci = evaluation.mean_ci95(curve[:, step])
-        rows.append(dict(method=name, step=step, average_return=mean, ci95=ci))
+        mean, ci = evaluation.mean_ci95(seed_mean(name)[:, step])
+        spread = per_seed[(per_seed.method == name) & (per_seed.step == step)].average_return
+        rows.append(dict(method=name, step=step, average_return=mean, ci95=ci,
+                         std_over_seeds=spread.std() if len(P.seeds) > 1 else None))
 table = pd.DataFrame(rows)
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/test_returns.csv")
+print(f"mean over {SEEDS}; 95% CI over the test tasks of each task's seed-averaged return")
 table.pivot(index="method", columns="step", values="average_return").round(2)
 
 # %%
+def label_of(name):
+    if name not in ("pretrained", "random"):
+        return name
+    return f"{name} (step {'/'.join(f'{step_sizes[seed, name][0]:g}' for seed in P.seeds)})"
+
+
 fig, ax = plt.subplots(figsize=(6, 4))
 for name, t in table.groupby("method", sort=False):
-    label = f"{name} (step {step_sizes[name][0]:g})" if name in ("pretrained", "random") else name
-    ax.plot(t.step, t.average_return, label=label, **styles[name])
+    ax.plot(t.step, t.average_return, label=label_of(name), **styles[name])
     ax.fill_between(t.step, t.average_return - t.ci95, t.average_return + t.ci95, color=styles[name]["color"],
                     alpha=0.15)
+    if len(P.seeds) > 1:  # each seed, thin
+        for seed, s in per_seed[per_seed.method == name].groupby("seed"):
+            ax.plot(s.step, s.average_return, color=styles[name]["color"], lw=0.6, alpha=0.5)
 ax.set_yscale("symlog", linthresh=1)  # log scale of the negative returns, as the paper's figure
-low = min(table.average_return - table.ci95.fillna(0)) * 1.2
-high = min(max(table.average_return + table.ci95.fillna(0)) / 1.2, 0)
+low = min(per_seed.average_return.min(), (table.average_return - table.ci95.fillna(0)).min()) * 1.2
+high = min(max(per_seed.average_return.max(), (table.average_return + table.ci95.fillna(0)).max()) / 1.2, 0)
 ax.set_yticks([t for t in (-1, -2, -3, -5, -10, -20, -30, -50, -70, -100, -200, -500) if low <= t <= high])
 ax.set_ylim(low, high)
 ax.yaxis.set_major_formatter(plt.FormatStrFormatter("%g"))
@@ -227,13 +260,14 @@ ax.set(xlabel="number of gradient steps", ylabel="average return (95% CI over te
        xticks=range(P.test_steps + 1), title="point robot, 2D navigation (MAML paper Fig. 4)")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=7)
-fig.text(0, -0.02, SCALE, fontsize=6)
+fig.text(0, -0.02, textwrap.fill(f"thick: mean over seeds; thin: each seed. {SCALE}", 120), fontsize=6, va="top")
 report.save_figure(fig, f"reports/{STAGE}/returns_vs_steps.png")
 
 # %% [markdown]
 # ## Trajectories before and after adaptation (Figure 4, bottom)
 #
-# The first test episode of a few tasks before adaptation and after the last test step.
+# The first test episode of a few tasks before adaptation and after the last test step, with
+# the first seed's policies.
 
 # %%
 def path(ep, task):
@@ -241,13 +275,13 @@ def path(ep, task):
     return ep.obs[task, 0][keep]
 
 
-shown = [m for m in ("maml", "anil", "pretrained") if m in episodes]
+shown = [m for m in ("maml", "anil", "pretrained") if (P.seeds[0], m) in episodes]
 fig, axes = plt.subplots(P.plot_tasks, len(shown), figsize=(3.3 * len(shown), 3.1 * P.plot_tasks), squeeze=False)
 for task in range(P.plot_tasks):
     for ax, name in zip(axes[task], shown):
         for step, style in ((0, dict(alpha=0.5, ls="--", label="pre-update")),
                             (P.test_steps, dict(lw=2, label=f"{P.test_steps} steps"))):
-            xy = path(episodes[name][step], task)
+            xy = path(episodes[P.seeds[0], name][step], task)
             ax.plot(xy[:, 0], xy[:, 1], color=styles[name]["color"], **style)
         ax.plot(*goals[task], "r*", ms=12, label="goal position")
         ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title=f"{name}, test task {task}")
@@ -259,43 +293,54 @@ report.save_figure(fig, f"reports/{STAGE}/trajectories.png")
 #
 # M-nav: MAML and the baselines after 0..3 steps (the paper gives MAML's numbers in Table 4);
 # A-anil-rl: MAML and ANIL (the ANIL paper's Table 2 gives both after one step, over three seeds).
+# `return` is the mean over our seeds with the 95% CI over test tasks; `return, std over
+# seeds` the spread of the seeds' means.
 
 # %%
 out = []
 for r in table.itertuples():
-    if r.method in ("maml", "pretrained", "random", "fomaml") or (r.method == "oracle" and r.step == 0):
-        out.append(results.row("M-nav", f"nav {r.method} steps={r.step}", "return", r.average_return, SCALE, r.ci95))
-    if r.method in ("maml", "anil"):
-        out.append(results.row("A-anil-rl", f"nav {r.method} steps={r.step}", "return", r.average_return, SCALE,
-                               r.ci95))
+    for experiment in ("M-nav", "A-anil-rl"):
+        if experiment == "M-nav" and not (r.method in ("maml", "pretrained", "random", "fomaml")
+                                          or (r.method == "oracle" and r.step == 0)):
+            continue
+        if experiment == "A-anil-rl" and r.method not in ("maml", "anil"):
+            continue
+        setting = f"nav {r.method} steps={r.step}"
+        out.append(results.row(experiment, setting, "return", r.average_return, SCALE, r.ci95))
+        if len(P.seeds) > 1:
+            out.append(results.row(experiment, setting, "return, std over seeds", r.std_over_seeds, SCALE))
 results.write(out, STAGE)
-pd.DataFrame(out)[["experiment", "setting", "value", "ci95", "paper"]]
+pd.DataFrame(out)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
 
 # %%
 def at(method, step):
     return float(table[(table.method == method) & (table.step == step)].average_return.iloc[0])
 
 
-metrics = {f"{m}_step{s}": at(m, s) for m in curves for s in range(P.test_steps + 1)}
-metrics.update({f"{m}_best_iteration": trained[m]["best_iteration"] + 1 for m in trained})
-metrics.update({f"{m}_seconds_per_iteration": seconds[m] for m in seconds})
-metrics.update({f"{m}_test_step_size": step_sizes[m][0] for m in ("pretrained", "random")})
+metrics = {f"{m}_step{s}": at(m, s) for m in TESTED for s in range(P.test_steps + 1)}
+for (seed, m), t in trained.items():
+    metrics[f"{m}_seed{seed}_best_iteration"] = t["best_iteration"] + 1
+    if t["resumed_from"] < len(t["history"]):  # trained now, not only loaded from a checkpoint
+        metrics[f"{m}_seed{seed}_seconds_per_iteration"] = t["seconds_per_iteration"]
+metrics.update({f"{m}_seed{seed}_test_step_size": step_sizes[seed, m][0] for seed in P.seeds
+                for m in ("pretrained", "random")})
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
 
 
-def paired(a, b, step):
-    """Mean and 95% CI of the per-task difference a - b after ``step`` steps (same test tasks)."""
-    return evaluation.mean_ci95(curves[a][:, step] - curves[b][:, step])
-
-
 def verdict(a, b, step):
-    diff, ci = paired(a, b, step)
+    """a - b after ``step`` steps: each task's seed-averaged difference (95% CI over the same test tasks), and
+    each seed's."""
+    diff, ci = evaluation.mean_ci95(seed_mean(a)[:, step] - seed_mean(b)[:, step])
+    each = ""
+    if len(P.seeds) > 1:
+        each = "; per seed " + ", ".join(f"{(curves[s, a][:, step] - curves[s, b][:, step]).mean().item():+.2f}"
+                                         for s in P.seeds)
     if abs(diff) <= ci:
-        return f"{a} and {b} are not distinguishable ({a} - {b} = {diff:.2f} +- {ci:.2f})"
-    return f"{a} is {'better' if diff > 0 else 'worse'} than {b} ({a} - {b} = {diff:.2f} +- {ci:.2f})"
+        return f"{a} and {b} are not distinguishable ({a} - {b} = {diff:.2f} +- {ci:.2f}{each})"
+    return f"{a} is {'better' if diff > 0 else 'worse'} than {b} ({a} - {b} = {diff:.2f} +- {ci:.2f}{each})"
 
 
-Markdown(f"""### What the numbers say (after one step, {P.n_test_tasks} test tasks, paired 95% CIs)
+Markdown(f"""### What the numbers say (after one step, {P.n_test_tasks} test tasks, mean over {SEEDS}, paired 95% CIs)
 
 - ANIL vs MAML: {verdict('anil', 'maml', 1)}.
 - MAML vs pretrained: {verdict('maml', 'pretrained', 1)}.

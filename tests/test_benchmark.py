@@ -140,6 +140,37 @@ def test_the_lower_bound_does_the_plain_passes_one_iteration_contains(phase, for
     assert moved == (phase == "training")                          # training ends with one Adam step
 
 
+def test_the_profile_counts_the_forward_convolutions_and_splits_the_time_into_phases():
+    setting = B.Setting("omniglot", 3, 1, 2, 2, 2, inner_lr=0.4, test_steps=2, filters=4)  # T=2 tasks, k=2 steps
+    found = B.profile_setting(setting, repeats=2)
+    assert set(found) == {"maml", B.LOWER_BOUND}
+    for name, prof in found.items():
+        calls = {o["op"]: o["calls"] for o in prof["ops"]}
+        # per iteration, T (k + 1) = 6 forward passes of 4 conv layers, in MAML as in the plain passes
+        assert calls["aten::conv2d"] == 2 * 3 * 4, name
+        assert sum(prof["phases"].values()) == pytest.approx(prof["op_seconds"])
+        assert prof["op_seconds"] == pytest.approx(sum(o["seconds"] for o in prof["ops"]))
+        assert prof["phases"]["autograd engine"] > 0 and prof["phases"]["optimizer step"] > 0
+        assert prof["outside_ops"] == pytest.approx(prof["wall"] - prof["op_seconds"])
+        assert [o["seconds"] for o in prof["ops"]] == sorted((o["seconds"] for o in prof["ops"]), reverse=True)
+    # second order: MAML differentiates through its inner gradients, the plain passes do not
+    assert found["maml"]["calls"] > found[B.LOWER_BOUND]["calls"]
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        B.profile(lambda: None, repeats=0)
+
+
+def test_the_profile_phase_of_an_event_is_its_nearest_marked_ancestor():
+    class Event:
+        def __init__(self, name, parent=None):
+            self.name, self.cpu_parent = name, parent
+    engine = Event("autograd::engine::evaluate_function: MulBackward0")
+    adam = Event("Optimizer.step#Adam.step")
+    assert B._phase(Event("aten::mul", Event("aten::add", engine))) == "autograd engine"
+    assert B._phase(Event("aten::add_", adam)) == "optimizer step"
+    assert B._phase(Event("aten::conv2d", Event("aten::relu"))) == "forward"
+    assert B._phase(engine) == "autograd engine"
+
+
 def test_bad_algorithms_and_phases_are_refused():
     model, batch = B.make_model(OMNI), B.random_batch(OMNI)
     with pytest.raises(ValueError, match="unknown training algorithm 'head'"):

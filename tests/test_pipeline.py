@@ -74,6 +74,17 @@ def test_each_stage_runs_its_notebook_with_exactly_its_params(stage):
     assert not missing, f"dvc.yaml: stage {stage} imports {missing} but does not list them as deps"
 
 
+def test_the_suites_smaller_smoke_values_are_parameters_and_agree_across_notebooks():
+    from testenv import SMOKE
+
+    for stage, values in SMOKE.items():
+        assert set(values) <= set(papermill.inspect_notebook(str(paths.NOTEBOOKS / f"{stage}.ipynb"))), stage
+    widths = {"omniglot": SMOKE["train_omniglot"]["filters"], "miniimagenet": SMOKE["train_miniimagenet"]["filters"]}
+    assert SMOKE["train_seeds"]["filters"] == widths["miniimagenet"]  # seeds train train_miniimagenet's network
+    for stage in ("freeze", "similarity"):  # they load the training stages' models
+        assert (SMOKE[stage]["omni_filters"], SMOKE[stage]["mini_filters"]) == (widths["omniglot"], widths["miniimagenet"])
+
+
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))
 def test_notebook_and_its_py_twin_are_in_sync(stage):
     ipynb = nbformat.read(paths.NOTEBOOKS / f"{stage}.ipynb", as_version=4)

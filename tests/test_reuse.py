@@ -138,23 +138,23 @@ def test_a_run_of_another_stage_and_its_kept_weights(tmp_path, monkeypatch):
     from metalearn import paths
     from metalearn.params import ParameterError
 
-    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))  # seeds 7, 8: no such run under the root either
     spec = fewshot.Spec.parse("maml-conv-5w1s")
     final = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 1)
     early = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 2)
-    _fake_stage(tmp_path, "train_seeds", "maml-conv-5w1s-seed1", final, [(50, early.state_dict())])
-    trained = reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed1")
+    _fake_stage(tmp_path, "train_seeds", "maml-conv-5w1s-seed7", final, [(50, early.state_dict())])
+    trained = reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed7")
     assert (trained.stage, trained.name, trained.tasks, trained.row.iterations) == (
-        "train_seeds", "maml-conv-5w1s-seed1", 600, 150)
+        "train_seeds", "maml-conv-5w1s-seed7", 600, 150)
     assert reuse.snapshot(trained, 150) is trained.model
     kept = reuse.snapshot(trained, 50)
     assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), early.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(trained.model.state_dict().values(), final.state_dict().values()))
-    with pytest.raises(FileNotFoundError, match="no weights of maml-conv-5w1s-seed1 at iteration 100"):
+    with pytest.raises(FileNotFoundError, match="no weights of maml-conv-5w1s-seed7 at iteration 100"):
         reuse.snapshot(trained, 100)
-    with pytest.raises(ParameterError, match="maml-conv-5w1s-seed2, which reports/train_seeds/accuracy.csv"):
-        torch.save(final.state_dict(), tmp_path / "data/models/train_seeds/maml-conv-5w1s-seed2.pt")
-        reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed2")
+    with pytest.raises(ParameterError, match="maml-conv-5w1s-seed8, which reports/train_seeds/accuracy.csv"):
+        torch.save(final.state_dict(), tmp_path / "data/models/train_seeds/maml-conv-5w1s-seed8.pt")
+        reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed8")
 
 
 def test_test_setup_spells_each_datasets_parameters_and_settings():

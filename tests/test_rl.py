@@ -350,6 +350,21 @@ def test_rl_training_killed_and_restarted_ends_identically(tmp_path, monkeypatch
         assert all(torch.equal(reference[key][k], resumed[key][k]) for k in reference[key])
     returns = [h["return"] for h in reference["history"]]
     assert reference["best_iteration"] == returns.index(max(returns))
+    line = rl.summary("t-nav", resumed)
+    assert f"best training return {max(returns):.2f} at iteration {reference['best_iteration'] + 1} of 7" in line
+    assert "(resumed at 3)" in line and "resumed" not in rl.summary("t-nav", reference)
+
+
+def test_a_saved_run_holds_its_best_and_last_parameters(tmp_path, monkeypatch):
+    out = rl_run(tmp_path / "w", monkeypatch)
+    monkeypatch.setenv("METALEARN_STAGING", str(tmp_path / "staging"))
+    rl.save_run(out, "data/models/nav/maml-seed3.pt")
+    saved = torch.load(tmp_path / "staging/data/models/nav/maml-seed3.pt")
+    assert saved["best_iteration"] == out["best_iteration"]
+    for key, field in (("best", "best"), ("last", "params")):
+        assert saved[key].keys() == out[field].keys()
+        assert all(torch.equal(saved[key][k], out[field][k]) for k in saved[key])
+    assert not all(torch.equal(saved["best"][k], saved["last"][k]) for k in saved["best"])  # 7 updates moved it
 
 
 # --- evaluation -----------------------------------------------------------------------------

@@ -11,6 +11,18 @@ from pathlib import Path
 
 import yaml
 
+#: Values the test suite runs smaller than the notebooks' own smoke defaults, appended to each
+#: notebook's ``parameters`` cell (as papermill injects parameters) without touching the notebook:
+#: the Conv4 widths of the papers (64 and 32 filters) made the training notebooks most of the
+#: suite's time. Every notebook that loads another's models takes the same width.
+SMOKE = {
+    "train_omniglot": {"filters": 16},
+    "train_miniimagenet": {"filters": 8},
+    "train_seeds": {"filters": 8},
+    "freeze": {"omni_filters": 16, "mini_filters": 8},
+    "similarity": {"omni_filters": 16, "mini_filters": 8},
+}
+
 
 def pytest_configure(config):
     scratch = tempfile.mkdtemp(prefix="metalearn-tests-")
@@ -29,3 +41,7 @@ def pytest_collection_modifyitems(session, config, items):
         return (1, stages.index(path.stem) if path.stem in stages else len(stages))
 
     items.sort(key=order)  # stable: tests keep their order, a notebook's cells theirs
+    for item in items:
+        cell, stem = getattr(item, "cell", None), Path(str(item.fspath)).stem
+        if cell is not None and stem in SMOKE and "parameters" in cell.metadata.get("tags", []):
+            cell.source += "".join(f"\n{key} = {value!r}  # tests/testenv.py SMOKE" for key, value in SMOKE[stem].items())

@@ -40,6 +40,12 @@ growth of the process's resident set (Linux ``VmHWM`` after resetting it through
 ``/proc/self/clear_refs``, above ``VmRSS`` before, after ``malloc_trim`` has returned
 freed memory), which counts every allocation torch makes, unlike ``tracemalloc``.
 
+Where the time goes: :func:`profile` runs one iteration of a workload under
+``torch.profiler`` and splits its CPU time into operators (self time and calls), phases
+(forward; the autograd engine, i.e. the inner loop's gradients and the meta-backward; the
+optimizer step) and what lies outside every operator (Python, dispatch);
+:func:`profile_setting` does so for our MAML, the lower bound and each peer.
+
 The peers are optional: their pins are pyproject.toml's ``bench`` extra, installed by
 ``make bench-peers`` (:data:`INSTALL`); without them the benchmark runs without peer rows.
 """
@@ -533,6 +539,66 @@ def run_setting(setting: Setting, warmup: int, repeats: int, device: str = "cpu"
     steps = [build(make_model(setting, seed, device)) for _, _, build in workloads]
     return [{"setting": setting.name, "phase": phase, "algorithm": algorithm, **numbers}
             for (phase, algorithm, _), numbers in zip(workloads, measure(steps, warmup, repeats, device))]
+
+
+# --- profile ----------------------------------------------------------------------------
+
+PHASES = ("forward", "autograd engine", "optimizer step")
+
+
+def _phase(event) -> str:
+    """The phase of a profiler event: that of its nearest ancestor (itself included) that is an
+    autograd-engine function or an optimizer step; otherwise forward."""
+    while event is not None:
+        if event.name.startswith("autograd::engine::evaluate_function"):
+            return "autograd engine"
+        if event.name.startswith("Optimizer."):
+            return "optimizer step"
+        event = event.cpu_parent
+    return "forward"
+
+
+def profile(step: Step, warmup: int = 1, repeats: int = 3) -> dict:
+    """``repeats`` calls of ``step`` under ``torch.profiler`` (CPU activity), after ``warmup``
+    untimed calls; every number is per call (the mean over the repeats).
+
+    Returns {"wall": seconds, "op_seconds": self CPU seconds summed over every recorded event,
+    "outside_ops": wall - op_seconds (Python and dispatch between operators; the profiler's
+    own cost lands in both), "calls": number of ``aten::`` operator calls, "phases": {phase of
+    :data:`PHASES`: self seconds}, "ops": [{"op", "calls", "seconds"}] for every event name, by
+    self time, largest first}.
+    """
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    wall = (time.perf_counter() - start) / repeats
+    phases = dict.fromkeys(PHASES, 0.0)
+    for event in prof.events():
+        phases[_phase(event)] += event.self_cpu_time_total / 1e6 / repeats
+    ops = sorted(({"op": e.key, "calls": e.count / repeats, "seconds": e.self_cpu_time_total / 1e6 / repeats}
+                  for e in prof.key_averages()), key=lambda o: -o["seconds"])
+    op_seconds = sum(o["seconds"] for o in ops)
+    return {"wall": wall, "op_seconds": op_seconds, "outside_ops": wall - op_seconds,
+            "calls": sum(o["calls"] for o in ops if o["op"].startswith("aten::")), "phases": phases, "ops": ops}
+
+
+def profile_setting(setting: Setting, peers=(), seed: int = 0, meta_lr: float = 0.001, warmup: int = 1,
+                    repeats: int = 3) -> dict[str, dict]:
+    """:func:`profile` of MAML training iterations of ours, of each peer and of the lower bound
+    on ``setting``, each from the same weights and data: {"maml" | peer | "lower-bound": profile}."""
+    batch = random_batch(setting, seed)
+    builds = {"maml": lambda m: training_step(setting, "maml", m, batch, meta_lr)}
+    builds.update({p: lambda m, p=p: peer_training_step(setting, p, m, batch, meta_lr) for p in peers})
+    builds[LOWER_BOUND] = lambda m: lower_bound_step(setting, "training", m, batch, meta_lr)
+    return {name: profile(build(make_model(setting, seed)), warmup, repeats) for name, build in builds.items()}
 
 
 # --- ratios -----------------------------------------------------------------------------

@@ -20,12 +20,14 @@ Every rollout steps T tasks x N trajectories at once, the policy batched in torc
   per task, and normalised advantages of discounted returns.
 - :func:`trpo_step`: conjugate gradient on Hessian-vector products of the mean KL and a
   backtracking line search; :func:`meta_iteration` is one TRPO step on the post-adaptation
-  surrogate, differentiated through the inner step; :func:`train` a resumable run of them.
+  surrogate, differentiated through the inner step; :func:`train` a resumable run of them,
+  :func:`save_run` its weights and :func:`summary` its one-line account.
 - :func:`evaluate`: average return after 0..k policy-gradient steps on fresh trajectories.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from . import core
+from . import core, paths
 from .models import Net, Params, forward, mlp
 from .training import Run, cleanup_stale
 
@@ -534,7 +536,8 @@ def train(name: str, config: dict, model: nn.Module, setting: MetaRL, iterations
     Keeps the parameters with the best training return ("return": after adaptation, on the
     iteration's fresh tasks, before its update), as the papers select the best of their
     iterations. Returns {"params": last, "best": best, "best_iteration", "history"
-    (one dict per iteration), "resumed_from" (iterations found in a checkpoint)}.
+    (one dict per iteration), "resumed_from" (iterations found in a checkpoint),
+    "seconds_per_iteration" (wall time of the iterations run by this call)}.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -548,10 +551,27 @@ def train(name: str, config: dict, model: nn.Module, setting: MetaRL, iterations
             run.extra.update(best=before, best_return=metrics["return"], best_iteration=run.iteration)
         return metrics
 
+    start = time.perf_counter()
     history = run.train(iterations, step, log_every=1, desc=name)
+    seconds = (time.perf_counter() - start) / max(1, iterations - run.resumed_from)
     return {"params": {k: v.detach().clone() for k, v in run.model.named_parameters()},
             "best": run.extra["best"], "best_iteration": run.extra["best_iteration"], "history": history,
-            "resumed_from": run.resumed_from}
+            "resumed_from": run.resumed_from, "seconds_per_iteration": seconds}
+
+
+def save_run(out: dict, path: str) -> None:
+    """Write a run's best and last parameters (and the best's iteration) to the stage output
+    ``path`` (relative to the repository, e.g. ``data/models/nav/maml-seed0.pt``), atomically."""
+    with paths.atomic_write(paths.output(path), "wb") as f:
+        torch.save({"best": out["best"], "last": out["params"], "best_iteration": out["best_iteration"]}, f)
+
+
+def summary(name: str, out: dict) -> str:
+    """One line on a run of :func:`train`: its best training return, when, and its speed."""
+    best = max(h["return"] for h in out["history"])
+    resumed = f" (resumed at {out['resumed_from']})" if out["resumed_from"] else ""
+    return (f"{name}: best training return {best:.2f} at iteration {out['best_iteration'] + 1} of "
+            f"{len(out['history'])}; {out['seconds_per_iteration']:.2f} s per iteration run now{resumed}")
 
 
 # --- evaluation -----------------------------------------------------------------------------
