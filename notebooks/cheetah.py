@@ -109,8 +109,8 @@ EVALUATION_ONLY = ("seeds", "test_seed", "threads", "checkpoint_every", "tasks",
 config = {k: v for k, v in vars(P).items() if k not in EVALUATION_ONLY}  # and the run's seed
 SEEDS = f"{len(P.seeds)} seed{'s' if len(P.seeds) > 1 else ''} ({', '.join(map(str, P.seeds))})"
 SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} tasks x {P.trajectories} rollouts, "
-         f"H={P.horizon}; test {P.n_test_tasks} tasks x {P.test_trajectories} rollouts per step; {SEEDS}; "
-         f"{report.hardware()}")
+         f"H={P.horizon}" + (f"; {'/'.join(P.baselines)} {P.baseline_iterations} TRPO iterations" if P.baselines else "")
+         + f"; test {P.n_test_tasks} tasks x {P.test_trajectories} rollouts per step; {SEEDS}; {report.hardware()}")
 print(SCALE)
 
 styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),
