@@ -95,7 +95,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from metalearn import cheetah, core, evaluation, models, papers, paths, report, results, rl
+from metalearn import cheetah, core, evaluation, models, papers, report, results, rl
 
 torch.set_num_threads(P.threads)
 STAGE = "cheetah"
@@ -110,7 +110,9 @@ config = {k: v for k, v in vars(P).items() if k not in EVALUATION_ONLY}  # and t
 SEEDS = f"{len(P.seeds)} seed{'s' if len(P.seeds) > 1 else ''} ({', '.join(map(str, P.seeds))})"
 SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} tasks x {P.trajectories} rollouts, "
          f"H={P.horizon}" + (f"; {'/'.join(P.baselines)} {P.baseline_iterations} TRPO iterations" if P.baselines else "")
-         + f"; test {P.n_test_tasks} tasks x {P.test_trajectories} rollouts per step; {SEEDS}; {report.hardware()}")
+         + f"; test {P.n_test_tasks} tasks x {P.test_trajectories} rollouts per step; {SEEDS}; gymnasium's MuJoCo "
+         f"HalfCheetah ({', '.join(P.tasks)}: goal velocity uniform in [0, 2], direction forward or backward); "
+         f"{report.hardware()}")
 print(SCALE)
 
 styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),

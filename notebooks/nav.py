@@ -100,7 +100,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from metalearn import core, evaluation, models, paths, report, results, rl
+from metalearn import core, evaluation, models, report, results, rl
 
 torch.set_num_threads(P.threads)
 STAGE = "nav"
