@@ -43,17 +43,18 @@ import pandas as pd
 
 from metalearn import paths, results
 
-rows = []
+rows, stage_of = [], []
 for stage in P.stages:
     path = paths.REPORTS / stage / "results.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the '{stage}' stage first (dvc repro {stage})")
     rows += results.read(path)
+    stage_of += [stage] * (len(rows) - len(stage_of))
 with paths.atomic_write(paths.output("reports/results.csv")) as handle:
     writer = csv.DictWriter(handle, fieldnames=results.HEADER, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-table = pd.DataFrame(rows)
+table = pd.DataFrame(rows).assign(stage=stage_of)
 print(f"{len(table)} rows from {len(P.stages)} stages")
 table.groupby("experiment", sort=False).size().rename("rows")
 
@@ -61,7 +62,9 @@ table.groupby("experiment", sort=False).size().rename("rows")
 # ## Every row with a number from a paper beside ours
 #
 # Also written to `reports/summary.md` (the README links it): one table per experiment id,
-# ours with its 95% confidence interval beside the paper's, and the scale each was run at.
+# ours with its 95% confidence interval beside the paper's, the stage that computed it and the
+# scale each stage ran at. A setting can have a row from two stages: e.g. A-anil from a training
+# stage (one seed) and from an over-seeds stage (the mean over seeds, as the papers' Table 2).
 
 # %%
 beside = table[table.paper != ""]
@@ -71,10 +74,13 @@ with paths.atomic_write(paths.output("reports/summary.md")) as handle:
                  "mean +- 95% confidence half-width where there is one.\n")
     for experiment, group in beside.groupby("experiment", sort=False):
         ours = group.value + group.ci95.map(lambda ci: f" +- {float(ci):.2g}" if ci else "")
-        shown = pd.DataFrame({"setting": group.setting, "metric": group.metric, "ours": ours, "paper": group.paper})
-        handle.write(f"\n## {experiment}\n\n{shown.to_markdown(index=False)}\n\nScale: "
-                     + "; or ".join(f"`{scale}`" for scale in group.scale.unique()) + "\n")
-beside[["experiment", "setting", "metric", "value", "ci95", "paper"]]
+        shown = pd.DataFrame({"setting": group.setting, "metric": group.metric, "ours": ours, "paper": group.paper,
+                              "stage": group.stage})
+        scales = group.groupby("stage", sort=False).scale.unique()
+        handle.write(f"\n## {experiment}\n\n{shown.to_markdown(index=False)}\n\n"
+                     + "".join(f"Scale ({stage}): " + "; or ".join(f"`{s}`" for s in each) + "\n\n"
+                               for stage, each in scales.items()))
+beside[["experiment", "setting", "metric", "value", "ci95", "paper", "stage"]]
 
 # %% [markdown]
 # ## How long each stage ran (every stage of the pipeline that has run)

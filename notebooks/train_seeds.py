@@ -74,12 +74,11 @@ require(all(s < P.iterations for s in P.snapshots), "snapshots", f"must lie belo
         "the final weights are always kept")
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from metalearn import datasets, papers, paths, report, results
+from metalearn import datasets, paths, report, results
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -122,16 +121,23 @@ for seed in P.seeds:
     histories.append(history.assign(seed=seed))
 history = pd.concat(histories, ignore_index=True)
 
+# %% [markdown]
+# ## Seed `test_seed` against train_miniimagenet's models
+#
+# (The module below only analyses trained models; it is imported after training so that
+# editing it never invalidates a trained run.)
+
+# %%
+from metalearn import seeds
+
 same = {}
-for spec in P.runs:
-    if P.test_seed in P.seeds:
-        path = paths.input(f"data/models/train_miniimagenet/{spec.name}.pt")
-        theirs = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-        ours = trained[P.test_seed][spec][0].state_dict()
-        same[spec.name] = theirs is not None and all(torch.equal(ours[k].cpu(), theirs[k]) for k in theirs)
+if P.test_seed in P.seeds:
+    for spec in P.runs:
+        same[spec.name] = seeds.same_weights(trained[P.test_seed][spec][0],
+                                             paths.input(f"data/models/train_miniimagenet/{spec.name}.pt"))
         require(same[spec.name] or not P.same_as_train_miniimagenet, "same_as_train_miniimagenet",
                 f"is true, but {name_of(spec, P.test_seed)} differs from train_miniimagenet's {spec.name} "
-                f"({'no such model' if theirs is None else 'other weights'}): the settings here must repeat that stage's")
+                f"({'no such model' if same[spec.name] is None else 'other weights'}): the settings here must repeat that stage's")
 pd.DataFrame([dict(run=name, **{"identical to train_miniimagenet's": v}) for name, v in same.items()])
 
 # %% [markdown]
@@ -143,79 +149,47 @@ pd.DataFrame([dict(run=name, **{"identical to train_miniimagenet's": v}) for nam
 # %%
 wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
 report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_val_accuracy.csv")  # DVC plot: every run and seed
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for i, spec in enumerate(P.runs):
-    part = history[history.run.str.startswith(spec.name + "-seed")]
-    for column, ax, scale in (("loss", axes[0], 1), ("val_accuracy", axes[1], 100)):
-        curve = part.dropna(subset=[column])
-        for _, one in curve.groupby("seed"):
-            ax.plot(one.iteration, one[column] * scale, color=f"C{i}", lw=0.6, alpha=0.5)
-        mean = curve.groupby("iteration")[column].mean() * scale
-        ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=f"{spec.name} (mean of {len(P.seeds)} seeds)")
-axes[0].set(xlabel="meta-iteration", ylabel="training query loss", yscale="log")
-axes[1].set(xlabel="meta-iteration", ylabel="validation accuracy (%)")
-axes[1].legend(fontsize=7)
-fig.suptitle(f"A-curves over seeds: MiniImageNet; {DATA}; {HARDWARE}", fontsize=8)
-fig.tight_layout()
+fig = seeds.plot_curves(history, [spec.name for spec in P.runs], f"A-curves over seeds: MiniImageNet; {DATA}; {HARDWARE}")
 report.save_figure(fig, f"reports/{STAGE}/curves_over_seeds.png")
 
 # %% [markdown]
 # ## Test: every seed on train_miniimagenet's fixed test tasks
+#
+# One row per run and seed in `accuracy.csv` (95% CI over its test tasks); below, each seed's
+# accuracy, the mean over seeds with the 95% CI over tasks of the per-task mean over seeds,
+# and the standard deviation between seeds (n - 1).
 
 # %%
-test_factory = fewshot.episode_factory(images, None, P.test_seed)
-tables = []
-for seed in P.seeds:
-    table, _ = fewshot.test_runs(trained[seed], test_factory, P.n_test_tasks, P.test_queries, P.test_seed,
-                                 every_step=False)
-    tables.append(table.assign(seed=seed, run=[f"{r}-seed{seed}" for r in table.run], spec=table.run))
-table = pd.concat(tables, ignore_index=True)
-report.save_table(table.drop(columns="spec").to_dict("records"), f"reports/{STAGE}/accuracy.csv")
-per_seed = table.pivot(index=["spec", "head"], columns="seed", values="accuracy")
-summary = pd.DataFrame({"mean over seeds": per_seed.mean(axis=1), "std over seeds": per_seed.std(axis=1),
-                        "mean ci95 over tasks": table.groupby(["spec", "head"]).ci95.mean()})
-pd.concat([per_seed.add_prefix("seed "), summary], axis=1).round(2)
+scores = seeds.test(trained, fewshot.episode_factory(images, None, P.test_seed), P.n_test_tasks, P.test_queries,
+                    P.test_seed)
+report.save_table(seeds.per_seed(scores).to_dict("records"), f"reports/{STAGE}/accuracy.csv")
+summary = seeds.summary(scores)
+summary.drop(columns=["iterations", "meta_batch"]).round(2)
 
 # %% [markdown]
 # ## Results beside the papers'
 #
-# The ANIL paper's Table 2 and 4 values are means over three seeds, like ours; its ± is not
-# stated to be over seeds or tasks. Our spread over seeds is the standard deviation (n - 1).
+# `accuracy` is the mean over seeds, as the ANIL paper's Table 2 and 4 values are; its ± there
+# is not stated to be over seeds or tasks. Ours: the 95% CI over tasks, and the std over seeds
+# in its own row.
 
 # %%
 n = len(P.seeds)
-SCALE = (f"{P.iterations} iterations x {{meta_batch}} tasks; {n} seeds ({', '.join(map(str, P.seeds))}); "
+SCALE = (f"{{iterations}} iterations x {{meta_batch}} tasks; {n} seeds ({', '.join(map(str, P.seeds))}); "
          f"{P.n_test_tasks} test tasks x {P.test_queries} queries/class (the same for every seed); {DATA}; "
          f"bn {P.bn}; {HARDWARE}")
-rows, metrics, paper = [], {}, []
-for (name, head), r in summary.iterrows():
-    spec = fewshot.Spec.parse(name)
-    scale = SCALE.format(meta_batch=settings_of(spec).meta_batch)
-    for experiment, setting in fewshot.experiments(DATASET, spec, head):
-        if experiment in ("A-anil", "A-nil"):
-            rows.append(results.row(experiment, setting, f"accuracy, mean over {n} seeds", r["mean over seeds"], scale))
-            rows.append(results.row(experiment, setting, "accuracy, std over seeds", r["std over seeds"], scale))
-            paper.append(dict(experiment=experiment, setting=setting, ours=r["mean over seeds"],
-                              std=r["std over seeds"], paper=papers.paper_value(experiment, setting, "accuracy")))
-    metrics[f"{name}{'_nil' if head == 'nil' else ''}_mean"] = r["mean over seeds"]
-    metrics[f"{name}{'_nil' if head == 'nil' else ''}_std"] = r["std over seeds"]
+rows = seeds.result_rows(DATASET, summary, SCALE)
 results.write(rows, STAGE)
-report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
-pd.DataFrame(paper).round(2)
+report.save_metrics({f"{name}{'_nil' if head == 'nil' else ''}_{stat}": r[f"{stat} over seeds"]
+                     for (name, head), r in summary.iterrows() for stat in ("mean", "std")},
+                    f"reports/metrics/{STAGE}.json")
+pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
 
 # %% [markdown]
 # ## What the numbers say
 
 # %%
-adapt = summary.xs("adapt", level="head")
-lines = [f"- **{name}**: {r['mean over seeds']:.1f} % mean over {n} seeds, std {r['std over seeds']:.2f} "
-         f"(each seed ± {r['mean ci95 over tasks']:.1f} over its {P.n_test_tasks} test tasks)" for name, r in adapt.iterrows()]
-if {"maml-conv-5w1s", "anil-conv-5w1s"} <= set(adapt.index):
-    gap = adapt.loc["anil-conv-5w1s", "mean over seeds"] - adapt.loc["maml-conv-5w1s", "mean over seeds"]
-    spread = max(adapt.loc[["anil-conv-5w1s", "maml-conv-5w1s"], "std over seeds"])
-    lines.append(f"- ANIL - MAML = {gap:+.1f} points over seeds; the larger seed-to-seed std is {spread:.1f}: "
-                 f"the gap is {'within' if abs(gap) <= spread else 'larger than'} the spread between seeds "
-                 "(the paper: within a point).")
+lines = seeds.verdicts(summary, scores, P.n_test_tasks)
 if same:
     lines.append(f"- Seed {P.test_seed} reproduces train_miniimagenet's models bit for bit: "
                  + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()) + ".")

@@ -19,6 +19,7 @@ SMOKE = {
     "train_omniglot": {"filters": 16},
     "train_miniimagenet": {"filters": 8},
     "train_seeds": {"filters": 8},
+    "train_seeds_omniglot": {"filters": 16},
     "freeze": {"omni_filters": 16, "mini_filters": 8},
     "similarity": {"omni_filters": 16, "mini_filters": 8},
 }

@@ -1,0 +1,173 @@
+"""Few-shot runs over training seeds: every seed's models tested on the same fixed tasks, then
+the mean over seeds (with a 95% confidence interval over tasks), the spread between seeds and
+paired differences between runs.
+
+The ANIL paper reports means over three seeds (Table 2). Seeds here differ only in training
+(initialisation, training and validation tasks); testing every seed on one fixed list of
+tasks makes the per-task mean over seeds, and the per-task difference between two runs,
+paired samples over tasks.
+
+This module only analyses trained models. Notebooks import it after their training cells:
+:func:`metalearn.training.source_digest` keys a run by the modules loaded when it starts, so
+editing this module then never invalidates a trained run.
+
+Frames: ``scores`` has one row per (seed, run, head, task) with ``accuracy`` in % (see
+:func:`test`); ``run`` is the spec's name without the seed.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+
+from . import fewshot, models, results
+from .evaluation import mean_ci95
+
+
+def same_weights(model: torch.nn.Module, path) -> bool | None:
+    """Whether ``model``'s state equals the state_dict saved at ``path`` exactly (None: no file)."""
+    if not path.exists():
+        return None
+    theirs = torch.load(path, map_location="cpu", weights_only=True)
+    ours = model.state_dict()
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k].cpu(), theirs[k]) for k in theirs)
+
+
+def test(trained: dict[int, dict], episodes: fewshot.Episodes, n_tasks: int, queries: int,
+         seed: int) -> pd.DataFrame:
+    """Per-task test accuracy of every seed's runs on the same fixed tasks.
+
+    Args:
+        trained: {training seed: {spec: (model, settings)}} (:func:`fewshot.train_runs`).
+        episodes: the test episodes' factory, seeded by ``seed`` for every training seed.
+        n_tasks, queries: fixed test tasks per N-way K-shot setting and query images per class
+            (:func:`fewshot.test_episodes`: the training stages' list).
+    Returns:
+        scores: one row per (seed, run, head, task): accuracy in % after ``settings.test_steps``
+        steps (head ``adapt``, ``steps`` = test_steps) and with the NIL head (``nil``, 0 steps;
+        MAML family only); plus the run's ``iterations`` and ``meta_batch``.
+    """
+    frames, tasks = [], {}
+    for training_seed, runs in trained.items():
+        for spec, (model, settings) in runs.items():
+            if spec.setting not in tasks:
+                tasks[spec.setting] = fewshot.test_episodes(episodes, spec, n_tasks, queries, seed)
+            test_tasks, params = tasks[spec.setting], models.params_of(model, requires_grad=False)
+            heads = {"adapt": (settings.test_steps, fewshot.evaluate(spec, model, params, test_tasks, settings,
+                                                                     every_step=False)["accuracy"][:, -1])}
+            if spec.algorithm != "reptile":
+                heads["nil"] = (0, fewshot.evaluate(spec, model, params, test_tasks, settings, head="nil")["accuracy"][:, 0])
+            for head, (steps, accuracy) in heads.items():
+                frames.append(pd.DataFrame({
+                    "seed": training_seed, "run": spec.name, "head": head, "steps": steps,
+                    "task": range(len(accuracy)), "accuracy": (accuracy * 100).numpy(),
+                    "iterations": settings.iterations, "meta_batch": settings.meta_batch}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_seed(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run with its seed, head): ``run`` named ``<run>-seed<s>``, steps, accuracy and
+    ci95 over tasks (%), iterations, meta_batch, seed (``reports/<stage>/accuracy.csv``)."""
+    rows = []
+    for (seed, run, head), part in scores.groupby(["seed", "run", "head"], sort=False):
+        mean, ci = mean_ci95(torch.tensor(part.accuracy.to_numpy()))
+        first = part.iloc[0]
+        rows.append(dict(run=f"{run}-seed{seed}", head=head, steps=first.steps, accuracy=mean, ci95=ci,
+                         iterations=first.iterations, meta_batch=first.meta_batch, seed=seed))
+    return pd.DataFrame(rows)
+
+
+def summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, head): each seed's accuracy (``seed <s>``), the ``mean over seeds`` with the 95%
+    half-width over tasks of the per-task mean over seeds (``ci95 over tasks``), and the
+    ``std over seeds`` (n - 1) of the seeds' accuracies; the runs' ``iterations`` and ``meta_batch``."""
+    each = per_seed(scores).assign(run=lambda t: t.run.str.rsplit("-seed", n=1).str[0])
+    table = each.pivot(index=["run", "head"], columns="seed", values="accuracy")
+    pooled = scores.groupby(["run", "head", "task"], sort=False).accuracy.mean()
+    ci = {key: mean_ci95(torch.tensor(part.to_numpy()))[1] for key, part in pooled.groupby(level=["run", "head"])}
+    out = table.add_prefix("seed ")
+    out["mean over seeds"] = table.mean(axis=1)
+    out["ci95 over tasks"] = [ci[key] for key in table.index]
+    out["std over seeds"] = table.std(axis=1)
+    out[["iterations", "meta_batch"]] = each.groupby(["run", "head"])[["iterations", "meta_batch"]].first()
+    order = list(dict.fromkeys(zip(scores.run, scores["head"])))
+    return out.loc[order]
+
+
+def difference(scores: pd.DataFrame, a: str, b: str, head: str = "adapt") -> dict:
+    """Run ``a`` minus run ``b`` (points): the mean over tasks of the per-task difference of the
+    means over seeds, with its paired 95% half-width over tasks (``ci95``: the test tasks' noise,
+    seeds fixed); the difference per seed, and the 95% half-width over seeds of those
+    (``ci95 over seeds``: how far another draw of seeds could move it; NaN with one seed)."""
+    both = scores[scores["head"] == head].pivot_table(index=["seed", "task"], columns="run", values="accuracy")
+    missing = {a, b} - set(both.columns)
+    if missing:
+        raise ValueError(f"no {head} scores of {sorted(missing)}; the runs are {sorted(both.columns)}")
+    per_task = (both[a] - both[b]).groupby(level="task").mean()
+    mean, ci = mean_ci95(torch.tensor(per_task.to_numpy()))
+    per_seed = (both[a] - both[b]).groupby(level="seed").mean()
+    _, over_seeds = mean_ci95(torch.tensor(per_seed.to_numpy()))
+    return {"difference": mean, "ci95": ci, "per seed": per_seed.to_dict(), "ci95 over seeds": over_seeds}
+
+
+def result_rows(dataset: str, table: pd.DataFrame, scale: str, experiments=("A-anil", "A-nil")) -> list[dict]:
+    """``reports/results.csv`` rows of :func:`summary`'s ``table`` under ``experiments``
+    (:func:`fewshot.experiments`): ``accuracy`` is the mean over seeds (with its ci95 over
+    tasks), as the papers' Table 2 values are, and ``accuracy, std over seeds`` the spread.
+    ``scale`` may hold ``{iterations}`` and ``{meta_batch}``, filled in per run."""
+    rows = []
+    for (name, head), r in table.iterrows():
+        for experiment, setting in fewshot.experiments(dataset, fewshot.Spec.parse(name), head):
+            if experiment in experiments:
+                described = scale.format(iterations=int(r["iterations"]), meta_batch=int(r["meta_batch"]))
+                rows.append(results.row(experiment, setting, "accuracy", r["mean over seeds"], described,
+                                        r["ci95 over tasks"]))
+                rows.append(results.row(experiment, setting, "accuracy, std over seeds", r["std over seeds"], described))
+    return rows
+
+
+def plot_curves(history: pd.DataFrame, runs: list[str], title: str):
+    """Training query loss and validation accuracy of each run: every seed thin, the mean over
+    seeds thick. ``history``: :func:`fewshot.train_runs`' rows with a ``seed`` column, ``run``
+    named ``<run>-seed<s>``."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, name in enumerate(runs):
+        part = history[history.run.str.rsplit("-seed", n=1).str[0] == name]
+        n = part.seed.nunique()
+        for column, ax, scale in (("loss", axes[0], 1), ("val_accuracy", axes[1], 100)):
+            curve = part.dropna(subset=[column])
+            for _, one in curve.groupby("seed"):
+                ax.plot(one.iteration, one[column] * scale, color=f"C{i}", lw=0.6, alpha=0.5)
+            mean = curve.groupby("iteration")[column].mean() * scale
+            ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=f"{name} (mean of {n} seeds)")
+    axes[0].set(xlabel="meta-iteration", ylabel="training query loss", yscale="log")
+    axes[1].set(xlabel="meta-iteration", ylabel="validation accuracy (%)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def verdicts(table: pd.DataFrame, scores: pd.DataFrame, n_tasks: int) -> list[str]:
+    """Markdown lines: each run's mean over seeds, and ANIL minus MAML per N-way K-shot setting
+    with both of :func:`difference`'s uncertainties: over the test tasks and over the seeds."""
+    adapt = table.xs("adapt", level="head")
+    n = scores.seed.nunique()
+    lines = [f"- **{name}**: {r['mean over seeds']:.1f} % mean over {n} seeds (± {r['ci95 over tasks']:.1f} over "
+             f"{n_tasks} test tasks), std over seeds {r['std over seeds']:.2f}" for name, r in adapt.iterrows()]
+    for name in adapt.index:
+        spec = fewshot.Spec.parse(name)
+        maml = fewshot.Spec.parse(name.replace("anil-", "maml-", 1)).name if spec.algorithm == "anil" else None
+        if maml is None or maml not in adapt.index:
+            continue
+        d = difference(scores, name, maml)
+        beyond = lambda ci: not math.isnan(ci) and abs(d["difference"]) > ci
+        lines.append(
+            f"- {spec.setting}: ANIL - MAML = {d['difference']:+.1f} points (mean over {n} seeds); paired over the "
+            f"{n_tasks} test tasks ± {d['ci95']:.1f} ({'beyond' if beyond(d['ci95']) else 'within'} the tasks' noise); "
+            f"per seed " + ", ".join(f"{v:+.1f}" for v in d["per seed"].values())
+            + f", so ± {d['ci95 over seeds']:.1f} over seeds: {'beyond' if beyond(d['ci95 over seeds']) else 'within'} "
+            "the spread between seeds.")
+    return lines

@@ -1,0 +1,121 @@
+"""Results over seeds (metalearn.seeds): per-seed rows against fewshot.test_runs, the mean over
+seeds and its CI over tasks against hand computations, paired differences, result rows."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import torch
+
+from metalearn import fewshot, models, seeds
+from metalearn.datasets import EpisodeSampler
+
+IMAGES = torch.randint(0, 256, (12, 6, 14, 14), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+SETTINGS = fewshot.Settings(iterations=7, meta_batch=3, inner_steps=1, inner_lr=0.4, test_steps=2)
+
+
+def trained_models():
+    """{seed: {spec: (model, settings)}}: untrained networks that differ per seed (enough to test)."""
+    specs = [fewshot.Spec("maml", "conv", 3, 1), fewshot.Spec("anil", "conv", 3, 1)]
+    return {seed: {spec: (models.init_model(lambda: fewshot.build_model(spec, "omniglot", 4), seed), SETTINGS)
+                   for spec in specs} for seed in (4, 9)}
+
+
+def episodes(split, spec, shots, queries):
+    return EpisodeSampler(IMAGES, torch.arange(12), spec.n_way, shots, queries, seed=0)
+
+
+@pytest.fixture(scope="module")
+def scores():
+    return seeds.test(trained_models(), episodes, n_tasks=5, queries=2, seed=1)
+
+
+def test_per_seed_rows_equal_fewshot_test_runs(scores):
+    """Each seed's accuracy and CI are those the training stages' own test (fewshot.test_runs) gives."""
+    ours = seeds.per_seed(scores)
+    for seed, runs in trained_models().items():
+        table, _ = fewshot.test_runs(runs, episodes, 5, 2, seed=1, every_step=False)
+        mine = ours[ours.seed == seed].assign(run=lambda t: t.run.str.replace(f"-seed{seed}", ""))
+        merged = table.merge(mine, on=["run", "head"], suffixes=("", "_seeds"))
+        assert len(merged) == len(table) == 4  # 2 runs x (adapt, nil)
+        for column in ("steps", "accuracy", "ci95", "iterations", "meta_batch"):
+            assert (merged[column] == merged[f"{column}_seeds"]).all(), column
+    assert ours.run.tolist()[:2] == ["maml-conv-3w1s-seed4"] * 2
+    assert set(ours.steps) == {0, 2}  # NIL has no steps; adapt has the test steps
+
+
+def test_summary_is_the_mean_and_std_over_seeds_with_a_ci_over_tasks_of_the_seed_means():
+    # 2 seeds x 3 tasks of one run: seed 0 scores 10, 20, 30; seed 1 scores 30, 40, 80
+    scores = pd.DataFrame({"seed": [0] * 3 + [1] * 3, "run": "maml-conv-5w1s", "head": "adapt", "steps": 5,
+                           "task": [0, 1, 2] * 2, "accuracy": [10.0, 20, 30, 30, 40, 80], "iterations": 9,
+                           "meta_batch": 2})
+    table = seeds.summary(scores)
+    row = table.loc[("maml-conv-5w1s", "adapt")]
+    assert (row["seed 0"], row["seed 1"]) == (20, 50)
+    assert row["mean over seeds"] == 35
+    assert row["std over seeds"] == pytest.approx(np.std([20, 50], ddof=1))
+    task_means = np.array([20.0, 30, 55])  # per task, the mean over the two seeds
+    half = scipy.stats.t.ppf(0.975, 2) * task_means.std(ddof=1) / math.sqrt(3)
+    assert row["ci95 over tasks"] == pytest.approx(half)
+    assert (row["iterations"], row["meta_batch"]) == (9, 2)
+
+
+def test_summary_keeps_the_runs_order(scores):
+    table = seeds.summary(scores)
+    assert list(table.index) == [("maml-conv-3w1s", "adapt"), ("maml-conv-3w1s", "nil"),
+                                 ("anil-conv-3w1s", "adapt"), ("anil-conv-3w1s", "nil")]
+    assert list(table.columns[:2]) == ["seed 4", "seed 9"]
+
+
+def test_difference_is_paired_over_tasks_and_given_per_seed():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 100, (2, 6)), rng.uniform(0, 100, (2, 6))  # [seed, task]
+    scores = pd.concat([pd.DataFrame({"seed": s, "run": run, "head": "adapt", "task": range(6), "accuracy": x[s]})
+                        for run, x in (("anil-conv-5w1s", a), ("maml-conv-5w1s", b)) for s in (0, 1)])
+    got = seeds.difference(scores, "anil-conv-5w1s", "maml-conv-5w1s")
+    per_task = (a - b).mean(0)
+    assert got["difference"] == pytest.approx(per_task.mean())
+    assert got["ci95"] == pytest.approx(scipy.stats.t.ppf(0.975, 5) * per_task.std(ddof=1) / math.sqrt(6))
+    assert got["per seed"] == pytest.approx({0: (a[0] - b[0]).mean(), 1: (a[1] - b[1]).mean()})
+    per_seed = (a - b).mean(1)
+    assert got["ci95 over seeds"] == pytest.approx(scipy.stats.t.ppf(0.975, 1) * per_seed.std(ddof=1) / math.sqrt(2))
+    with pytest.raises(ValueError, match=r"no adapt scores of \['fomaml-conv-5w1s'\]"):
+        seeds.difference(scores, "anil-conv-5w1s", "fomaml-conv-5w1s")
+
+
+def test_result_rows_carry_the_papers_value_beside_the_mean_and_a_std_row(scores):
+    rows = seeds.result_rows("omniglot", seeds.summary(scores), "{iterations} iterations x {meta_batch} tasks; 2 seeds")
+    keys = [(r["experiment"], r["setting"], r["metric"]) for r in rows]
+    assert ("A-anil", "omniglot maml conv 3w1s", "accuracy") in keys
+    assert ("A-anil", "omniglot maml conv 3w1s", "accuracy, std over seeds") in keys
+    assert ("A-nil", "omniglot anil conv 3w1s nil-head", "accuracy") in keys
+    assert not any(e == "A-regimes" for e, _, _ in keys)  # only the experiments asked for
+    assert {r["scale"] for r in rows} == {"7 iterations x 3 tasks; 2 seeds"}
+    assert all(r["ci95"] == "" for r in rows if r["metric"].endswith("std over seeds"))
+    real = pd.DataFrame({"seed": [0, 0, 1, 1], "run": "anil-conv-20w1s", "head": "adapt", "steps": 5, "task": [0, 1] * 2,
+                         "accuracy": [90.0, 95, 92, 97], "iterations": 300, "meta_batch": 2})
+    row = seeds.result_rows("omniglot", seeds.summary(real), "s")[0]
+    assert (row["value"], row["paper"]) == ("93.5", "96.2")  # the paper's column comes from metalearn.papers
+
+
+def test_same_weights(tmp_path):
+    model = models.init_model(lambda: fewshot.build_model(fewshot.Spec("maml", "conv", 3, 1), "omniglot", 4), 0)
+    path = tmp_path / "m.pt"
+    assert seeds.same_weights(model, path) is None
+    torch.save(model.state_dict(), path)
+    assert seeds.same_weights(model, path) is True
+    with torch.no_grad():
+        next(model.parameters())[0, 0, 0, 0] += 1e-7
+    assert seeds.same_weights(model, path) is False
+    wider = fewshot.build_model(fewshot.Spec("maml", "conv", 3, 1), "omniglot", 8)
+    assert seeds.same_weights(wider, path) is False
+
+
+def test_verdicts_name_each_run_and_the_anil_minus_maml_gap(scores):
+    lines = seeds.verdicts(seeds.summary(scores), scores, 5)
+    assert lines[0].startswith("- **maml-conv-3w1s**") and "mean over 2 seeds" in lines[0]
+    d = seeds.difference(scores, "anil-conv-3w1s", "maml-conv-3w1s")
+    assert f"3w1s: ANIL - MAML = {d['difference']:+.1f}" in lines[-1]
+    assert f"± {d['ci95']:.1f} (" in lines[-1] and f"± {d['ci95 over seeds']:.1f} over seeds" in lines[-1]
+
