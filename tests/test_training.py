@@ -86,27 +86,16 @@ def test_checkpoint_key_changes_with_the_settings(tmp_path):
         training.Run("k", {}, model, 0, checkpoint_every=0, work_dir=tmp_path)
 
 
-def test_checkpoint_key_follows_the_code_a_run_uses_not_the_reports(tmp_path, monkeypatch):
-    """Editing a loaded algorithm module changes the key; editing the papers' numbers, or a
-    module the process never imported, does not (so a report edit never forces retraining)."""
-    import sys
-    import types
-
-    def loaded(name, text):
-        file = tmp_path / f"{name}.py"
-        file.write_text(text)
-        module = types.ModuleType(f"metalearn.{name}")
-        module.__file__ = str(file)
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-
+def test_checkpoint_key_follows_settings_and_the_numerics_version_not_the_source(monkeypatch):
+    """The key is the run's name, its settings and training.NUMERICS: editing any module's
+    source (a refactor, a report) keeps it; new settings or a bumped version change it."""
     key = training.run_key("k", {"lr": 1})
-    loaded("papers", "PAPER = {'edited': 1.0}")
     assert training.run_key("k", {"lr": 1}) == key
-    loaded("an_analysis_stage", "x = 1")
-    edited = training.run_key("k", {"lr": 1})
-    assert edited != key
-    loaded("an_analysis_stage", "x = 2")
-    assert training.run_key("k", {"lr": 1}) not in (key, edited)
+    assert training.run_key("k", {"lr": 2}) != key
+    assert training.run_key("j", {"lr": 1}) != key
+    assert training.run_key("k", {"lr": 1}).startswith("k-")
+    monkeypatch.setattr(training, "NUMERICS", training.NUMERICS + 1)
+    assert training.run_key("k", {"lr": 1}) != key
 
 
 def test_minibatches_cover_each_pass_without_repeats():

@@ -19,16 +19,26 @@ from pathlib import Path
 STAGING_ENV = "METALEARN_STAGING"
 
 
-def _find_root(start: Path) -> Path:
-    for folder in [start, *start.parents]:
-        if (folder / "dvc.yaml").is_file() and (folder / "lib" / "metalearn").is_dir():
-            return folder
-    raise RuntimeError(
-        f"cannot find the study's root (a folder with dvc.yaml and lib/metalearn) above {start}"
-    )
+def find_root(start: Path | None = None) -> Path:
+    """The study's root: the nearest folder at or above ``start`` (default: the working
+    directory) holding ``dvc.yaml`` and ``lib/metalearn``; failing that, the one this package
+    was loaded from.
+
+    The working directory comes first because ``dvc exp run --queue`` runs each experiment in
+    a temporary copy of the repository while the installed package still points at the
+    user's workspace: an experiment must read and write its own copy.
+    """
+    here = Path(__file__).resolve().parent
+    for origin in ([start] if start is not None else [Path.cwd(), here]):
+        origin = Path(origin).resolve()
+        for folder in [origin, *origin.parents]:
+            if (folder / "dvc.yaml").is_file() and (folder / "lib" / "metalearn").is_dir():
+                return folder
+    raise RuntimeError(f"cannot find the study's root (a folder with dvc.yaml and lib/metalearn) above "
+                       f"{start or Path.cwd()} or {here}")
 
 
-ROOT = _find_root(Path(__file__).resolve().parent)
+ROOT = find_root()
 NOTEBOOKS = ROOT / "notebooks"
 REPORTS = ROOT / "reports"
 DATA = ROOT / "data"

@@ -1,8 +1,10 @@
 """Resumable training: a model, its optimiser, the task RNG, and checkpoints.
 
-A :class:`Run` is keyed by its settings and by the source of the package's modules that
-the process has loaded (less those that only present results), so a checkpoint is only
-ever resumed by the same computation, and editing a report or the papers' numbers keeps it. Checkpoints are written
+A :class:`Run` is keyed by its name, its settings and :data:`NUMERICS`, the version of the
+study's numerics, never by the source of presentation code: a refactor that leaves every
+number unchanged keeps the key (and so the checkpoints and shipped models), and a change
+that alters numbers bumps :data:`NUMERICS` (``tests/test_numerics.py`` fails until it is
+bumped: it holds fingerprints of small runs of every kind). Checkpoints are written
 atomically every ``checkpoint_every`` iterations to ``data/work/`` (not a DVC
 output: DVC deletes outputs before it reruns a stage, and a killed stage must find
 its checkpoint). A run killed at any moment and started again continues from the
@@ -15,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,26 +29,17 @@ from .core import meta_loss, mse, optimize, reptile_update
 from .models import forward, init_model
 
 
-# Modules that only present, check or place results: editing them never changes a trained model.
-PRESENTATION = frozenset({"papers", "report", "results", "run", "params", "paths"})
-
-
-def source_digest() -> str:
-    """Hash of the source of every ``metalearn`` module loaded in this process, except the
-    PRESENTATION ones: a change to code a run uses invalidates its old checkpoints, while
-    a module the process never imported (another stage's analysis) cannot."""
-    digest = hashlib.sha256()
-    for name in sorted(sys.modules):
-        package, _, module = name.partition(".")
-        if package == __package__ and module and module not in PRESENTATION:
-            file = Path(sys.modules[name].__file__)
-            digest.update(file.name.encode() + file.read_bytes())
-    return digest.hexdigest()[:16]
+#: The version of the study's numerics: every trained weight, training history and test score
+#: is a function of a run's settings and of this number. Bump it with any change that alters a
+#: number a run produces (tests/test_numerics.py fails until you do); a refactor that leaves
+#: the numbers bit for bit as they were keeps it, and so keeps every checkpoint and shipped model.
+NUMERICS = 1
 
 
 def run_key(name: str, config: dict) -> str:
-    """A file-name-safe key for the run ``name`` with ``config`` under the current code."""
-    text = json.dumps(config, sort_keys=True, default=str) + source_digest()
+    """A file-name-safe key for the run ``name`` with ``config`` (JSON-able settings) under
+    the current :data:`NUMERICS`."""
+    text = json.dumps(config, sort_keys=True, default=str) + f"numerics {NUMERICS}"
     return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
