@@ -80,13 +80,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from metalearn import paths, report, results
+from metalearn import hardware, paths, report, results
 
 if P.device == "cuda" and not torch.cuda.is_available():
     raise RuntimeError("device is cuda but torch sees no GPU; set device: cpu")
 torch.set_num_threads(P.threads)
 STAGE = "benchmark"
-HARDWARE = (f"{report.hardware(P.device)}; CPU {benchmark.cpu_model()}"
+HARDWARE = (f"{hardware.describe(P.device)}; CPU {benchmark.cpu_model()}"
             + (f", {torch.get_num_threads()} threads" if P.device == "cuda" else "") + f"; {benchmark.versions()}")
 SCALE = f"{P.repeats} timed iterations after {P.warmup} warm-up per workload; random inputs; {HARDWARE}"
 print(SCALE)

@@ -95,7 +95,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from metalearn import cheetah, core, evaluation, models, papers, report, results, rl
+from metalearn import cheetah, core, evaluation, hardware, models, papers, report, results, rl
 
 torch.set_num_threads(P.threads)
 STAGE = "cheetah"
@@ -112,7 +112,7 @@ SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} task
          f"H={P.horizon}" + (f"; {'/'.join(P.baselines)} {P.baseline_iterations} TRPO iterations" if P.baselines else "")
          + f"; test {P.n_test_tasks} tasks x {P.test_trajectories} rollouts per step; {SEEDS}; gymnasium's MuJoCo "
          f"HalfCheetah ({', '.join(P.tasks)}: goal velocity uniform in [0, 2], direction forward or backward); "
-         f"{report.hardware()}")
+         f"{hardware.describe()}")
 print(SCALE)
 
 styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),
@@ -147,10 +147,9 @@ for seed in P.seeds:
             key = {**config, "seed": seed} if meta else {**config, "seed": seed, "iterations": P.baseline_iterations}
             out = rl.train(f"{STAGE}-{run}", key, model, setting, P.iterations if meta else P.baseline_iterations,
                            seed=seed + 1 + 10 * cheetah.TASKS.index(family) + ALGORITHMS.index(name),
-                           checkpoint_every=P.checkpoint_every)
+                           checkpoint_every=P.checkpoint_every, record=f"data/models/{STAGE}/{run}")
             trained[seed, family, name] = out
             histories.append(pd.DataFrame(out["history"]).assign(seed=seed, family=family, model=name))
-            rl.save_run(out, f"data/models/{STAGE}/{run}.pt")
             print(rl.summary(run, out))
 
 history = pd.concat(histories)

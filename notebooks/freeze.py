@@ -93,12 +93,12 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from metalearn import report, results
+from metalearn import hardware, report, results
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE = "freeze"
-HARDWARE = report.hardware(P.device)
+HARDWARE = hardware.describe(P.device)
 
 
 # every analysed run (reuse.Case: trained model, test-time settings, test tasks, data, setup)

@@ -100,7 +100,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from metalearn import core, evaluation, models, report, results, rl
+from metalearn import core, evaluation, hardware, models, report, results, rl
 
 torch.set_num_threads(P.threads)
 STAGE = "nav"
@@ -114,7 +114,7 @@ SCALE = (f"{P.iterations} TRPO meta-iterations (best kept) x {P.meta_batch} task
          f"H={P.horizon}; pretrained/oracle {P.baseline_iterations} TRPO iterations; test {P.n_test_tasks} tasks x "
          f"{P.test_trajectories} trajectories per step (baselines' step size from {P.n_val_tasks} validation tasks); "
          f"{SEEDS}; goals uniform in [-0.5, 0.5]^2, reward minus the {'squared ' if P.reward == 'squared' else ''}"
-         f"distance; {report.hardware()}")
+         f"distance; {hardware.describe()}")
 print(SCALE)
 
 
@@ -148,10 +148,10 @@ for seed in P.seeds:
                             trpo=trpo, oracle=name == "oracle", hvp_tasks=P.hvp_tasks)
         n = P.iterations if name in P.algorithms else P.baseline_iterations
         out = rl.train(f"{STAGE}-{name}-seed{seed}", {**config, "seed": seed}, model, setting, n,
-                       seed=seed + 1 + offset, checkpoint_every=P.checkpoint_every)
+                       seed=seed + 1 + offset, checkpoint_every=P.checkpoint_every,
+                       record=f"data/models/{STAGE}/{name}-seed{seed}")
         trained[seed, name] = out
         histories.append(pd.DataFrame(out["history"]).assign(seed=seed, model=name))
-        rl.save_run(out, f"data/models/{STAGE}/{name}-seed{seed}.pt")
         print(rl.summary(f"{name}, seed {seed}", out))
 
 history = pd.concat(histories)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -34,21 +36,24 @@ omniglot_size = 28             # Omniglot side after resizing, as in the MAML pa
 omniglot_resample = "lanczos"  # resampling filter: lanczos, bilinear, or nearest
 
 # %%
-from metalearn.params import Choice, Int, Str, check
-
-P = check(globals(), data_dir=Str(), omniglot_size=Int(min=8), omniglot_resample=Choice("lanczos", "bilinear", "nearest"))
-
-# %%
 from pathlib import Path
 
+from metalearn import paths
+from metalearn.params import Choice, Int, Str, check, require
+
+P = check(globals(), data_dir=Str(), omniglot_size=Int(min=8), omniglot_resample=Choice("lanczos", "bilinear", "nearest"))
+source = Path(P.data_dir) if Path(P.data_dir).is_absolute() else paths.ROOT / P.data_dir
+require(source.is_dir(), "data_dir", f"is {P.data_dir!r}, but {source} is not a folder: point prepare.data_dir "
+        "(params.yaml) at the folder that holds omniglot/ and miniimagenet/ with the raw archives")
+
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from metalearn import datasets, paths, report
+from metalearn import datasets, report
 
 STAGE = "prepare"
-source = Path(P.data_dir) if Path(P.data_dir).is_absolute() else paths.ROOT / P.data_dir
 omniglot = datasets.prepare_omniglot(datasets.find_source("omniglot", source / "omniglot"),
                                      paths.output("data/prepared/omniglot.npz"),
                                      size=P.omniglot_size, resample=P.omniglot_resample)

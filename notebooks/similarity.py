@@ -116,12 +116,12 @@ import torch
 from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 
-from metalearn import papers, report, results
+from metalearn import hardware, papers, report, results
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE = "similarity"
-HARDWARE = report.hardware(P.device)
+HARDWARE = hardware.describe(P.device)
 
 
 MINI, OMNI = reuse.TestSetup.of(P, "miniimagenet"), reuse.TestSetup.of(P, "omniglot")

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -65,7 +67,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from metalearn import core, evaluation, models, paths, report, results, tasks, training
+from metalearn import core, evaluation, hardware, models, report, results, tasks, training
 
 torch.set_num_threads(P.threads)
 STAGE, EXPERIMENT = "sine_maml", "M-sine"
@@ -73,7 +75,7 @@ family = tasks.SineFamily(amplitude=(0.1, 5.0), phase=(0.0, math.pi))
 sizes = [1, *P.hidden, 1]
 config = {k: v for k, v in vars(P).items() if k not in ("threads", "checkpoint_every")}
 SCALE = (f"{P.iterations} iterations x {P.meta_batch} tasks; {P.n_test_tasks} test tasks x {P.n_query} points; "
-         f"1 seed; sinusoids; {report.hardware()}")
+         f"1 seed; sinusoids; {hardware.describe()}")
 print(SCALE)
 
 # %% [markdown]
@@ -81,13 +83,21 @@ print(SCALE)
 
 # %%
 def train(name, model, step, lr=P.meta_lr, seed_offset=0):
-    run = training.Run(f"{STAGE}-{name}", config, model, seed=P.seed + seed_offset,
-                       optimizer=torch.optim.Adam(model.parameters(), lr=lr), checkpoint_every=P.checkpoint_every)
-    training.cleanup_stale(f"{STAGE}-{name}", run.path)
-    if run.resumed_from:
-        print(f"{name}: resuming at iteration {run.resumed_from}")
-    history = run.train(P.iterations, step, log_every=max(1, P.iterations // 100), desc=name)
-    return run.model, pd.DataFrame(history).assign(model=name)
+    """Train ``model`` (resumably), or take its weights from an earlier execution with the same
+    settings (data/models/sine_maml/<name>.pt and .json)."""
+    def fit():
+        run = training.Run(f"{STAGE}-{name}", config, model, seed=P.seed + seed_offset,
+                           optimizer=torch.optim.Adam(model.parameters(), lr=lr), checkpoint_every=P.checkpoint_every)
+        training.cleanup_stale(f"{STAGE}-{name}", run.path)
+        if run.resumed_from:
+            print(f"{name}: resuming at iteration {run.resumed_from}")
+        history = run.train(P.iterations, step, log_every=max(1, P.iterations // 100), desc=name)
+        return model.state_dict(), {"history": history}
+
+    state, record = training.reuse_or_train(f"data/models/{STAGE}/{name}", f"{STAGE}-{name}",
+                                            {**config, "lr": lr, "seed": P.seed + seed_offset}, fit)
+    model.load_state_dict(state)
+    return model, pd.DataFrame(record["history"]).assign(model=name)
 
 
 maml_inner = core.inner_loop("maml", models.params_of(models.mlp(sizes)), steps=P.inner_steps, lr=P.inner_lr)
@@ -109,10 +119,6 @@ pretrained, pre_hist = train(
 oracle, oracle_hist = train(
     "oracle", models.init_model(lambda: models.mlp([3, *P.hidden, 1]), P.seed),
     lambda run: training.supervised_step(run, lambda g: all_tasks_batch(g, oracle=True)), seed_offset=2)
-
-for name, model in [("maml", maml), ("pretrained", pretrained), ("oracle", oracle)]:
-    with paths.atomic_write(paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
-        torch.save(model.state_dict(), f)
 
 history = pd.concat([maml_hist, pre_hist, oracle_hist])
 wide = history.pivot(index="iteration", columns="model", values="loss").reset_index()

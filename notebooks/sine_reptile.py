@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -81,7 +83,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from metalearn import core, evaluation, models, paths, report, results, tasks, training
+from metalearn import core, evaluation, hardware, models, report, results, tasks, training
 
 torch.set_num_threads(P.threads)
 STAGE = "sine_reptile"
@@ -98,7 +100,7 @@ OPTIMIZERS = {
 RUNS = {"sgd": ("sgd", False), "adam-kept": ("adam", True), "adam-reset": ("adam", False),
         "rmsprop-kept": ("rmsprop", True), "rmsprop-reset": ("rmsprop", False)}
 SCALE = (f"{P.iterations} meta-iterations x 1 task x {P.inner_steps} inner steps; {P.n_test_tasks} test tasks; "
-         f"1 seed; sinusoids on a {P.n_points}-point grid; {report.hardware()}")
+         f"1 seed; sinusoids on a {P.n_points}-point grid; {hardware.describe()}")
 print(SCALE)
 
 # %% [markdown]
@@ -110,7 +112,7 @@ def reptile_run(name, families, optimizer, keep_state, iterations, inner_steps, 
     model = models.init_model(lambda: models.mlp(sizes), P.seed)
     return training.train_reptile(f"{STAGE}-{name}", {**config, "run": name}, model, P.seed + seed_offset, sample,
                                   optimizer, iterations, P.meta_step, keep_state, tuple(snapshot_at),
-                                  P.checkpoint_every)
+                                  P.checkpoint_every, record=f"data/models/{STAGE}/{name}")
 
 
 jobs = {name: (name, [sine], OPTIMIZERS[opt], keep, P.iterations, P.inner_steps, P.snapshots, 0)
@@ -128,9 +130,6 @@ history = pd.concat([pd.DataFrame(t["history"]).assign(run=name) for name, t in 
 optim_history = history[history.run != "mix"].pivot(index="iteration", columns="run", values="loss").reset_index()
 report.save_table(optim_history.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
 report.save_table(history[history.run == "mix"][["iteration", "loss"]].to_dict("records"), f"reports/plots/{STAGE}_mix_training.csv")
-for name, t in trained.items():
-    with paths.atomic_write(paths.output(f"data/models/{STAGE}/{name}.pt"), "wb") as f:
-        torch.save(t["params"], f)
 
 # %% [markdown]
 # ## Test-time curves: MSE over the 50 points after 0..`eval_steps` steps on `eval_points` of them
@@ -214,7 +213,7 @@ for family in ["sine", "fourier"]:
 # %%
 final = optim[optim.iteration == max(P.snapshots)]
 mix_scale = (f"{P.mix_iterations} meta-iterations x 2 tasks x {P.mix_inner_steps} inner steps; "
-             f"{P.n_test_tasks} test tasks per family; 1 seed; sinusoids; {report.hardware()}")
+             f"{P.n_test_tasks} test tasks per family; 1 seed; sinusoids; {hardware.describe()}")
 out = []
 for r in final[final.step.isin([0, 8, P.eval_steps])].itertuples():
     if r.run == "sgd":

@@ -30,9 +30,10 @@ import yaml
 from metalearn import paths
 from metalearn.params import check, List, Choice
 
-# every stage of the pipeline writes reports/<stage>/results.csv, except the data and this one
+# every stage of the pipeline writes reports/<stage>/results.csv, except those that only compute
+# (the data, the training stages: their report stages write their rows) and this one
 STAGES_WITH_RESULTS = [s for s in yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())["stages"]
-                       if s not in ("prepare", "summarize")]
+                       if s not in ("prepare", "summarize") and not s.startswith("train_")]
 P = check(globals(), stages=List(Choice(*STAGES_WITH_RESULTS), unique=True))
 
 # %%
@@ -45,7 +46,7 @@ from metalearn import paths, results
 
 rows, stage_of = [], []
 for stage in P.stages:
-    path = paths.REPORTS / stage / "results.csv"
+    path = paths.input(f"reports/{stage}/results.csv")
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the '{stage}' stage first (dvc repro {stage})")
     rows += results.read(path)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -55,12 +57,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from metalearn import core, models, report, results, tasks, theory
+from metalearn import core, hardware, models, report, results, tasks, theory
 
 torch.set_default_dtype(torch.float64)
 STAGE = "theory"
 gen = torch.Generator().manual_seed(P.seed)
-HW = report.hardware()
+HW = hardware.describe()
 
 # %% [markdown]
 # ## A-grad: two-layer linear network, closed form vs autograd through the core

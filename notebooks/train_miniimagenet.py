@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # MiniImageNet: MAML, first-order MAML, ANIL, Reptile and the training regimes of the body (M-mini, A-anil, A-curves, A-nil, A-regimes, R-mini, R-pretrain)
+# # MiniImageNet: training and testing MAML, first-order MAML, ANIL, Reptile and the training regimes of the body (M-mini, A-anil, A-curves, A-nil, A-regimes, R-mini, R-pretrain)
 #
 # Real MiniImageNet in the Ravi & Larochelle split (64 training, 16 validation, 20 test
 # classes, 84x84 RGB), **with the first 100 images of each class instead of 600**,
@@ -37,6 +37,11 @@
 # initialisation. `multiclass+reptile-...` runs Reptile from the multiclass-pretrained
 # weights (Reptile review Table 5, R-pretrain). Multiclass pre-training is shared by
 # every run of this stage that starts from it.
+#
+# This stage computes: it writes the trained models with their records
+# (`data/models/train_miniimagenet/`) and every run's per-task test scores
+# (`data/scores/train_miniimagenet/`). The `report_training` stage shows them beside the
+# papers' numbers; editing that report never re-executes this stage.
 
 # %% tags=["parameters"]
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
@@ -93,7 +98,7 @@ for spec in P.runs:
 import pandas as pd
 import torch
 
-from metalearn import datasets, paths, report
+from metalearn import datasets, hardware, paths
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -105,15 +110,18 @@ for spec in P.runs:
     shots = P.reptile_train_shots + 1 if spec.algorithm == "reptile" else spec.k_shot + max(P.train_queries, P.test_queries)
     require(shots <= per_class, "runs", f"has {spec.name}: shots plus queries exceed the {per_class} images per class")
 DATA = f"MiniImageNet (64/16/20 classes, {per_class} images per class, 84x84)"
+FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
+HARDWARE = hardware.describe(P.device)
 pd.DataFrame({s: {"classes": x.shape[0], "images per class": x.shape[1]} for s, x in images.items()})
 
 # %% [markdown]
 # ## Training
 #
 # Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
-# `data/models/train_miniimagenet/<run>.pt` (a DVC output). Training loss and accuracy are
-# means over the iterations between two points of the curve; validation accuracy is
-# measured after test-time adaptation on fixed validation tasks.
+# `data/models/train_miniimagenet/<run>.pt` with a record `<run>.json` of how it was trained
+# (its settings, seed, data and training history). A run whose record from an earlier execution
+# has the same settings and numerics version (`metalearn.training.NUMERICS`) is not trained
+# again: the committed models are used as they are.
 
 # %%
 def settings_of(spec):
@@ -129,40 +137,24 @@ def settings_of(spec):
 
 
 episodes = fewshot.episode_factory(images, None, P.seed)
-config = {"filters": P.filters, "data": DATA}
-trained, history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
-                                      P.test_queries, P.seed, STAGE, config, P.device)
+config = {"filters": P.filters, "data": DATA, "fingerprint": FINGERPRINT}
+trained, _ = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks, P.test_queries,
+                                P.seed, STAGE, config, P.device, about={"data": DATA, "hardware": HARDWARE})
 
 # %% [markdown]
-# ## Learning curves (A-curves: MAML and ANIL nearly identical, ANIL paper Fig. 5, 10)
-
-# %%
-HARDWARE = report.hardware(P.device)
-fewshot.save_learning_curves(history, STAGE, f"MiniImageNet training; {DATA}; {HARDWARE}");
-
-# %% [markdown]
-# ## Test: accuracy over the fixed test tasks, with 95% confidence intervals
-
-# %%
-table, curves = fewshot.test_runs(trained, episodes, P.n_test_tasks, P.test_queries, P.seed, P.test_every_step)
-fewshot.save_tests(table, curves, STAGE, f"MiniImageNet: test accuracy after adaptation ({P.n_test_tasks} test tasks, 95% CI)")
-table
-
-# %% [markdown]
-# ## Training regimes of the body (A-regimes: ANIL paper Tables 5 and 7)
+# ## Test: per-task scores on the fixed test tasks
 #
-# Each body tested with a NIL head (no head: cosine similarity to the support set) and with a
-# MAML head (MAML and ANIL: their own head, adapted; the other regimes: a new head
-# meta-trained on the frozen body, then adapted). The paper finds MAML/ANIL bodies best,
-# multitask worst, and the two heads within about a point of each other.
+# Every run on the same fixed, seeded list of test episodes per N-way K-shot setting: query
+# accuracy before and after adaptation (after every step with `test_every_step`) and, for
+# MAML-family runs, with a NIL head. One row per task in `data/scores/train_miniimagenet/<run>.csv`
+# (reused when the weights, the test settings and `metalearn.evaluation.NUMERICS` are those of
+# an earlier execution). Below: means over tasks only, as a glance; `report_training` has the
+# confidence intervals, the regimes table and the papers' numbers.
 
 # %%
-fewshot.regime_table(table)
-
-# %% [markdown]
-# ## Results beside the papers'
-
-# %%
-SCALE = (f"{{iterations}} iterations x {{meta_batch}} tasks; {P.n_test_tasks} test tasks x {P.test_queries} "
-         f"queries/class; 1 seed; {DATA}; bn {P.bn}; {HARDWARE}")
-fewshot.save_results(DATASET, STAGE, table, history, SCALE)
+scores = fewshot.score_runs(trained, episodes, P.n_test_tasks, P.test_queries, P.seed, STAGE,
+                            {"fingerprint": FINGERPRINT}, every_step=P.test_every_step)
+fewshot.save_stage(STAGE, DATASET, [spec.name for spec in P.runs], data=DATA,
+                   hardware=sorted({t.record["hardware"] for t in trained.values()}),
+                   test={"tasks": P.n_test_tasks, "queries": P.test_queries, "seed": P.seed, "bn": P.bn})
+fewshot.glance(trained, scores)

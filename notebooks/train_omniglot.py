@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Omniglot: MAML, first-order MAML, ANIL, random features, Reptile (M-omni, M-omni-mlp, A-anil, A-curves, A-nil, R-omni, R-pretrain)
+# # Omniglot: training and testing MAML, first-order MAML, ANIL, random features, Reptile (M-omni, M-omni-mlp, A-anil, A-curves, A-nil, R-omni, R-pretrain)
 #
 # Real Omniglot (1623 characters x 20 drawings, 28x28, classes augmented with 90/180/270
 # degree rotations), prepared by the `prepare` stage. Character split `maml`: 1200
@@ -95,7 +95,7 @@ for spec in P.runs:
 import pandas as pd
 import torch
 
-from metalearn import datasets, paths, report
+from metalearn import datasets, hardware, paths
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -104,15 +104,20 @@ data = datasets.load(paths.input("data/prepared/omniglot.npz"))
 images = torch.from_numpy(data["images"]).to(P.device)
 classes = datasets.omniglot_split(data, P.split, seed=1)
 DATA = f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {P.split} split, x4 rotations)"
+FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
+HARDWARE = hardware.describe(P.device)
 pd.DataFrame({s: {"characters": len(c) // 4, "classes (x4 rotations)": len(c)} for s, c in classes.items()})
 
 # %% [markdown]
 # ## Training
 #
 # Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
-# `data/models/train_omniglot/<run>.pt` (a DVC output). Training loss and accuracy are
-# means over the iterations between two points of the curve; validation accuracy is
-# measured after test-time adaptation on fixed validation tasks.
+# `data/models/train_omniglot/<run>.pt` with a record `<run>.json` of how it was trained (its
+# settings, seed, data and training history). A run whose record from an earlier execution has
+# the same settings and numerics version (`metalearn.training.NUMERICS`) is not trained again:
+# the committed models are used as they are. Training loss and accuracy are means over the
+# iterations between two points of the curve; validation accuracy is measured after test-time
+# adaptation on fixed validation tasks.
 
 # %%
 def settings_of(spec):
@@ -133,29 +138,24 @@ def settings_of(spec):
 
 
 episodes = fewshot.episode_factory(images, classes, P.seed)
-config = {"split": P.split, "filters": P.filters, "data": DATA}
-trained, history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
-                                      P.test_queries, P.seed, STAGE, config, P.device)
+config = {"split": P.split, "filters": P.filters, "data": DATA, "fingerprint": FINGERPRINT}
+trained, _ = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
+                                      P.test_queries, P.seed, STAGE, config, P.device,
+                                      about={"data": DATA, "hardware": HARDWARE})
 
 # %% [markdown]
-# ## Learning curves (A-curves: MAML and ANIL nearly identical, ANIL paper Fig. 5, 10)
+# ## Test: per-task scores on the fixed test tasks
+#
+# Every run on the same fixed, seeded list of test episodes per N-way K-shot setting: query
+# accuracy after 0..k adaptation steps and, for MAML-family runs, with a NIL head. One row per
+# task in `data/scores/train_omniglot/<run>.csv` (reused when the weights, the test settings and
+# `metalearn.evaluation.NUMERICS` are those of an earlier execution). Below: the mean over tasks
+# only, as a glance; `report_training` has the confidence intervals, figures and the papers'.
 
 # %%
-HARDWARE = report.hardware(P.device)
-fewshot.save_learning_curves(history, STAGE, f"Omniglot training; {DATA}; {HARDWARE}");
-
-# %% [markdown]
-# ## Test: accuracy over the fixed test tasks, with 95% confidence intervals
-
-# %%
-table, curves = fewshot.test_runs(trained, episodes, P.n_test_tasks, P.test_queries, P.seed, every_step=True)
-fewshot.save_tests(table, curves, STAGE, f"Omniglot: test accuracy after 0..k adaptation steps ({P.n_test_tasks} test tasks, 95% CI)")
-table
-
-# %% [markdown]
-# ## Results beside the papers'
-
-# %%
-SCALE = (f"{{iterations}} iterations x {{meta_batch}} tasks; {P.n_test_tasks} test tasks x {P.test_queries} "
-         f"queries/class; 1 seed; {DATA}; bn {P.bn}; {HARDWARE}")
-fewshot.save_results(DATASET, STAGE, table, history, SCALE)
+scores = fewshot.score_runs(trained, episodes, P.n_test_tasks, P.test_queries, P.seed, STAGE,
+                            {"fingerprint": FINGERPRINT, "split": P.split}, every_step=True)
+fewshot.save_stage(STAGE, DATASET, [spec.name for spec in P.runs], data=DATA,
+                   hardware=sorted({t.record["hardware"] for t in trained.values()}),
+                   test={"tasks": P.n_test_tasks, "queries": P.test_queries, "seed": P.seed, "bn": P.bn})
+fewshot.glance(trained, scores)

@@ -27,6 +27,10 @@
 # Data: real Omniglot, all 1623 characters, resized to 28x28, the MAML paper's 1200/423
 # character split, classes augmented with 90/180/270 degree rotations. The defaults below
 # are smoke-sized; `params.yaml` holds the study's CPU scale and `params-paper.yaml` the papers'.
+#
+# This stage computes: models with their records (`data/models/<stage>/`) and every seed's
+# per-task test scores (`data/scores/<stage>/`). The `report_seeds` stage shows the means over
+# seeds beside the papers' numbers; editing it never re-executes this stage.
 
 # %% tags=["parameters"]
 seeds = [0, 1]            # training seeds: initialisation, training and validation tasks (ANIL paper: 3 seeds)
@@ -72,7 +76,7 @@ for spec in P.runs:
 import pandas as pd
 import torch
 
-from metalearn import datasets, paths, report, results
+from metalearn import datasets, hardware, paths
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -81,13 +85,17 @@ data = datasets.load(paths.input("data/prepared/omniglot.npz"))
 images = torch.from_numpy(data["images"]).to(P.device)
 classes = datasets.omniglot_split(data, P.split, seed=1)
 DATA = f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {P.split} split, x4 rotations)"
-HARDWARE = report.hardware(P.device)
+FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
+HARDWARE = hardware.describe(P.device)
 
 # %% [markdown]
 # ## Training: every run once per seed
 #
 # Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
-# `data/models/train_seeds_omniglot/<run>-seed<s>.pt`.
+# `data/models/train_seeds_omniglot/<run>-seed<s>.pt` with a record `<run>-seed<s>.json`. A run
+# whose record from an earlier execution has the same settings and numerics version is not
+# trained again. Every seed is then tested on the fixed test tasks of `test_seed` (per-task
+# scores in `data/scores/train_seeds_omniglot/`).
 
 # %%
 def settings_of(spec):
@@ -97,88 +105,36 @@ def settings_of(spec):
                             checkpoint_every=P.checkpoint_every)  # MAML's code: K queries per class
 
 
-config = {"split": P.split, "filters": P.filters, "data": DATA}
-trained, histories = {}, []
-for seed in P.seeds:
-    episodes = fewshot.episode_factory(images, classes, seed)
-    trained[seed], history = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
-                                                P.test_queries, seed, STAGE, config, P.device, suffix=f"-seed{seed}")
-    histories.append(history.assign(seed=seed))
-history = pd.concat(histories, ignore_index=True)
+config = {"split": P.split, "filters": P.filters, "data": DATA, "fingerprint": FINGERPRINT}
+trained, scores = fewshot.train_seeds(
+    P.runs, P.seeds, lambda seed: fewshot.episode_factory(images, classes, seed), P.n_test_tasks, P.test_queries,
+    P.test_seed, STAGE, {"fingerprint": FINGERPRINT, "split": P.split}, dataset=DATASET, filters=P.filters,
+    settings_of=settings_of, n_val_tasks=P.n_val_tasks, val_queries=P.test_queries, config=config, device=P.device,
+    about={"data": DATA, "hardware": HARDWARE})
 
 # %% [markdown]
 # ## Seed `test_seed` against train_omniglot's models
 #
-# (The module below only analyses trained models; it is imported after training so that
-# editing it never invalidates a trained run.)
+# With the same settings, the seed equal to train_omniglot's `seed` must train the same weights,
+# bit for bit.
 
 # %%
-from metalearn import seeds
-
-same = {}
-if P.test_seed in P.seeds:
-    for spec in P.runs:
-        same[spec.name] = seeds.same_weights(trained[P.test_seed][spec][0], paths.input(f"data/models/train_omniglot/{spec.name}.pt"))
-        require(same[spec.name] or not P.same_as_train_omniglot, "same_as_train_omniglot",
-                f"is true, but {spec.name}-seed{P.test_seed} differs from train_omniglot's {spec.name} "
-                f"({'no such model' if same[spec.name] is None else 'other weights'}): the settings here must repeat that stage's")
+same = fewshot.same_as(trained[P.test_seed], "train_omniglot") if P.test_seed in P.seeds else {}
+for name, equal in same.items():
+    require(equal or not P.same_as_train_omniglot, "same_as_train_omniglot",
+            f"is true, but {name}-seed{P.test_seed} differs from train_omniglot's {name} "
+            f"({'no such model' if equal is None else 'other weights'}): the settings here must repeat that stage's")
+fewshot.save_stage(STAGE, DATASET, [f"{spec.name}-seed{seed}" for seed in P.seeds for spec in P.runs], data=DATA,
+                   hardware=sorted({t.record["hardware"] for runs in trained.values() for t in runs.values()}),
+                   test={"tasks": P.n_test_tasks, "queries": P.test_queries, "seed": P.test_seed, "bn": P.bn},
+                   seeds=P.seeds, same_as={"stage": "train_omniglot", "runs": same})
 pd.DataFrame([dict(run=name, **{"identical to train_omniglot's": v}) for name, v in same.items()])
 
 # %% [markdown]
-# ## Learning curves over seeds (A-curves)
+# ## A glance at every seed's runs
 #
-# Validation accuracy after test-time adaptation: each seed (thin) and the mean over seeds
-# (thick). The ANIL paper finds MAML's and ANIL's curves nearly identical (Fig. 5, 10).
+# Mean test accuracy over the fixed test tasks (before and after adaptation, and with a NIL
+# head); `report_seeds` has the means over seeds, their uncertainty and the papers' numbers.
 
 # %%
-wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
-report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_val_accuracy.csv")  # DVC plot: every run and seed
-fig = seeds.plot_curves(history, [spec.name for spec in P.runs], f"A-curves over seeds: {DATA}; {HARDWARE}")
-report.save_figure(fig, f"reports/{STAGE}/curves_over_seeds.png")
-
-# %% [markdown]
-# ## Test: every seed on train_omniglot's fixed test tasks
-#
-# One row per run and seed in `accuracy.csv` (95% CI over its test tasks); below, each seed's
-# accuracy, the mean over seeds with the 95% CI over tasks of the per-task mean over seeds,
-# and the standard deviation between seeds (n - 1).
-
-# %%
-scores = seeds.test(trained, fewshot.episode_factory(images, classes, P.test_seed), P.n_test_tasks,
-                    P.test_queries, P.test_seed)
-report.save_table(seeds.per_seed(scores).to_dict("records"), f"reports/{STAGE}/accuracy.csv")
-summary = seeds.summary(scores)
-summary.drop(columns=["iterations", "meta_batch"]).round(2)
-
-# %% [markdown]
-# ## Results beside the papers'
-#
-# `accuracy` is the mean over seeds, as the ANIL paper's Table 2 values are; its ± there is not
-# stated to be over seeds or tasks. Ours: the 95% CI over tasks, and the std over seeds in its
-# own row.
-
-# %%
-n = len(P.seeds)
-SCALE = (f"{{iterations}} iterations x {{meta_batch}} tasks; {n} seeds ({', '.join(map(str, P.seeds))}); "
-         f"{P.n_test_tasks} test tasks x {P.test_queries} queries/class (the same for every seed); {DATA}; "
-         f"bn {P.bn}; {HARDWARE}")
-rows = seeds.result_rows(DATASET, summary, SCALE)
-results.write(rows, STAGE)
-report.save_metrics({f"{name}{'_nil' if head == 'nil' else ''}_{stat}": r[f"{stat} over seeds"]
-                     for (name, head), r in summary.iterrows() for stat in ("mean", "std")},
-                    f"reports/metrics/{STAGE}.json")
-pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
-
-# %% [markdown]
-# ## What the numbers say
-
-# %%
-from IPython.display import Markdown, display
-
-lines = seeds.verdicts(summary, scores, P.n_test_tasks)
-if same:
-    lines.append(f"- Seed {P.test_seed} reproduces train_omniglot's models bit for bit: "
-                 + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()) + ".")
-lines.append(f"\nScale: {P.iterations} meta-iterations x {P.meta_batch} tasks per run (ANIL paper: 30000 x 16), "
-             f"{n} seeds, {P.n_test_tasks} test tasks; {DATA}; {HARDWARE}.")
-display(Markdown("\n".join(lines)))
+pd.concat({seed: fewshot.glance(trained[seed], scores[seed]) for seed in P.seeds}, names=["seed"])

@@ -355,16 +355,31 @@ def test_rl_training_killed_and_restarted_ends_identically(tmp_path, monkeypatch
     assert "(resumed at 3)" in line and "resumed" not in rl.summary("t-nav", reference)
 
 
-def test_a_saved_run_holds_its_best_and_last_parameters(tmp_path, monkeypatch):
-    out = rl_run(tmp_path / "w", monkeypatch)
+def test_a_recorded_run_saves_best_and_last_parameters_and_is_reused_not_retrained(tmp_path, monkeypatch):
     monkeypatch.setenv("METALEARN_STAGING", str(tmp_path / "staging"))
-    rl.save_run(out, "data/models/nav/maml-seed3.pt")
+    net = models.init_model(lambda: rl.gaussian_policy(2, 2, [8]), 0)
+    setting = rl.MetaRL(rl.Navigation(horizon=8), core.inner_loop("anil", models.params_of(net), 1, 0.1),
+                        meta_batch=2, trajectories=3)
+    out = rl.train("t-nav", {"x": 1}, net, setting, 7, seed=0, checkpoint_every=3, work_dir=tmp_path / "w",
+                   record="data/models/nav/maml-seed3")
     saved = torch.load(tmp_path / "staging/data/models/nav/maml-seed3.pt")
     assert saved["best_iteration"] == out["best_iteration"]
     for key, field in (("best", "best"), ("last", "params")):
         assert saved[key].keys() == out[field].keys()
         assert all(torch.equal(saved[key][k], out[field][k]) for k in saved[key])
     assert not all(torch.equal(saved["best"][k], saved["last"][k]) for k in saved["best"])  # 7 updates moved it
+
+    def no_training(*args):
+        raise AssertionError("a recorded run trained again")
+
+    monkeypatch.setattr(rl, "meta_iteration", no_training)
+    again = rl.train("t-nav", {"x": 1}, net, setting, 7, seed=0, checkpoint_every=3, work_dir=tmp_path / "other",
+                     record="data/models/nav/maml-seed3")
+    assert again["history"] == out["history"] and again["best_iteration"] == out["best_iteration"]
+    assert all(torch.equal(again["best"][k], out["best"][k]) for k in out["best"])
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: no reuse
+        rl.train("t-nav", {"x": 2}, net, setting, 7, seed=0, work_dir=tmp_path / "other",
+                 record="data/models/nav/maml-seed3")
 
 
 # --- evaluation -----------------------------------------------------------------------------

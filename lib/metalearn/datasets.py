@@ -8,7 +8,7 @@ One entry point per job:
   (nothing is extracted), check them by content, write one compressed ``.npz``.
   Any problem raises :class:`DataError` (expected what, where, found what) and
   leaves no output behind: the ``.npz`` appears only when complete.
-* :func:`load` -- an ``.npz`` as a dict of numpy arrays.
+* :func:`load` -- an ``.npz`` as a dict of numpy arrays; :func:`fingerprint` -- their identity.
 * :func:`omniglot_split` -- train/val/test classes as ``(character, rotation)`` pairs.
 * :class:`EpisodeSampler` -- seeded N-way K-shot episodes from a uint8 tensor.
 
@@ -37,6 +37,7 @@ order of first appearance in ``s.csv``), ``s_files`` str [n_classes, n_per_class
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import numbers
 import os
@@ -110,9 +111,9 @@ def find_source(dataset: str, local_dir: str | os.PathLike | None = None,
             "MiniImageNet has no official direct download. Get the Ravi & Larochelle split "
             "(images.zip holding images/<file>.jpg at 84x84, plus train.csv, val.csv, test.csv "
             "with 'filename,label'; see https://github.com/twitter/meta-learning-lstm and the "
-            "MAML repository's data/miniImagenet/proc_images.py, ImageNet terms apply), put the "
-            "four files in one folder and pass it as local_dir. "
-            + ("; ".join(tried) if tried else "No local_dir was given.")
+            "MAML repository's data/miniImagenet/proc_images.py, ImageNet terms apply) and put the "
+            "four files in <prepare.data_dir>/miniimagenet/ (prepare.data_dir in params.yaml). "
+            + ("; ".join(tried) if tried else "No folder was given.")
         )
     cache = Path(cache_dir) if cache_dir is not None else default_cache()
     cached = cache / "omniglot"
@@ -141,8 +142,8 @@ def download_omniglot(folder: str | os.PathLike) -> Path:
         except OSError as error:
             raise DataError(
                 f"cannot download {url} to {target} ({error}); without network, put "
-                f"images_background.zip and images_evaluation.zip in a folder and pass it "
-                f"as local_dir"
+                f"images_background.zip and images_evaluation.zip in <prepare.data_dir>/omniglot/ "
+                f"(prepare.data_dir in params.yaml)"
             ) from error
     return folder
 
@@ -238,6 +239,17 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
+def fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
+    """A short hash of prepared arrays (names, dtypes, shapes, values): the data's identity in
+    the records of the models trained on it, whatever file or compression held them."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _open_zip(path: Path) -> zipfile.ZipFile:
     if not path.is_file():
         raise DataError(f"missing archive: expected {path.name} at {path}")
@@ -323,8 +335,15 @@ def _check_miniimagenet_index(splits: dict[str, dict[str, list[str]]], src_dir: 
 
 
 def _save_npz(out_path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    with atomic_write(Path(out_path), "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    """``np.savez_compressed``, byte for byte reproducible: every entry carries the same date,
+    so the same arrays always give the same file (and DVC sees no change when a fresh clone
+    prepares the data again)."""
+    with atomic_write(Path(out_path), "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(entry, buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
 
 
 # ---------------------------------------------------------------- splits

@@ -13,6 +13,10 @@ from .core import (InnerLoop, InnerOptimizer, LossFn, adapt_path, cross_entropy,
 from .models import Params, forward
 
 HEADS = ("adapt", "nil")
+#: The version of the numerics of testing (adaptation at test time, the NIL head, scores): bump it
+#: with any change that alters a test score; tests/test_numerics.py fails until you do. Scores
+#: saved by the pipeline are keyed by it (metalearn.fewshot.score_runs), trained models are not.
+NUMERICS = 1
 
 
 def mean_ci95(values) -> tuple[float, float]:

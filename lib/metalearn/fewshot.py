@@ -28,19 +28,19 @@ and is tested on one fixed, seeded list of test episodes per N-way K-shot settin
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import core, models, paths, regimes, report, results, training
+from . import core, models, paths, regimes, store, training
 from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
 from .datasets import EpisodeSampler
-from .evaluation import few_shot, few_shot_optimized, mean_ci95
+from .evaluation import NUMERICS, few_shot, few_shot_optimized
 from .tasks import Batch
 
 ALGORITHMS = ("maml", "fomaml", "anil", "head", "random", "reptile")
@@ -189,8 +189,7 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
                          settings.meta_lr, seed, f"{stage}-{spec.init}-{spec.model}{episodic}",
                          {**config, "model": spec.model}, bn=settings.bn, checkpoint_every=settings.checkpoint_every,
                          log_every=settings.val_every)
-    name = f"{stage}-{spec.name}{suffix}"
-    key = {**config, **asdict(spec), **asdict(settings), "seed": seed, **({"snapshots": snapshots} if snapshots else {})}
+    name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix)
     params = dict(model.named_parameters())
     trainable = model.head.parameters() if spec.algorithm in HEAD_ONLY else model.parameters()
     optimizer = None if spec.algorithm == "reptile" else torch.optim.Adam(trainable, lr=settings.meta_lr)
@@ -234,9 +233,25 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
 
     history = run.train(settings.iterations, step, log_every=settings.val_every, desc=spec.name + suffix)
     for iteration, state in run.extra.get("snapshots", {}).items():
-        with paths.atomic_write(paths.output(f"data/models/{stage}/{spec.name}{suffix}@{iteration}.pt"), "wb") as handle:
+        with paths.atomic_write(paths.output(snapshot_file(stage, spec.name + suffix, iteration)), "wb") as handle:
             torch.save(state, handle)
     return history
+
+
+def run_identity(spec: Spec, settings: Settings, seed: int, stage: str, config: dict,
+                 snapshots: Sequence[int] = (), suffix: str = "") -> tuple[str, dict]:
+    """The run's name (``<stage>-<spec.name><suffix>``) and the settings that key it
+    (:func:`training.run_key`): ``config`` (the stage's data and network), the spec, the training
+    settings (not how often it checkpoints), the seed and the kept iterations."""
+    trained_by = {k: v for k, v in asdict(settings).items() if k != "checkpoint_every"}
+    snapshots = sorted(set(snapshots))
+    return (f"{stage}-{spec.name}{suffix}",
+            {**config, **asdict(spec), **trained_by, "seed": seed, **({"snapshots": snapshots} if snapshots else {})})
+
+
+def snapshot_file(stage: str, run: str, iteration: int) -> str:
+    """Where the weights of ``run`` (spec name and suffix) after ``iteration`` iterations are kept."""
+    return f"data/models/{stage}/{run}@{iteration}.pt"
 
 
 def validate(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
@@ -281,7 +296,7 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
                     loss_fn=loss_of(spec), every_step=every_step)
 
 
-# --- a whole study of runs: train, test, plot, tabulate ---------------------------------
+# --- a stage of runs: train (or reuse), test on fixed episodes (or reuse) ----------------
 
 #: ``episodes(split, spec, shots, queries)`` -> the sampler of that split for that N-way setting
 Episodes = Callable[[str, Spec, int, int], EpisodeSampler]
@@ -304,194 +319,162 @@ def test_episodes(episodes: Episodes, spec: Spec, n_tasks: int, queries: int, se
     return episodes("test", spec, spec.k_shot, queries).fixed_episodes(n_tasks, seed + 2000)
 
 
+class Trained(NamedTuple):
+    """A trained run of a stage: the model, its settings, and the record of how it was made
+    (``data/models/<stage>/<run>.json``: identity, settings, history; :mod:`metalearn.store`)."""
+
+    model: models.Net
+    settings: Settings
+    record: dict
+
+
+def model_file(stage: str, run: str) -> str:
+    """Where a stage keeps the trained weights of ``run`` (spec name and suffix)."""
+    return f"data/models/{stage}/{run}.pt"
+
+
 def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes,
                settings_of: Callable[[Spec], Settings], n_val_tasks: int, val_queries: int, seed: int,
                stage: str, config: dict, device: str = "cpu", snapshots: Sequence[int] = (),
-               suffix: str = "") -> tuple[dict, pd.DataFrame]:
-    """Train every run (resumably) and save its weights to ``data/models/<stage>/<run><suffix>.pt``
-    (and its ``snapshots``, see :func:`train`).
+               suffix: str = "", about: dict | None = None) -> tuple[dict[Spec, Trained], pd.DataFrame]:
+    """Train every run, or take its trained model from an earlier execution of the stage.
+
+    A run's weights go to ``data/models/<stage>/<run><suffix>.pt`` (and its ``snapshots``, see
+    :func:`train`) with a record ``<run><suffix>.json``: its identity (:func:`run_identity` and
+    :data:`training.NUMERICS`), settings, seed, dataset, and training history, plus ``about``
+    (e.g. a description of the data). When an earlier execution left a record of the same
+    identity (the committed models, :mod:`metalearn.store`), its model is used as it is;
+    otherwise the run trains, resuming from its checkpoint in ``data/work`` if it has one.
 
     Each run starts from the model initialised with ``seed`` (on the CPU, then moved to
     ``device``, where the episodes must be too), draws training episodes from
     ``episodes("train", ...)`` and is validated on ``n_val_tasks`` fixed episodes of
-    ``episodes("val", ...)``. Weights are saved as CPU tensors. Returns ({spec: (model,
-    settings)}, the histories in one frame with a ``run`` column).
+    ``episodes("val", ...)``. Weights are saved as CPU tensors. Returns ({spec: Trained},
+    the histories in one frame with a ``run`` column).
     """
     trained, histories = {}, []
     config = {**config, "device": device}
     for spec in specs:
         settings = settings_of(spec)
-        shots = settings.train_shots if spec.algorithm == "reptile" else spec.k_shot
-        queries = 1 if spec.algorithm == "reptile" else settings.train_queries
         model = models.init_model(lambda: build_model(spec, dataset, filters), seed).to(device)
-        val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
-        history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
-                        snapshots, suffix)
-        trained[spec] = (model, settings)
-        histories.append(pd.DataFrame(history).assign(run=spec.name + suffix))
-        with paths.atomic_write(paths.output(f"data/models/{stage}/{spec.name}{suffix}.pt"), "wb") as handle:
-            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, handle)
+        name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix)
+        identity = {"run": name, **key, "numerics": training.NUMERICS}
+        run = spec.name + suffix
+        record_file, weights = f"data/models/{stage}/{run}.json", model_file(stage, run)
+        record = store.find(record_file, identity)
+        if record is not None:
+            print(f"{run}: trained model of an earlier execution (same settings and numerics)")
+            model.load_state_dict(torch.load(paths.output(weights), map_location=device, weights_only=True))
+        else:
+            shots = settings.train_shots if spec.algorithm == "reptile" else spec.k_shot
+            queries = 1 if spec.algorithm == "reptile" else settings.train_queries
+            val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
+            history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
+                            snapshots, suffix)
+            with paths.atomic_write(paths.output(weights), "wb") as handle:
+                torch.save({k: v.cpu() for k, v in model.state_dict().items()}, handle)
+            kept = [snapshot_file(stage, run, i) for i in sorted(set(snapshots))]
+            record = store.save(record_file, identity, [weights, *kept], stage=stage, run=run, spec=spec.name,
+                                dataset=dataset, seed=seed, filters=filters, settings=asdict(settings),
+                                snapshots=sorted(set(snapshots)), history=history, **(about or {}))
+        trained[spec] = Trained(model, settings, record)
+        histories.append(pd.DataFrame(record["history"]).assign(run=run))
     return trained, pd.concat(histories, ignore_index=True)
 
 
-def test_runs(trained: dict, episodes: Episodes, n_test_tasks: int, test_queries: int,
-              seed: int, every_step: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Test every run on the same fixed episodes per N-way K-shot setting (seeded by ``seed``).
+def train_seeds(specs: list[Spec], seeds: Sequence[int], episodes_of: Callable[[int], Episodes], n_test_tasks: int,
+                test_queries: int, test_seed: int, stage: str, data: dict, every_step: bool = False,
+                **train_args) -> tuple[dict[int, dict[Spec, Trained]], dict[int, dict[Spec, pd.DataFrame]]]:
+    """Every run trained once per seed (:func:`train_runs` with ``episodes_of(seed)``, the seed and
+    the suffix ``-seed<s>``; ``train_args`` its other arguments) and every seed tested on the same
+    fixed tasks, those of ``test_seed`` (:func:`score_runs`; ``data`` identifies the test data).
+    Returns ({seed: {spec: Trained}}, {seed: {spec: scores}})."""
+    trained, scores = {}, {}
+    for seed in seeds:
+        trained[seed], _ = train_runs(specs, episodes=episodes_of(seed), seed=seed, stage=stage, suffix=f"-seed{seed}",
+                                      **train_args)
+        scores[seed] = score_runs(trained[seed], episodes_of(test_seed), n_test_tasks, test_queries, test_seed, stage,
+                                  data, every_step, suffix=f"-seed{seed}")
+    return trained, scores
 
-    Returns (one row per run and head: run, head, steps, accuracy and ci95 in %, over
-    ``n_test_tasks`` tasks; accuracy after 0..k test steps per run, with ci95: every
-    step with ``every_step``, else before adapting and after the last step only).
-    MAML-family models are also tested with a NIL head.
+
+def same_as(trained: dict[Spec, Trained], stage: str) -> dict[str, bool | None]:
+    """Per run: whether its weights equal those ``stage`` trained for the same spec, bit for bit
+    (None: that stage has no such model)."""
+    return {spec.name: same_weights(t.model, paths.input(model_file(stage, spec.name))) for spec, t in trained.items()}
+
+
+def test_scores(spec: Spec, model: nn.Module, settings: Settings, test: Batch, every_step: bool = True) -> pd.DataFrame:
+    """Per-task test accuracy (%) of one run on the fixed tasks ``test`` [T]: one row per task,
+    columns ``adapt@<s>`` after s test-time adaptation steps (s = 0..settings.test_steps; without
+    ``every_step`` 0 and the last only) and, for the MAML family, ``nil`` (NIL head, no
+    adaptation). Values are float32, as computed."""
+    params = models.params_of(model, requires_grad=False)
+    adapted = evaluate(spec, model, params, test, settings, every_step=every_step)["accuracy"] * 100
+    steps = range(settings.test_steps + 1) if every_step else (0, settings.test_steps)
+    columns = {f"adapt@{s}": adapted[:, i].numpy() for i, s in enumerate(steps)}
+    if spec.algorithm != "reptile":
+        columns["nil"] = (evaluate(spec, model, params, test, settings, head="nil")["accuracy"][:, 0] * 100).numpy()
+    return pd.DataFrame(columns)
+
+
+def score_runs(trained: dict[Spec, Trained], episodes: Episodes, n_test_tasks: int, test_queries: int, seed: int,
+               stage: str, data: dict, every_step: bool = True, suffix: str = "") -> dict[Spec, pd.DataFrame]:
+    """Every run tested on its setting's fixed test tasks (:func:`test_episodes`, seeded by
+    ``seed``), or its scores taken from an earlier execution of the stage.
+
+    Per run, :func:`test_scores` goes to ``data/scores/<stage>/<run><suffix>.csv`` with a record
+    (``.json``) whose identity is the weights' fingerprint, the test settings, ``data`` (what
+    identifies the test data, e.g. its fingerprint and split) and :data:`evaluation.NUMERICS`.
+    Returns {spec: scores}.
     """
-    rows, curves = [], []
-    for spec, (model, settings) in trained.items():
-        test = test_episodes(episodes, spec, n_test_tasks, test_queries, seed)
-        params = models.params_of(model, requires_grad=False)
-        scores = evaluate(spec, model, params, test, settings, every_step=every_step)["accuracy"] * 100
-        steps = list(range(settings.test_steps + 1)) if every_step else [0, settings.test_steps]
-        for step, column in zip(steps, scores.T):
-            mean, ci = mean_ci95(column)
-            curves.append(dict(run=spec.name, step=step, accuracy=mean, ci95=ci))
-        heads = {"adapt": scores[:, -1]}
-        if spec.algorithm != "reptile":
-            heads["nil"] = evaluate(spec, model, params, test, settings, head="nil")["accuracy"][:, 0] * 100
-        for head, values in heads.items():
-            mean, ci = mean_ci95(values)
-            rows.append(dict(run=spec.name, head=head, steps=settings.test_steps if head == "adapt" else 0,
-                             accuracy=mean, ci95=ci, iterations=settings.iterations, meta_batch=settings.meta_batch))
-    return pd.DataFrame(rows), pd.DataFrame(curves)
-
-
-def _settings_in(frame: pd.DataFrame) -> list[str]:
-    return sorted({Spec.parse(name).setting for name in frame.run}, key=lambda t: (len(t), t))
-
-
-def plot_learning_curves(history: pd.DataFrame, title: str):
-    """Training query loss (top) and validation accuracy (bottom) per N-way K-shot setting."""
-    settings = _settings_in(history)
-    fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6), squeeze=False)
-    for col, setting in enumerate(settings):
-        for name, h in history[history.run.map(lambda r: Spec.parse(r).setting) == setting].groupby("run"):
-            axes[0, col].plot(h.iteration, h.loss, label=name)
-            axes[1, col].plot(h.iteration, 100 * h.val_accuracy, label=name)
-        axes[0, col].set(title=setting, yscale="log", ylabel="training query loss")
-        axes[1, col].set(xlabel="iteration", ylabel="validation accuracy (%)")
-        axes[1, col].legend(fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    return fig
-
-
-def plot_test_steps(curves: pd.DataFrame, title: str):
-    """Test accuracy (95% CI) after 0..k adaptation steps, one panel per setting."""
-    settings = _settings_in(curves)
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.4), squeeze=False)
-    for ax, setting in zip(axes[0], settings):
-        for name, c in curves[curves.run.map(lambda r: Spec.parse(r).setting) == setting].groupby("run"):
-            ax.errorbar(c.step, c.accuracy, yerr=c.ci95, marker="o", ms=3, capsize=2, label=name)
-        ax.set(title=setting, xlabel="test-time steps", ylabel="test accuracy (%)", ylim=(0, 100))
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    return fig
-
-
-def experiments(dataset: str, spec: Spec, head: str) -> list[tuple[str, str]]:
-    """The STUDY.md experiment ids that a test result of ``spec`` with test-time ``head``
-    (adapt or nil) belongs to, each with the result's setting in ``reports/results.csv``:
-    ``"<dataset> <algorithm> <model> <N>w<K>s"`` (+ ``" nil-head"``, or ``" from <init>"``);
-    A-regimes names the body's regime and the head: ``"... multiclass conv 5w1s maml-head"``."""
-    base = f"{dataset} {spec.algorithm} {spec.model} {spec.setting}"
-    if spec.algorithm == "reptile":
-        if head != "adapt":
-            return []
-        if spec.init:
-            return [("R-pretrain", f"{base} from {spec.init}")]
-        out = [("R-omni" if dataset == "omniglot" else "R-mini", base)]
-        return out + ([("R-pretrain", base)] if spec.setting == "5w1s" and spec.model == "conv" else [])
-    out = []
-    if spec.init is None:
-        if head == "nil":
-            out.append(("A-nil", f"{base} nil-head"))
-        elif spec.model == "mlp":
-            out.append(("M-omni-mlp", base))
+    out, tasks = {}, {}
+    for spec, (model, settings, _) in trained.items():
+        run = spec.name + suffix
+        identity = {"weights": models.fingerprint(model), "spec": spec.name, "settings": asdict(settings),
+                    "tasks": n_test_tasks, "queries": test_queries, "seed": seed, "every_step": every_step,
+                    "data": data, "numerics": NUMERICS}
+        record_file, table_file = f"data/scores/{stage}/{run}.json", f"data/scores/{stage}/{run}.csv"
+        if store.find(record_file, identity) is None:
+            if spec.setting not in tasks:
+                tasks[spec.setting] = test_episodes(episodes, spec, n_test_tasks, test_queries, seed)
+            scores = test_scores(spec, model, settings, tasks[spec.setting], every_step)
+            with paths.atomic_write(paths.output(table_file)) as handle:
+                scores.to_csv(handle, index=False)
+            store.save(record_file, identity, [table_file], stage=stage, run=run, spec=spec.name)
         else:
-            maml_id = "M-omni" if dataset == "omniglot" else "M-mini"
-            out += [(experiment, base) for experiment in {
-                "maml": [maml_id, "A-anil"], "fomaml": [maml_id], "anil": ["A-anil"]}.get(spec.algorithm, ["A-anil"])]
-    if spec.model == "conv" and spec.algorithm in ("maml", "anil", *HEAD_ONLY):
-        test_head = "maml-head" if head == "adapt" else "nil-head"
-        out.append(("A-regimes", f"{dataset} {spec.regime} {spec.model} {spec.setting} {test_head}"))
+            print(f"{run}: test scores of an earlier execution (same weights, tasks and numerics)")
+        out[spec] = read_scores(paths.output(table_file))
     return out
 
 
-def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> list[dict]:
-    """``reports/results.csv`` rows: each test result under its experiment ids
-    (:func:`experiments`), and for MAML and ANIL runs the final validation accuracy under
-    A-curves. ``scale`` describes the scale, with ``{iterations}`` and ``{meta_batch}``
-    filled in per run."""
-    out = []
-    for r in table.itertuples():
-        spec = Spec.parse(r.run)
-        described = scale.format(iterations=r.iterations, meta_batch=r.meta_batch)
-        for experiment, setting in experiments(dataset, spec, r.head):
-            out.append(results.row(experiment, setting, "accuracy", r.accuracy, described, r.ci95))
-        if r.head == "adapt" and spec.algorithm in ("maml", "anil"):
-            final = history[history.run == r.run].val_accuracy.iloc[-1] * 100
-            setting = f"{dataset} {spec.algorithm} {spec.model} {spec.setting} final validation"
-            out.append(results.row("A-curves", setting, "accuracy", final, described))
-    return out
+def save_stage(stage: str, dataset: str, runs: list[str], **details) -> None:
+    """The stage record ``data/models/<stage>/stage.json``: the dataset, the stage's runs in order
+    (spec names with suffixes) and what describes the stage as a whole (``details``: its data,
+    hardware, how it tests), which the report stages read (:func:`metalearn.accuracy.load`)."""
+    with paths.atomic_write(paths.output(f"data/models/{stage}/stage.json")) as handle:
+        json.dump(store.canonical({"stage": stage, "dataset": dataset, "runs": runs, **details}), handle, indent=1,
+                  sort_keys=True)
+        handle.write("\n")
 
 
-def save_learning_curves(history: pd.DataFrame, stage: str, title: str):
-    """Write the validation accuracy per run as DVC plot data and the curves as a figure."""
-    wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
-    report.save_table(wide.to_dict("records"), f"reports/plots/{stage}_val_accuracy.csv")
-    fig = plot_learning_curves(history, title)
-    report.save_figure(fig, f"reports/{stage}/learning_curves.png")
-    return fig
+def same_weights(model: nn.Module, path) -> bool | None:
+    """Whether ``model``'s state equals the state_dict saved at ``path`` exactly (None: no file)."""
+    if not path.exists():
+        return None
+    theirs = torch.load(path, map_location="cpu", weights_only=True)
+    ours = model.state_dict()
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k].cpu(), theirs[k]) for k in theirs)
 
 
-def save_tests(table: pd.DataFrame, curves: pd.DataFrame, stage: str, title: str):
-    """Write the test accuracies (``reports/<stage>/accuracy.csv``) and the test-steps figure."""
-    report.save_table(table.to_dict("records"), f"reports/{stage}/accuracy.csv")
-    fig = plot_test_steps(curves, title)
-    report.save_figure(fig, f"reports/{stage}/test_steps.png")
-    return fig
+def glance(trained: dict[Spec, Trained], scores: dict[Spec, pd.DataFrame]) -> pd.DataFrame:
+    """A quick look at a stage's runs (no confidence intervals: the reports have them): per run
+    its iterations, final validation accuracy and mean test accuracy per score column (%)."""
+    return pd.DataFrame([{"run": spec.name, "iterations": t.settings.iterations,
+                          "final validation": 100 * t.record["history"][-1]["val_accuracy"], **scores[spec].mean()}
+                         for spec, t in trained.items()]).set_index("run").round(1)
 
 
-def save_results(dataset: str, stage: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> pd.DataFrame:
-    """Write the stage's results rows and metrics (test accuracy per run and head), print the
-    ordering claims (:func:`compare_to_maml`), and return the rows beside the papers' values."""
-    rows = result_rows(dataset, table, history, scale)
-    results.write(rows, stage)
-    accuracy = {f"{r.run}{'_nil' if r.head == 'nil' else ''}": r.accuracy for r in table.itertuples()}
-    report.save_metrics(accuracy, f"reports/metrics/{stage}.json")
-    compare_to_maml(accuracy)
-    return pd.DataFrame(rows)[["experiment", "setting", "value", "ci95", "paper"]]
-
-
-def regime_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy "mean +- ci95" of each body's training regime (rows: maml, anil, random,
-    multiclass, ...) with each test-time head (columns: setting x MAML head / NIL head), from
-    :func:`test_runs`' table; conv runs of the A-regimes comparison only (ANIL paper Table 7)."""
-    rows = []
-    for r in table.itertuples():
-        spec = Spec.parse(r.run)
-        if spec.model == "conv" and spec.algorithm in ("maml", "anil", *HEAD_ONLY):
-            rows.append(dict(regime=spec.regime, setting=spec.setting, accuracy=f"{r.accuracy:.1f} +- {r.ci95:.1f}",
-                             head="MAML head" if r.head == "adapt" else "NIL head"))
-    if not rows:
-        return pd.DataFrame()
-    return pd.DataFrame(rows).pivot(index="regime", columns=["setting", "head"], values="accuracy")
-
-
-def compare_to_maml(accuracy: dict[str, float]) -> None:
-    """Print, per setting, ANIL and random features against MAML (the ordering claims)."""
-    settings = sorted({Spec.parse(name.removesuffix("_nil")).setting for name in accuracy})
-    for setting in settings:
-        maml, anil, rand = (accuracy.get(f"{a}-conv-{setting}") for a in ("maml", "anil", "random"))
-        if maml is None:
-            continue
-        parts = [f"ANIL - MAML = {anil - maml:+.1f} points"] if anil is not None else []
-        parts += [f"random features - MAML = {rand - maml:+.1f} points"] if rand is not None else []
-        if parts:
-            print(f"{setting}: " + "; ".join(parts))
+def read_scores(path) -> pd.DataFrame:
+    """A run's per-task scores as :func:`test_scores` wrote them (float32)."""
+    return pd.read_csv(path, dtype="float32")

@@ -19,6 +19,8 @@ meta-gradients.
 """
 from __future__ import annotations
 
+import hashlib
+
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Callable
@@ -220,3 +222,14 @@ def init_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory()
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of ``model``'s state (names, dtypes, shapes, values): the identity of trained
+    weights in the records of what was computed from them (e.g. test scores)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -2,12 +2,16 @@
 
 Notebooks run from the repository root (DVC, papermill) and from ``notebooks/``
 (nbval, JupyterLab); both resolve the same files because every path here is
-built from :data:`ROOT`, found by walking up to the folder holding ``dvc.yaml``.
+built from :data:`ROOT`, found by walking up from the working directory to the
+folder holding ``dvc.yaml``.
 
-Outputs go through :func:`output`: when the stage runner (``metalearn.run``)
-executes a notebook it sets ``METALEARN_STAGING``, and outputs land in that
-staging folder first; the runner moves them into place only when the whole
-notebook succeeded, so a failing stage leaves nothing half-written.
+Only the pipeline writes ``reports/`` and ``data/``. Outputs go through :func:`output`,
+under :func:`output_root`: when the stage runner (``metalearn.run``) executes a notebook
+it sets ``METALEARN_STAGING``, outputs land in that staging folder, and the runner moves
+them into place only when the whole notebook succeeded (a failing stage leaves the last
+good outputs as they were). A notebook run any other way (JupyterLab, a plain papermill
+call) writes into the scratch folder ``reports/.scratch/`` (git-ignored), never over the
+committed reports, models or scores; its training checkpoints go there too.
 """
 from __future__ import annotations
 
@@ -44,35 +48,50 @@ REPORTS = ROOT / "reports"
 DATA = ROOT / "data"
 PARAMS = ROOT / "params.yaml"
 RESULTS = REPORTS / "results.csv"
+#: where a notebook run by hand writes (a mirror of the root's layout)
+SCRATCH = REPORTS / ".scratch"
 #: resumable training state, keyed by a hash of the run's settings; never a DVC output
-#: (``METALEARN_WORK`` moves it, e.g. for the tests)
-WORK = Path(os.environ.get("METALEARN_WORK", DATA / "work"))
+#: (``METALEARN_WORK`` moves it, e.g. for the tests; a notebook run by hand keeps its own)
+WORK = Path(os.environ.get("METALEARN_WORK")
+            or (DATA / "work" if os.environ.get(STAGING_ENV) else SCRATCH / "data" / "work"))
+#: the mode of every file the study writes (readable by everyone, whatever mkstemp chose)
+FILE_MODE = 0o644
+
+
+def output_root() -> Path:
+    """The folder outputs are written under: the stage runner's staging folder, else the
+    scratch folder (a notebook run by hand)."""
+    staging = os.environ.get(STAGING_ENV)
+    return Path(staging) if staging else SCRATCH
 
 
 def input(relative: str | os.PathLike) -> Path:
     """Where to read the output ``relative`` of an earlier stage.
 
-    When a notebook runs with a staging folder that already holds ``relative`` (the
-    test suite runs every notebook into one staging folder, in pipeline order), that
-    copy is read; otherwise the one under the root, where DVC put it.
+    The copy under :func:`output_root` when there is one (the test suite runs every notebook
+    into one staging folder, in pipeline order; notebooks run by hand read each other's
+    scratch outputs), otherwise the one under the root, where the pipeline put it.
     """
     relative = Path(relative)
-    staging = os.environ.get(STAGING_ENV)
-    if staging and (Path(staging) / relative).exists():
-        return Path(staging) / relative
-    return ROOT / relative
+    mine = output_root() / relative
+    return mine if mine.exists() else ROOT / relative
+
+
+_told = False
 
 
 def output(relative: str | os.PathLike) -> Path:
-    """Where to write the output ``relative`` (to the repo root), creating its folder.
-
-    Under the stage runner this is inside the staging folder, mirrored from the root.
-    """
+    """Where to write the output ``relative`` (relative to the repository root), creating its
+    folder: the same path under :func:`output_root`."""
+    global _told
     relative = Path(relative)
     if relative.is_absolute():
         raise ValueError(f"outputs are given relative to the repository root, got {relative}")
-    staging = os.environ.get(STAGING_ENV)
-    path = (Path(staging) if staging else ROOT) / relative
+    if not os.environ.get(STAGING_ENV) and not _told:
+        print(f"Not run by the pipeline: outputs go to {SCRATCH.relative_to(ROOT)}/, not over the study's "
+              "reports and models (`dvc repro` writes those).")
+        _told = True
+    path = output_root() / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -86,6 +105,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

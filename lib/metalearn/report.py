@@ -1,25 +1,10 @@
-"""Small helpers the notebooks share for what they write: figures, metrics, plot data,
-and a description of the hardware every result names."""
+"""Small helpers the notebooks share for what they write: figures, metrics, plot data."""
 from __future__ import annotations
 
 import csv
 import json
-import os
-import platform
-
-import torch
 
 from . import paths
-
-
-def hardware(device: str | None = None) -> str:
-    """A short description of where this ran, e.g. ``cpu x86_64 (2 cores), 2 threads`` or the
-    GPU's name. ``device``: the device the computation used (default: a GPU if there is one)."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda":
-        return f"cuda {torch.cuda.get_device_name(torch.device(device))}"
-    return f"cpu {platform.machine()} ({os.cpu_count()} cores), {torch.get_num_threads()} threads"
 
 
 def save_figure(fig, relative: str) -> None:

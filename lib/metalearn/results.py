@@ -58,6 +58,14 @@ def write(rows: list[dict[str, str]], stage: str) -> Path:
     return path
 
 
+def frame(rows: list[dict[str, str]]):
+    """The rows as a table of what a reader compares: experiment, setting, metric, ours (value,
+    ci95) and the paper's."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=HEADER)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
+
+
 def read(path: str | Path) -> list[dict[str, str]]:
     """Rows of a results file, checking its header."""
     with open(path, newline="") as handle:

@@ -24,7 +24,7 @@ A-early       :func:`snapshot` + the above   the same at weights kept through tr
 ============  =============================  ================================================
 
 The analysed runs come from the training stages through :func:`load_case` (a :class:`TestSetup`
-repeating the stage's test settings; the stage's own reports check it).
+repeating the stage's test settings, checked against what the stage recorded of its runs).
 
 Test-time adaptation is the one of :func:`metalearn.fewshot.evaluate` (same inner loop, step
 size ``settings.inner_lr``, ``settings.test_steps`` steps, loss and batch-norm mode
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -127,9 +128,10 @@ def load_model(spec: fewshot.Spec, dataset: str, filters: int, path) -> nn.Modul
 
 
 class Trained(NamedTuple):
-    """A model of a training stage with that stage's test row for it (``reports/<stage>/accuracy.csv``:
-    accuracy, ci95, steps, iterations, meta_batch), the number of test tasks the stage used, the
-    stage and the run's name there (``spec.name``, plus e.g. ``-seed1`` in ``train_seeds``)."""
+    """A model of a training stage with that stage's test of it (``row``: accuracy and ci95 over
+    its test tasks after ``steps`` test steps, and its training ``iterations`` and ``meta_batch``),
+    the number of test tasks the stage used, the stage and the run's name there (``spec.name``,
+    plus e.g. ``-seed1`` in ``train_seeds``)."""
 
     dataset: str
     spec: fewshot.Spec
@@ -140,28 +142,35 @@ class Trained(NamedTuple):
     name: str = ""
 
 
+def _read_json(relative: str, param: str, name: str) -> dict:
+    path = paths.input(relative)
+    require(path.is_file(), param, f"has {name}, but there is no {relative}: run the stage that trains it first")
+    return json.loads(path.read_text())
+
+
 def load_trained(dataset: str, spec: fewshot.Spec, filters: int, test_steps: int, test_queries: int,
                  device: str = "cpu", param: str = "runs", stage: str | None = None, name: str | None = None) -> Trained:
     """The model ``spec`` trained by ``stage`` (default ``train_<dataset>``) as run ``name``
-    (default ``spec.name``; ``data/models/<stage>/<name>.pt``), on ``device``, with its test row.
+    (default ``spec.name``), on ``device``, with that stage's test of it, read from what the stage
+    saved: the weights ``data/models/<stage>/<name>.pt``, the run's and the stage's records
+    (``<name>.json``, ``stage.json``) and the per-task scores ``data/scores/<stage>/<name>.csv``.
     The test settings an analysis repeats must be the training stage's: a run the stage did not
-    test, or other test steps or queries per class, stop with a :class:`ParameterError` naming
+    train, or other test steps or queries per class, stop with a :class:`ParameterError` naming
     ``param`` (the analysis' parameter that chose the run)."""
     stage, name = stage or f"train_{dataset}", name or spec.name
-    model = load_model(spec, dataset, filters, paths.input(f"data/models/{stage}/{name}.pt"))
-    accuracy = pd.read_csv(paths.input(f"reports/{stage}/accuracy.csv"))
-    row = accuracy[(accuracy.run == name) & (accuracy["head"] == "adapt")]
-    require(len(row) == 1, param, f"has {name}, which reports/{stage}/accuracy.csv does not list: train it first")
-    row = row.iloc[0]
-    require(row.steps == test_steps, param, f"{name}: {test_steps} test steps here, but {stage} tested it "
-                                            f"with {row.steps}")
-    reported = pd.read_csv(paths.input(f"reports/{stage}/results.csv"))
-    scale = reported[reported.setting.str.startswith(f"{dataset} {spec.regime} {spec.model} {spec.setting}")].scale
-    require(len(scale) > 0, param, f"{name} has no row in reports/{stage}/results.csv")
-    tasks, queries = map(int, re.search(r"(\d+) test tasks x (\d+) queries/class", scale.iloc[0]).groups())
-    require(queries == test_queries, param, f"{name}: {test_queries} queries per class here, but {stage} "
-                                            f"tested with {queries}")
-    return Trained(dataset, spec, model.to(device), row, tasks, stage, name)
+    record = _read_json(f"data/models/{stage}/{name}.json", param, name)
+    tested = _read_json(f"data/models/{stage}/stage.json", param, name)["test"]
+    model = load_model(spec, dataset, filters, paths.input(fewshot.model_file(stage, name)))
+    settings = record["settings"]
+    require(settings["test_steps"] == test_steps, param, f"{name}: {test_steps} test steps here, but {stage} tested "
+                                                         f"it with {settings['test_steps']}")
+    require(tested["queries"] == test_queries, param, f"{name}: {test_queries} queries per class here, but {stage} "
+                                                      f"tested with {tested['queries']}")
+    scores = fewshot.read_scores(paths.input(f"data/scores/{stage}/{name}.csv"))[f"adapt@{test_steps}"]
+    accuracy, ci95 = mean_ci95(scores.to_numpy())
+    row = pd.Series(dict(accuracy=accuracy, ci95=ci95, steps=test_steps, iterations=settings["iterations"],
+                         meta_batch=settings["meta_batch"]))
+    return Trained(dataset, spec, model.to(device), row, tested["tasks"], stage, name)
 
 
 def snapshot(trained: Trained, iteration: int) -> nn.Module:

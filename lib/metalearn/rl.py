@@ -20,8 +20,8 @@ Every rollout steps T tasks x N trajectories at once, the policy batched in torc
   per task, and normalised advantages of discounted returns.
 - :func:`trpo_step`: conjugate gradient on Hessian-vector products of the mean KL and a
   backtracking line search; :func:`meta_iteration` is one TRPO step on the post-adaptation
-  surrogate, differentiated through the inner step; :func:`train` a resumable run of them,
-  :func:`save_run` its weights and :func:`summary` its one-line account.
+  surrogate, differentiated through the inner step; :func:`train` a resumable run of them
+  (its weights recorded, and reused by a later execution) and :func:`summary` its one-line account.
 - :func:`evaluate`: average return after 0..k policy-gradient steps on fresh trajectories.
 """
 from __future__ import annotations
@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from . import core, paths
+from . import core
 from .models import Net, Params, forward, mlp
-from .training import Run, cleanup_stale
+from .training import Run, cleanup_stale, reuse_or_train
 
 REWARDS = ("distance", "squared")
 
@@ -530,40 +530,46 @@ def meta_iteration(model: nn.Module, setting: MetaRL, gen: torch.Generator) -> d
 
 
 def train(name: str, config: dict, model: nn.Module, setting: MetaRL, iterations: int, seed: int,
-          checkpoint_every: int = 10, work_dir: Path | None = None) -> dict:
+          checkpoint_every: int = 10, work_dir: Path | None = None, record: str | None = None) -> dict:
     """A resumable run of ``iterations`` meta-iterations (:class:`metalearn.training.Run`).
 
     Keeps the parameters with the best training return ("return": after adaptation, on the
     iteration's fresh tasks, before its update), as the papers select the best of their
     iterations. Returns {"params": last, "best": best, "best_iteration", "history"
     (one dict per iteration), "resumed_from" (iterations found in a checkpoint),
-    "seconds_per_iteration" (wall time of the iterations run by this call)}.
+    "seconds_per_iteration" (wall time of the iterations run when it trained)}.
+
+    With ``record`` (e.g. ``data/models/nav/maml-seed0``), the run's best and last parameters
+    go to ``<record>.pt`` with a record ``<record>.json``, and a later execution with the same
+    settings takes them from there instead of training (:func:`training.reuse_or_train`).
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    run = Run(name, config, model, seed, checkpoint_every=checkpoint_every, work_dir=work_dir)
-    cleanup_stale(name, run.path, work_dir)
 
-    def step(run: Run) -> dict:
-        before = {k: v.detach().clone() for k, v in run.model.named_parameters()}
-        metrics = meta_iteration(run.model, setting, run.gen)
-        if metrics["return"] > run.extra.get("best_return", -math.inf):
-            run.extra.update(best=before, best_return=metrics["return"], best_iteration=run.iteration)
-        return metrics
+    def fit() -> tuple[dict, dict]:
+        run = Run(name, config, model, seed, checkpoint_every=checkpoint_every, work_dir=work_dir)
+        cleanup_stale(name, run.path, work_dir)
 
-    start = time.perf_counter()
-    history = run.train(iterations, step, log_every=1, desc=name)
-    seconds = (time.perf_counter() - start) / max(1, iterations - run.resumed_from)
-    return {"params": {k: v.detach().clone() for k, v in run.model.named_parameters()},
-            "best": run.extra["best"], "best_iteration": run.extra["best_iteration"], "history": history,
-            "resumed_from": run.resumed_from, "seconds_per_iteration": seconds}
+        def step(run: Run) -> dict:
+            before = {k: v.detach().clone() for k, v in run.model.named_parameters()}
+            metrics = meta_iteration(run.model, setting, run.gen)
+            if metrics["return"] > run.extra.get("best_return", -math.inf):
+                run.extra.update(best=before, best_return=metrics["return"], best_iteration=run.iteration)
+            return metrics
 
+        start = time.perf_counter()
+        history = run.train(iterations, step, log_every=1, desc=name)
+        seconds = (time.perf_counter() - start) / max(1, iterations - run.resumed_from)
+        state = {"best": run.extra["best"], "last": {k: v.detach().clone() for k, v in run.model.named_parameters()},
+                 "best_iteration": run.extra["best_iteration"]}
+        return state, {"history": history, "resumed_from": run.resumed_from, "seconds_per_iteration": seconds}
 
-def save_run(out: dict, path: str) -> None:
-    """Write a run's best and last parameters (and the best's iteration) to the stage output
-    ``path`` (relative to the repository, e.g. ``data/models/nav/maml-seed0.pt``), atomically."""
-    with paths.atomic_write(paths.output(path), "wb") as f:
-        torch.save({"best": out["best"], "last": out["params"], "best_iteration": out["best_iteration"]}, f)
+    if record is None:
+        state, details = fit()
+    else:
+        state, details = reuse_or_train(record, name, {**config, "iterations": iterations, "generator": seed}, fit)
+    return {"params": state["last"], "best": state["best"], "best_iteration": state["best_iteration"],
+            **{k: details[k] for k in ("history", "resumed_from", "seconds_per_iteration")}}
 
 
 def summary(name: str, out: dict) -> str:

@@ -7,9 +7,9 @@ The ANIL paper reports means over three seeds (Table 2). Seeds here differ only 
 tasks makes the per-task mean over seeds, and the per-task difference between two runs,
 paired samples over tasks.
 
-This module only analyses trained models. Notebooks import it after their training cells:
-:func:`metalearn.training.source_digest` keys a run by the modules loaded when it starts, so
-editing this module then never invalidates a trained run.
+This module presents what the over-seeds training stages computed (``train_seeds``,
+``train_seeds_omniglot``: models, records and per-task scores under ``data/``); the
+``report_seeds`` stage uses it.
 
 Frames: ``scores`` has one row per (seed, run, head, task) with ``accuracy`` in % (see
 :func:`test`); ``run`` is the spec's name without the seed.
@@ -22,49 +22,42 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from . import fewshot, models, results
+from . import accuracy, fewshot, results
 from .evaluation import mean_ci95
 
 
-def same_weights(model: torch.nn.Module, path) -> bool | None:
-    """Whether ``model``'s state equals the state_dict saved at ``path`` exactly (None: no file)."""
-    if not path.exists():
-        return None
-    theirs = torch.load(path, map_location="cpu", weights_only=True)
-    ours = model.state_dict()
-    return ours.keys() == theirs.keys() and all(torch.equal(ours[k].cpu(), theirs[k]) for k in theirs)
-
-
-def test(trained: dict[int, dict], episodes: fewshot.Episodes, n_tasks: int, queries: int,
-         seed: int) -> pd.DataFrame:
-    """Per-task test accuracy of every seed's runs on the same fixed tasks.
-
-    Args:
-        trained: {training seed: {spec: (model, settings)}} (:func:`fewshot.train_runs`).
-        episodes: the test episodes' factory, seeded by ``seed`` for every training seed.
-        n_tasks, queries: fixed test tasks per N-way K-shot setting and query images per class
-            (:func:`fewshot.test_episodes`: the training stages' list).
-    Returns:
-        scores: one row per (seed, run, head, task): accuracy in % after ``settings.test_steps``
-        steps (head ``adapt``, ``steps`` = test_steps) and with the NIL head (``nil``, 0 steps;
-        MAML family only); plus the run's ``iterations`` and ``meta_batch``.
-    """
-    frames, tasks = [], {}
-    for training_seed, runs in trained.items():
-        for spec, (model, settings) in runs.items():
-            if spec.setting not in tasks:
-                tasks[spec.setting] = fewshot.test_episodes(episodes, spec, n_tasks, queries, seed)
-            test_tasks, params = tasks[spec.setting], models.params_of(model, requires_grad=False)
-            heads = {"adapt": (settings.test_steps, fewshot.evaluate(spec, model, params, test_tasks, settings,
-                                                                     every_step=False)["accuracy"][:, -1])}
-            if spec.algorithm != "reptile":
-                heads["nil"] = (0, fewshot.evaluate(spec, model, params, test_tasks, settings, head="nil")["accuracy"][:, 0])
-            for head, (steps, accuracy) in heads.items():
-                frames.append(pd.DataFrame({
-                    "seed": training_seed, "run": spec.name, "head": head, "steps": steps,
-                    "task": range(len(accuracy)), "accuracy": (accuracy * 100).numpy(),
-                    "iterations": settings.iterations, "meta_batch": settings.meta_batch}))
+def scores_of(stage: accuracy.Stage) -> pd.DataFrame:
+    """The per-task scores of an over-seeds training stage (:func:`metalearn.accuracy.load`) as
+    one frame: one row per (seed, run, head, task), ``accuracy`` in % after the run's test steps
+    (head ``adapt``, ``steps`` = its test steps) and with the NIL head (``nil``, 0 steps; MAML
+    family only); plus the run's ``iterations`` and ``meta_batch``. ``run`` is the spec's name."""
+    frames = []
+    for name, scores in stage.scores.items():
+        record = stage.records[name]
+        settings = record["settings"]
+        heads = {"adapt": (settings["test_steps"], scores[f"adapt@{settings['test_steps']}"])}
+        if "nil" in scores:
+            heads["nil"] = (0, scores["nil"])
+        for head, (steps, accuracy) in heads.items():
+            frames.append(pd.DataFrame({
+                "seed": record["seed"], "run": record["spec"], "head": head, "steps": steps,
+                "task": range(len(accuracy)), "accuracy": accuracy.to_numpy(),
+                "iterations": settings["iterations"], "meta_batch": settings["meta_batch"]}))
     return pd.concat(frames, ignore_index=True)
+
+
+def history_of(stage: accuracy.Stage) -> pd.DataFrame:
+    """The training histories of every run and seed, with ``run`` (``<run>-seed<s>``) and ``seed``."""
+    return accuracy.histories(stage).assign(seed=lambda h: h.run.map(lambda r: stage.records[r]["seed"]))
+
+
+def scale(stage: accuracy.Stage) -> str:
+    """The scale column of an over-seeds stage's results (``{iterations}`` and ``{meta_batch}``
+    filled in per run by :func:`result_rows`)."""
+    info, seeds = stage.info, stage.info["seeds"]
+    return (f"{{iterations}} iterations x {{meta_batch}} tasks; {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
+            f"{info['test']['tasks']} test tasks x {info['test']['queries']} queries/class (the same for every seed); "
+            f"{info['data']}; bn {info['test']['bn']}; " + "; ".join(info["hardware"]))
 
 
 def per_seed(scores: pd.DataFrame) -> pd.DataFrame:
@@ -114,12 +107,12 @@ def difference(scores: pd.DataFrame, a: str, b: str, head: str = "adapt") -> dic
 
 def result_rows(dataset: str, table: pd.DataFrame, scale: str, experiments=("A-anil", "A-nil")) -> list[dict]:
     """``reports/results.csv`` rows of :func:`summary`'s ``table`` under ``experiments``
-    (:func:`fewshot.experiments`): ``accuracy`` is the mean over seeds (with its ci95 over
+    (:func:`metalearn.accuracy.experiments`): ``accuracy`` is the mean over seeds (with its ci95 over
     tasks), as the papers' Table 2 values are, and ``accuracy, std over seeds`` the spread.
     ``scale`` may hold ``{iterations}`` and ``{meta_batch}``, filled in per run."""
     rows = []
     for (name, head), r in table.iterrows():
-        for experiment, setting in fewshot.experiments(dataset, fewshot.Spec.parse(name), head):
+        for experiment, setting in accuracy.experiments(dataset, fewshot.Spec.parse(name), head):
             if experiment in experiments:
                 described = scale.format(iterations=int(r["iterations"]), meta_batch=int(r["meta_batch"]))
                 rows.append(results.row(experiment, setting, "accuracy", r["mean over seeds"], described,

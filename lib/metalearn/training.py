@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import paths
+from . import paths, store
+from .hardware import describe
 from .core import meta_loss, mse, optimize, reptile_update
 from .models import forward, init_model
 
@@ -124,6 +125,23 @@ class Run:
         return self.history
 
 
+def reuse_or_train(record: str, name: str, config: dict, train: Callable[[], tuple[Any, dict]]) -> tuple[Any, dict]:
+    """The trained state of the run ``name`` with ``config``: from an earlier execution of the
+    stage when it left ``<record>.json`` (and the state in ``<record>.pt``) for the same run,
+    settings and :data:`NUMERICS` (:mod:`metalearn.store`: the committed models), else
+    ``train()``'s (state, JSON-able details), saved there. ``record`` is relative to the root
+    without suffix, e.g. ``data/models/nav/maml-seed0``. Returns (state, record)."""
+    identity = {"run": name, **config, "numerics": NUMERICS}
+    found = store.find(f"{record}.json", identity)
+    if found is not None:
+        print(f"{name}: trained state of an earlier execution (same settings and numerics)")
+        return torch.load(paths.output(f"{record}.pt"), weights_only=True), found
+    state, details = train()
+    with paths.atomic_write(paths.output(f"{record}.pt"), "wb") as handle:
+        torch.save(state, handle)
+    return state, store.save(f"{record}.json", identity, [f"{record}.pt"], hardware=describe(), **details)
+
+
 def cleanup_stale(name: str, keep: Path, work_dir: Path | None = None) -> None:
     """Remove the checkpoints of ``name`` other than ``keep`` (older settings or code)."""
     for file in (work_dir or paths.WORK).glob(f"{name}-*.pt"):
@@ -198,24 +216,34 @@ def reptile_step(run: Run, sample: Callable, optimizer, step_size: float, keep_s
 def train_reptile(name: str, config: dict, model: nn.Module, seed: int, sample: Callable,
                   optimizer, iterations: int, meta_step: float, keep_state: bool,
                   snapshot_at: tuple[int, ...] = (), checkpoint_every: int = 500,
-                  work_dir: Path | None = None) -> dict:
+                  work_dir: Path | None = None, record: str | None = None) -> dict:
     """A whole (resumable) Reptile run; the outer step anneals linearly from ``meta_step`` to 0
     (as in the Reptile code). Returns the final parameters, the history, and copies of the
     parameters after each iteration count in ``snapshot_at``. Picklable arguments in, so
-    several runs can go to a process pool."""
-    run = Run(name, config, model, seed, checkpoint_every=checkpoint_every, work_dir=work_dir)
-    cleanup_stale(name, run.path, work_dir)
+    several runs can go to a process pool. With ``record``, the result is saved there and a
+    later execution with the same settings takes it from there (:func:`reuse_or_train`)."""
+    def fit() -> tuple[dict, dict]:
+        run = Run(name, config, model, seed, checkpoint_every=checkpoint_every, work_dir=work_dir)
+        cleanup_stale(name, run.path, work_dir)
 
-    def step(run: Run) -> dict:
-        metrics = reptile_step(run, sample, optimizer, meta_step * (1 - run.iteration / iterations), keep_state)
-        if run.iteration + 1 in snapshot_at:
-            run.extra.setdefault("snapshots", {})[run.iteration + 1] = {
-                k: v.detach().clone() for k, v in run.model.named_parameters()}
-        return metrics
+        def step(run: Run) -> dict:
+            metrics = reptile_step(run, sample, optimizer, meta_step * (1 - run.iteration / iterations), keep_state)
+            if run.iteration + 1 in snapshot_at:
+                run.extra.setdefault("snapshots", {})[run.iteration + 1] = {
+                    k: v.detach().clone() for k, v in run.model.named_parameters()}
+            return metrics
 
-    history = run.train(iterations, step, log_every=max(1, iterations // 100), desc=name)
-    return {"params": {k: v.detach() for k, v in run.model.named_parameters()},
-            "history": history, "snapshots": run.extra.get("snapshots", {})}
+        history = run.train(iterations, step, log_every=max(1, iterations // 100), desc=name)
+        return ({"params": {k: v.detach() for k, v in run.model.named_parameters()},
+                 "snapshots": run.extra.get("snapshots", {})}, {"history": history})
+
+    if record is None:
+        state, details = fit()
+    else:
+        identity = {**config, "seed": seed, "iterations": iterations, "meta_step": meta_step, "keep_state": keep_state,
+                    "snapshot_at": list(snapshot_at), "optimizer": repr(optimizer)}
+        state, details = reuse_or_train(record, name, identity, fit)
+    return {**state, "history": details["history"]}
 
 
 def train_independent(factory: Callable[[], nn.Module], family, n_models: int, steps: int, lr: float,

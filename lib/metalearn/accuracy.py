@@ -1,0 +1,209 @@
+"""Test accuracy of the image runs as the reports show it: tables with 95% confidence
+intervals, learning curves, accuracy after each test step, the regimes table and the
+rows of ``reports/results.csv``.
+
+Reads what a training stage left under ``data/`` (:func:`load`): its stage record
+(``data/models/<stage>/stage.json``: runs in order, data, hardware, test settings), each
+run's record (``data/models/<stage>/<run>.json``: settings, history) and per-task scores
+(``data/scores/<stage>/<run>.csv``, :func:`metalearn.fewshot.test_scores`). Nothing here
+trains or tests: editing this module re-executes the report stages only.
+"""
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from . import paths, report, results
+from .evaluation import mean_ci95
+from .fewshot import HEAD_ONLY, Spec, read_scores
+
+
+class Stage(NamedTuple):
+    """What a training stage left: ``info`` (its stage record), ``records`` {run: the run's
+    record} and ``scores`` {run: per-task scores}, runs in the stage's order."""
+
+    info: dict
+    records: dict[str, dict]
+    scores: dict[str, pd.DataFrame]
+
+
+def load(stage: str) -> Stage:
+    """The records and per-task scores of the training stage ``stage`` (a clear error naming
+    the stage when it has not run)."""
+    index = paths.input(f"data/models/{stage}/stage.json")
+    if not index.is_file():
+        raise FileNotFoundError(f"{index.relative_to(paths.ROOT) if index.is_relative_to(paths.ROOT) else index} "
+                                f"is missing: run the '{stage}' stage first (dvc repro {stage})")
+    info = json.loads(index.read_text())
+    records = {run: json.loads(paths.input(f"data/models/{stage}/{run}.json").read_text()) for run in info["runs"]}
+    scores = {run: read_scores(paths.input(f"data/scores/{stage}/{run}.csv")) for run in info["runs"]}
+    return Stage(info, records, scores)
+
+
+def histories(stage: Stage) -> pd.DataFrame:
+    """The training histories of every run in one frame with a ``run`` column."""
+    return pd.concat([pd.DataFrame(r["history"]).assign(run=run) for run, r in stage.records.items()],
+                     ignore_index=True)
+
+
+def test_table(stage: Stage) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From the per-task scores: (one row per run and head: run, head, steps, accuracy and ci95
+    in %, iterations, meta_batch; accuracy after each measured test step per run, with ci95).
+    ``run`` is the run's name in the stage (spec name and suffix)."""
+    rows, curves = [], []
+    for run, scores in stage.scores.items():
+        settings = stage.records[run]["settings"]
+        adapt = [c for c in scores.columns if c.startswith("adapt@")]
+        for column in adapt:
+            mean, ci = mean_ci95(scores[column].to_numpy())
+            curves.append(dict(run=run, step=int(column.split("@")[1]), accuracy=mean, ci95=ci))
+        heads = {"adapt": (settings["test_steps"], scores[adapt[-1]])}
+        if "nil" in scores:
+            heads["nil"] = (0, scores["nil"])
+        for head, (steps, values) in heads.items():
+            mean, ci = mean_ci95(values.to_numpy())
+            rows.append(dict(run=run, head=head, steps=steps, accuracy=mean, ci95=ci,
+                             iterations=settings["iterations"], meta_batch=settings["meta_batch"]))
+    return pd.DataFrame(rows), pd.DataFrame(curves)
+
+
+def _settings_in(frame: pd.DataFrame) -> list[str]:
+    return sorted({Spec.parse(name).setting for name in frame.run}, key=lambda t: (len(t), t))
+
+
+def plot_learning_curves(history: pd.DataFrame, title: str):
+    """Training query loss (top) and validation accuracy (bottom) per N-way K-shot setting."""
+    settings = _settings_in(history)
+    fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6), squeeze=False)
+    for col, setting in enumerate(settings):
+        for name, h in history[history.run.map(lambda r: Spec.parse(r).setting) == setting].groupby("run"):
+            axes[0, col].plot(h.iteration, h.loss, label=name)
+            axes[1, col].plot(h.iteration, 100 * h.val_accuracy, label=name)
+        axes[0, col].set(title=setting, yscale="log", ylabel="training query loss")
+        axes[1, col].set(xlabel="iteration", ylabel="validation accuracy (%)")
+        axes[1, col].legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def plot_test_steps(curves: pd.DataFrame, title: str):
+    """Test accuracy (95% CI) after 0..k adaptation steps, one panel per setting."""
+    settings = _settings_in(curves)
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.4), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        for name, c in curves[curves.run.map(lambda r: Spec.parse(r).setting) == setting].groupby("run"):
+            ax.errorbar(c.step, c.accuracy, yerr=c.ci95, marker="o", ms=3, capsize=2, label=name)
+        ax.set(title=setting, xlabel="test-time steps", ylabel="test accuracy (%)", ylim=(0, 100))
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    return fig
+
+
+def experiments(dataset: str, spec: Spec, head: str) -> list[tuple[str, str]]:
+    """The STUDY.md experiment ids that a test result of ``spec`` with test-time ``head``
+    (adapt or nil) belongs to, each with the result's setting in ``reports/results.csv``:
+    ``"<dataset> <algorithm> <model> <N>w<K>s"`` (+ ``" nil-head"``, or ``" from <init>"``);
+    A-regimes names the body's regime and the head: ``"... multiclass conv 5w1s maml-head"``."""
+    base = f"{dataset} {spec.algorithm} {spec.model} {spec.setting}"
+    if spec.algorithm == "reptile":
+        if head != "adapt":
+            return []
+        if spec.init:
+            return [("R-pretrain", f"{base} from {spec.init}")]
+        out = [("R-omni" if dataset == "omniglot" else "R-mini", base)]
+        return out + ([("R-pretrain", base)] if spec.setting == "5w1s" and spec.model == "conv" else [])
+    out = []
+    if spec.init is None:
+        if head == "nil":
+            out.append(("A-nil", f"{base} nil-head"))
+        elif spec.model == "mlp":
+            out.append(("M-omni-mlp", base))
+        else:
+            maml_id = "M-omni" if dataset == "omniglot" else "M-mini"
+            out += [(experiment, base) for experiment in {
+                "maml": [maml_id, "A-anil"], "fomaml": [maml_id], "anil": ["A-anil"]}.get(spec.algorithm, ["A-anil"])]
+    if spec.model == "conv" and spec.algorithm in ("maml", "anil", *HEAD_ONLY):
+        test_head = "maml-head" if head == "adapt" else "nil-head"
+        out.append(("A-regimes", f"{dataset} {spec.regime} {spec.model} {spec.setting} {test_head}"))
+    return out
+
+
+def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> list[dict]:
+    """``reports/results.csv`` rows: each test result under its experiment ids
+    (:func:`experiments`), and for MAML and ANIL runs the final validation accuracy under
+    A-curves. ``scale`` describes the scale, with ``{iterations}`` and ``{meta_batch}``
+    filled in per run."""
+    out = []
+    for r in table.itertuples():
+        spec = Spec.parse(r.run)
+        described = scale.format(iterations=r.iterations, meta_batch=r.meta_batch)
+        for experiment, setting in experiments(dataset, spec, r.head):
+            out.append(results.row(experiment, setting, "accuracy", r.accuracy, described, r.ci95))
+        if r.head == "adapt" and spec.algorithm in ("maml", "anil"):
+            final = history[history.run == r.run].val_accuracy.iloc[-1] * 100
+            setting = f"{dataset} {spec.algorithm} {spec.model} {spec.setting} final validation"
+            out.append(results.row("A-curves", setting, "accuracy", final, described))
+    return out
+
+
+def save_learning_curves(history: pd.DataFrame, stage: str, folder: str, title: str):
+    """Write the validation accuracy per run as DVC plot data (``reports/plots/<stage>_val_accuracy.csv``)
+    and the curves as ``<folder>/<stage>_learning_curves.png``."""
+    wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
+    report.save_table(wide.to_dict("records"), f"reports/plots/{stage}_val_accuracy.csv")
+    fig = plot_learning_curves(history, title)
+    report.save_figure(fig, f"{folder}/{stage}_learning_curves.png")
+    return fig
+
+
+def save_tests(table: pd.DataFrame, curves: pd.DataFrame, stage: str, folder: str, title: str):
+    """Write the test accuracies (``<folder>/<stage>_accuracy.csv``) and the test-steps figure."""
+    report.save_table(table.to_dict("records"), f"{folder}/{stage}_accuracy.csv")
+    fig = plot_test_steps(curves, title)
+    report.save_figure(fig, f"{folder}/{stage}_test_steps.png")
+    return fig
+
+
+def scale(stage: Stage) -> str:
+    """The scale column of a one-seed training stage's results, with ``{iterations}`` and
+    ``{meta_batch}`` left to fill per run (:func:`result_rows`)."""
+    info = stage.info
+    return (f"{{iterations}} iterations x {{meta_batch}} tasks; {info['test']['tasks']} test tasks x "
+            f"{info['test']['queries']} queries/class; 1 seed; {info['data']}; bn {info['test']['bn']}; "
+            + "; ".join(info["hardware"]))
+
+
+def metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Test accuracy per run and head (``<run>`` after adaptation, ``<run>_nil`` with a NIL head)."""
+    return {f"{r.run}{'_nil' if r.head == 'nil' else ''}": r.accuracy for r in table.itertuples()}
+
+
+def regime_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy "mean +- ci95" of each body's training regime (rows: maml, anil, random,
+    multiclass, ...) with each test-time head (columns: setting x MAML head / NIL head), from
+    :func:`test_runs`' table; conv runs of the A-regimes comparison only (ANIL paper Table 7)."""
+    rows = []
+    for r in table.itertuples():
+        spec = Spec.parse(r.run)
+        if spec.model == "conv" and spec.algorithm in ("maml", "anil", *HEAD_ONLY):
+            rows.append(dict(regime=spec.regime, setting=spec.setting, accuracy=f"{r.accuracy:.1f} +- {r.ci95:.1f}",
+                             head="MAML head" if r.head == "adapt" else "NIL head"))
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).pivot(index="regime", columns=["setting", "head"], values="accuracy")
+
+
+def compare_to_maml(accuracy: dict[str, float]) -> None:
+    """Print, per setting, ANIL and random features against MAML (the ordering claims)."""
+    settings = sorted({Spec.parse(name.removesuffix("_nil")).setting for name in accuracy})
+    for setting in settings:
+        maml, anil, rand = (accuracy.get(f"{a}-conv-{setting}") for a in ("maml", "anil", "random"))
+        if maml is None:
+            continue
+        parts = [f"ANIL - MAML = {anil - maml:+.1f} points"] if anil is not None else []
+        parts += [f"random features - MAML = {rand - maml:+.1f} points"] if rand is not None else []
+        if parts:
+            print(f"{setting}: " + "; ".join(parts))
