@@ -80,7 +80,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from metalearn import hardware, paths, report, results
+from metalearn import hardware, paths, report, results, store
 
 if P.device == "cuda" and not torch.cuda.is_available():
     raise RuntimeError("device is cuda but torch sees no GPU; set device: cpu")
@@ -114,10 +114,18 @@ pd.DataFrame({"largest relative difference": gradient_check}, dtype=float)
 # timed ones (median, quartiles, min and max); peak memory is taken on the last warm-up iteration.
 
 # %%
-rows = []
-for setting in P.settings:
-    rows += benchmark.run_setting(setting, P.warmup, P.repeats, P.device, run_peers, P.seed, P.meta_lr,
-                                  progress=lambda what: print("timing", what, flush=True))
+def measure():
+    rows = []
+    for setting in P.settings:
+        rows += benchmark.run_setting(setting, P.warmup, P.repeats, P.device, run_peers, P.seed, P.meta_lr,
+                                      progress=lambda what: print("timing", what, flush=True))
+    return rows
+
+
+# measured once per machine and settings: a later execution on the same machine and software (e.g. after an
+# edit of this report) reads them from data/analyses/benchmark/; METALEARN_FRESH=1 measures again
+IDENTITY = {"parameters": vars(P), "hardware": HARDWARE, "peers": sorted(run_peers)}
+rows = store.result(f"data/analyses/{STAGE}/timings", IDENTITY, measure)
 timings = pd.DataFrame(rows)
 report.save_table(timings.to_dict("records"), f"reports/{STAGE}/timings.csv")
 shown = timings.assign(seconds=timings.apply(lambda r: f"{r['median']:.3g} [{r.q1:.3g}, {r.q3:.3g}]", axis=1))
@@ -164,7 +172,8 @@ ratios.pivot(index=["phase", "ratio"], columns="setting", values="value").round(
 # operator time and their calls, beside the same operators in the peers and the plain passes.
 
 # %%
-profiles = benchmark.profile_setting(P.profile_setting, run_peers, P.seed, P.meta_lr)
+profiles = store.result(f"data/analyses/{STAGE}/profiles", IDENTITY,
+                        lambda: benchmark.profile_setting(P.profile_setting, run_peers, P.seed, P.meta_lr))
 phases = pd.DataFrame({name: {**{f"{phase} (%)": 100 * t / p["wall"] for phase, t in p["phases"].items()},
                               "outside operators (%)": 100 * p["outside_ops"] / p["wall"],
                               "wall (s, profiled)": p["wall"], "aten operator calls": p["calls"]}

@@ -93,7 +93,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from metalearn import hardware, report, results
+from metalearn import hardware, report, results, store
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -105,6 +105,12 @@ HARDWARE = hardware.describe(P.device)
 MINI, OMNI = reuse.TestSetup.of(P, "miniimagenet"), reuse.TestSetup.of(P, "omniglot")
 cases = ([reuse.load_case(MINI, spec, P.n_test_tasks, P.device, "mini_runs") for spec in P.mini_runs]
          + [reuse.load_case(OMNI, spec, P.n_test_tasks, P.device, "omni_runs") for spec in P.omni_runs])
+early_cases = {(spec, seed): reuse.load_case(MINI, spec, P.early_tasks, P.device, "early_runs", "train_seeds",
+                                             f"{spec.name}-seed{seed}")
+               for spec in P.early_runs for seed in P.early_seeds}
+# what each table below is computed from: these settings, the analysed runs, the test-time numerics. A table
+# an earlier execution computed from the same is read back from data/analyses/freeze/ instead of recomputed.
+IDENTITY = reuse.analysis_identity(P, [c.trained for c in [*cases, *early_cases.values()]])
 pd.DataFrame([dict(dataset=t.dataset, run=t.spec.name, iterations=t.row.iterations, meta_batch=t.row.meta_batch,
                    test_steps=settings.test_steps, inner_lr=settings.inner_lr, test_tasks=len(test.xs))
               for t, settings, test, *_ in cases])
@@ -119,11 +125,15 @@ pd.DataFrame([dict(dataset=t.dataset, run=t.spec.name, iterations=t.row.iteratio
 # 95% interval (much tighter than comparing the two intervals: the tasks' difficulty cancels).
 
 # %%
-freeze_rows = []
-for t, settings, test, *_ in tqdm(cases, desc="A-freeze"):
-    table = reuse.freeze_accuracy(t.spec, t.model, test, settings, P.freezes)
-    freeze_rows.append(table.assign(dataset=t.dataset, run=t.spec.name, **{"training stage": t.row.accuracy}))
-freeze = pd.concat(freeze_rows, ignore_index=True)
+def freeze_table():
+    rows = []
+    for t, settings, test, *_ in tqdm(cases, desc="A-freeze"):
+        table = reuse.freeze_accuracy(t.spec, t.model, test, settings, P.freezes)
+        rows.append(table.assign(dataset=t.dataset, run=t.spec.name, **{"training stage": t.row.accuracy}))
+    return pd.concat(rows, ignore_index=True)
+
+
+freeze = store.result(f"data/analyses/{STAGE}/freeze", IDENTITY, freeze_table)
 for t, settings, test, *_ in cases:
     if t.tasks == len(test.xs):  # the same test tasks: "none" must repeat the training stage's test
         none = freeze[(freeze.run == t.spec.name) & (freeze.dataset == t.dataset) & (freeze.frozen == "none")]
@@ -152,10 +162,12 @@ freeze[["dataset", "run", "frozen", "layers", "accuracy", "ci95", "cost", "cost_
 # same divided by ||theta_l|| (relative, comparable across layers of different size).
 
 # %%
-dist_rows = []
-for t, settings, test, *_ in cases:
-    dist_rows.append(reuse.weight_distances(t.spec, t.model, test, settings).assign(dataset=t.dataset, run=t.spec.name))
-dist = pd.concat(dist_rows, ignore_index=True)
+def distance_table():
+    return pd.concat([reuse.weight_distances(t.spec, t.model, test, settings).assign(dataset=t.dataset, run=t.spec.name)
+                      for t, settings, test, *_ in tqdm(cases, desc="A-dist")], ignore_index=True)
+
+
+dist = store.result(f"data/analyses/{STAGE}/distance", IDENTITY, distance_table)
 
 fig, axes = plt.subplots(2, len(cases), figsize=(3.6 * len(cases), 5.6), squeeze=False)
 for col, ((t, *_), (_, group)) in enumerate(zip(cases, dist.groupby(["dataset", "run"], sort=False))):
@@ -178,18 +190,23 @@ dist[["dataset", "run", "layer", "parameters", "norm", "distance", "distance_ci9
 # training on, the lines for `none` and `1-4` stay together at every iteration (paper Fig. 3).
 
 # %%
-early_rows, early_cases = [], {}
-for spec in P.early_runs:
-    for seed in P.early_seeds:
-        case = reuse.load_case(MINI, spec, P.early_tasks, P.device, "early_runs", "train_seeds", f"{spec.name}-seed{seed}")
-        early_cases[spec, seed] = case
-        require(max(P.early_iterations) <= case.trained.row.iterations, "early_iterations",
-                f"goes past the {case.trained.row.iterations} iterations train_seeds trained")
+for case in early_cases.values():
+    require(max(P.early_iterations) <= case.trained.row.iterations, "early_iterations",
+            f"goes past the {case.trained.row.iterations} iterations train_seeds trained")
+
+
+def early_table():
+    rows = []
+    for (spec, seed), case in early_cases.items():
         for iteration in tqdm(P.early_iterations, desc=f"A-early {case.trained.name}"):
             model = reuse.snapshot(case.trained, iteration)
             table = reuse.freeze_accuracy(spec, model, case.test, case.settings, P.early_freezes)
-            early_rows.append(table.assign(run=spec.name, seed=seed, iteration=iteration))
-early = pd.concat(early_rows, ignore_index=True) if early_rows else pd.DataFrame()
+            rows.append(table.assign(run=spec.name, seed=seed, iteration=iteration))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+early = store.result(f"data/analyses/{STAGE}/early", IDENTITY, early_table)
+early_rows = len(early) > 0
 if early_rows:
     early_mean = early.groupby(["run", "iteration", "frozen"], sort=False)[["accuracy", "cost"]].mean().reset_index()
     fig, axes = plt.subplots(1, len(P.early_runs), figsize=(4.5 * len(P.early_runs), 3.4), squeeze=False)

@@ -116,7 +116,7 @@ import torch
 from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 
-from metalearn import hardware, papers, report, results
+from metalearn import hardware, papers, report, results, store
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -132,6 +132,10 @@ bodies = [reuse.load_case(MINI, s, P.n_tasks, P.device, "mini_bodies") for s in 
 seeded = {(spec, seed): reuse.load_case(MINI, spec, P.seed_tasks, P.device, "seed_runs" if spec in P.seed_runs else
                                         "early_runs", "train_seeds", f"{spec.name}-seed{seed}")
           for spec in dict.fromkeys(P.seed_runs + P.early_runs) for seed in P.seeds}
+# what each table below is computed from: these settings, the analysed runs, the test-time numerics. A table
+# an earlier execution computed from the same is read back from data/analyses/similarity/ instead of recomputed.
+IDENTITY = reuse.analysis_identity(P, [c.trained for c in [*cca_cases, *([reference] if reference else []), *bodies,
+                                                           *seeded.values()]])
 pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.iterations,
                    meta_batch=t.row.meta_batch, test_accuracy=t.row.accuracy)
               for a, t in [("A-cca", c.trained) for c in cca_cases] + [("reference", reference.trained)] * bool(reference)
@@ -144,11 +148,17 @@ pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.i
 # activations on the task's queries under the meta-initialisation and under the adapted weights.
 
 # %%
-cca_rows = []
-for case in tqdm(cca_cases, desc="A-cca"):
-    table = reuse.pre_post_similarity(case.trained.spec, case.trained.model, case.test, case.settings, methods=P.methods)
-    cca_rows.append(table.assign(dataset=case.trained.dataset, run=case.trained.spec.name))
-cca = pd.concat(cca_rows, ignore_index=True) if cca_rows else pd.DataFrame()
+def pre_post_table():
+    rows = []
+    for case in tqdm(cca_cases, desc="A-cca"):
+        table = reuse.pre_post_similarity(case.trained.spec, case.trained.model, case.test, case.settings,
+                                          methods=P.methods)
+        rows.append(table.assign(dataset=case.trained.dataset, run=case.trained.spec.name))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+cca = store.result(f"data/analyses/{STAGE}/pre_post", IDENTITY, pre_post_table)
+cca_rows = len(cca) > 0
 
 if cca_rows:
     fig, axes = plt.subplots(1, len(cca_cases), figsize=(4.2 * len(cca_cases), 3.4), squeeze=False)
@@ -181,12 +191,18 @@ if cca_rows:
 # it gives them, are marked with crosses.
 
 # %%
-body_rows = []
-for trained in tqdm([b.trained for b in bodies], desc="bodies vs MAML"):
-    layers = P.repr_layers if trained.spec.regime == "anil" else P.regime_layers
-    table = reuse.model_similarity(trained.model, reference.trained.model, reference.test, P.mini_bn, layers, P.methods)
-    body_rows.append(table.assign(body=trained.spec.name, regime=trained.spec.regime))
-pairs = pd.concat(body_rows, ignore_index=True) if body_rows else pd.DataFrame()
+def body_table():
+    rows = []
+    for trained in tqdm([b.trained for b in bodies], desc="bodies vs MAML"):
+        layers = P.repr_layers if trained.spec.regime == "anil" else P.regime_layers
+        table = reuse.model_similarity(trained.model, reference.trained.model, reference.test, P.mini_bn, layers,
+                                       P.methods)
+        rows.append(table.assign(body=trained.spec.name, regime=trained.spec.regime))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+pairs = store.result(f"data/analyses/{STAGE}/bodies", IDENTITY, body_table)
+body_rows = len(pairs) > 0
 
 
 def experiment_of(regime):
@@ -226,17 +242,26 @@ if body_rows:
 # every iteration, the head's below.
 
 # %%
-early_rows = []
 for spec in P.early_runs:
     for seed in P.seeds:
-        case = seeded[spec, seed]
-        require(max(P.early_iterations) <= case.trained.row.iterations, "early_iterations",
-                f"goes past the {case.trained.row.iterations} iterations train_seeds trained")
-        for iteration in tqdm(P.early_iterations, desc=f"A-early {case.trained.name}"):
-            table = reuse.pre_post_similarity(spec, reuse.snapshot(case.trained, iteration), case.test, case.settings,
-                                              methods=P.methods)
-            early_rows.append(table.assign(run=spec.name, seed=seed, iteration=iteration))
-early = pd.concat(early_rows, ignore_index=True) if early_rows else pd.DataFrame()
+        require(max(P.early_iterations) <= seeded[spec, seed].trained.row.iterations, "early_iterations",
+                f"goes past the {seeded[spec, seed].trained.row.iterations} iterations train_seeds trained")
+
+
+def early_table():
+    rows = []
+    for spec in P.early_runs:
+        for seed in P.seeds:
+            case = seeded[spec, seed]
+            for iteration in tqdm(P.early_iterations, desc=f"A-early {case.trained.name}"):
+                table = reuse.pre_post_similarity(spec, reuse.snapshot(case.trained, iteration), case.test,
+                                                  case.settings, methods=P.methods)
+                rows.append(table.assign(run=spec.name, seed=seed, iteration=iteration))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+early = store.result(f"data/analyses/{STAGE}/early", IDENTITY, early_table)
+early_rows = len(early) > 0
 if early_rows:
     early_mean = early.groupby(["run", "iteration", "layer", "method"], sort=False).value.mean().reset_index()
     fig, axes = plt.subplots(len(P.early_runs), len(P.methods), figsize=(4.2 * len(P.methods), 3.3 * len(P.early_runs)),
@@ -267,15 +292,22 @@ if early_rows:
 
 # %%
 seed_pairs = [(a, b) for i, a in enumerate(P.seeds) for b in P.seeds[i + 1:]]
-cross_rows = []
-if P.seed_runs:
-    spec = P.seed_runs[0]
-    for a, b in tqdm(seed_pairs, desc=f"A-seeds {spec.name}"):
-        ca, cb = seeded[spec, a], seeded[spec, b]
-        table = reuse.seed_pair_similarity(spec, ca.trained.model, cb.trained.model, ca.test, ca.settings,
-                                           methods=P.methods)
-        cross_rows.append(table.assign(run=spec.name, pair=f"{a}-{b}"))
-cross = pd.concat(cross_rows, ignore_index=True) if cross_rows else pd.DataFrame()
+
+
+def cross_table():
+    rows = []
+    if P.seed_runs:
+        spec = P.seed_runs[0]
+        for a, b in tqdm(seed_pairs, desc=f"A-seeds {spec.name}"):
+            ca, cb = seeded[spec, a], seeded[spec, b]
+            table = reuse.seed_pair_similarity(spec, ca.trained.model, cb.trained.model, ca.test, ca.settings,
+                                               methods=P.methods)
+            rows.append(table.assign(run=spec.name, pair=f"{a}-{b}"))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+cross = store.result(f"data/analyses/{STAGE}/seeds", IDENTITY, cross_table)
+cross_rows = len(cross) > 0
 fits = []
 if cross_rows:
     others = [c for c in reuse.SEED_COMPARISONS if c != "pre,pre"]
@@ -314,18 +346,24 @@ if cross_rows:
 # left out. MAML-MAML over `regime_layers` is also MAML's own row of Table 8 (A-regime-sim).
 
 # %%
-repr_rows = []
-models_by_seed = [(spec, seed) for spec in P.seed_runs for seed in P.seeds]
-for i, (sa, a) in enumerate(tqdm(models_by_seed, desc="A-repr across seeds")):
-    for sb, b in models_by_seed[i + 1:]:
-        if a == b:
-            continue
-        first, second = sorted([(sa, a), (sb, b)], key=lambda x: (x[0].algorithm == "maml", x[0].algorithm, x[1]))
-        ca, cb = seeded[first], seeded[second]
-        table = reuse.model_similarity(ca.trained.model, cb.trained.model, ca.test, P.mini_bn, P.repr_layers, P.methods)
-        repr_rows.append(table.assign(pair=f"{first[0].algorithm} vs {second[0].algorithm}",
-                                      seeds=f"{first[1]}-{second[1]}"))
-across = pd.concat(repr_rows, ignore_index=True) if repr_rows else pd.DataFrame()
+def across_table():
+    rows = []
+    models_by_seed = [(spec, seed) for spec in P.seed_runs for seed in P.seeds]
+    for i, (sa, a) in enumerate(tqdm(models_by_seed, desc="A-repr across seeds")):
+        for sb, b in models_by_seed[i + 1:]:
+            if a == b:
+                continue
+            first, second = sorted([(sa, a), (sb, b)], key=lambda x: (x[0].algorithm == "maml", x[0].algorithm, x[1]))
+            ca, cb = seeded[first], seeded[second]
+            table = reuse.model_similarity(ca.trained.model, cb.trained.model, ca.test, P.mini_bn, P.repr_layers,
+                                           P.methods)
+            rows.append(table.assign(pair=f"{first[0].algorithm} vs {second[0].algorithm}",
+                                     seeds=f"{first[1]}-{second[1]}"))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+across = store.result(f"data/analyses/{STAGE}/across_seeds", IDENTITY, across_table)
+repr_rows = len(across) > 0
 if repr_rows:
     across_mean = across.groupby(["pair", "layer", "method"], sort=False).value.agg(["mean", "std", "count"]).reset_index()
     fig, axes = plt.subplots(1, len(P.methods), figsize=(4.0 * len(P.methods), 3.4), squeeze=False)

@@ -158,15 +158,24 @@ def multitask(weight=0.0, anchored=False, n=P.multitask_models, groups=1, first_
     return {k: torch.cat([s[k] for s in stacks]).mean(0) for k in stacks[0]}, torch.cat(errors)
 
 
-averaged, errors, chosen = {}, {}, {"noreg": 0.0}
-averaged["noreg"], errors["noreg"] = multitask()
-for variant, anchored in [("l2", False), ("regmean", True)]:
-    ok = [w for w in P.multitask_weights
-          if multitask(w, anchored, P.multitask_pilot, first_anchor=averaged["noreg"], seed=5000)[1].mean()
-          <= P.multitask_max_error]
-    chosen[variant] = max(ok, default=0.0)
-    averaged[variant], errors[variant] = multitask(chosen[variant], anchored,
-                                                   groups=P.multitask_groups if anchored else 1)
+def multitask_baselines():
+    """The three averaged regressors, their own-task errors and the penalties chosen."""
+    averaged, errors, chosen = {}, {}, {"noreg": 0.0}
+    averaged["noreg"], errors["noreg"] = multitask()
+    for variant, anchored in [("l2", False), ("regmean", True)]:
+        ok = [w for w in P.multitask_weights
+              if multitask(w, anchored, P.multitask_pilot, first_anchor=averaged["noreg"], seed=5000)[1].mean()
+              <= P.multitask_max_error]
+        chosen[variant] = max(ok, default=0.0)
+        averaged[variant], errors[variant] = multitask(chosen[variant], anchored,
+                                                       groups=P.multitask_groups if anchored else 1)
+    return {"averaged": averaged, "errors": errors}, {"chosen": chosen}
+
+
+# trained once, then taken from data/models/sine_maml/multitask.pt by every later execution with these settings
+state, record = training.reuse_or_train(f"data/models/{STAGE}/multitask", f"{STAGE}-multitask", config,
+                                        multitask_baselines)
+averaged, errors, chosen = state["averaged"], state["errors"], record["chosen"]
 pd.DataFrame({v: {"penalty weight": chosen[v], "own-task MSE mean": errors[v].mean().item(),
                   "own-task MSE max": errors[v].max().item()} for v in averaged}).T
 

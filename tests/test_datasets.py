@@ -220,7 +220,7 @@ def test_failed_write_leaves_nothing_and_keeps_old_output(tmp_path, monkeypatch)
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "savez_compressed", broken)
+    monkeypatch.setattr(np.lib.format, "write_array", broken)
     with pytest.raises(OSError, match="disk full"):
         prepare_small_omniglot(src, out)
     assert [p.name for p in out.parent.iterdir()] == ["o.npz"]
@@ -321,7 +321,7 @@ def test_find_source_local_and_cache(tmp_path, monkeypatch):
 def test_find_source_miniimagenet_explains(tmp_path):
     with pytest.raises(DataError, match="no official direct download") as info:
         datasets.find_source("miniimagenet", tmp_path)
-    assert "local_dir" in str(info.value) and "images.zip" in str(info.value)
+    assert "prepare.data_dir" in str(info.value) and "images.zip" in str(info.value)
     with pytest.raises(ValueError, match="unknown dataset"):
         datasets.find_source("cifar")
 

@@ -1,6 +1,12 @@
 """The pipeline's contracts: parameters, the stage runner, and the files a reader relies on."""
+import ast
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import jupytext
 import nbformat
@@ -57,21 +63,63 @@ def test_paper_scale_file_has_exactly_the_default_keys():
     assert {s: sorted(v) for s, v in PARAMS.items()} == {s: sorted(v) for s, v in PAPER.items()}
 
 
+LIB = paths.ROOT / "lib" / "metalearn"
+#: modules that only present results: what computes never imports them (ARCHITECTURE.md, rule 1)
+PRESENTATION = {"report", "results", "papers", "accuracy", "seeds"}
+#: modules every stage runs under: the runner, parameter checks, paths
+RUNNER = {"run", "params", "paths"}
+
+
+def metalearn_imports(source: str) -> set[str]:
+    """The metalearn modules a notebook or module imports (``from metalearn import x``,
+    ``from metalearn.x import ...``, ``from . import x``, ``from .x import ...``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.module == "metalearn" or (node.level == 1 and node.module is None):
+                found |= {alias.name for alias in node.names}
+            elif node.module and (node.module.startswith("metalearn.") or node.level == 1):
+                found.add(node.module.removeprefix("metalearn.").split(".")[0])
+    return {m for m in found if (LIB / f"{m}.py").exists()}
+
+
+def closure(modules: set[str]) -> set[str]:
+    seen, todo = set(), list(modules)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += metalearn_imports((LIB / f"{module}.py").read_text())
+    return seen
+
+
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))
-def test_each_stage_runs_its_notebook_with_exactly_its_params(stage):
+def test_each_stage_runs_its_notebook_with_its_params_and_depends_on_every_module_it_runs(stage):
     spec = DVC["stages"][stage]
     assert spec["cmd"] == f"python -m metalearn.run {stage}"
     notebook = paths.NOTEBOOKS / f"{stage}.ipynb"
     assert f"notebooks/{stage}.ipynb" in spec["deps"]
     declared = set(papermill.inspect_notebook(str(notebook)))
     assert set(PARAMS[stage]) == declared, "params.yaml section and the notebook's parameters cell differ"
-    assert sorted(spec["params"]) == sorted(f"{stage}.{k}" for k in PARAMS[stage])
-    lib_deps = {d for d in spec["deps"] if d.startswith("lib/")}
-    source = (paths.NOTEBOOKS / f"{stage}.py").read_text()
-    imported = [name.strip() for line in source.splitlines() if line.startswith("from metalearn import")
-                for name in line.split("import", 1)[1].split(",")]
-    missing = [m for m in imported if f"lib/metalearn/{m}.py" not in lib_deps]
-    assert not missing, f"dvc.yaml: stage {stage} imports {missing} but does not list them as deps"
+    assert spec["params"] == [stage]  # the whole section
+    lib_deps = {d.removeprefix("lib/metalearn/").removesuffix(".py") for d in spec["deps"] if d.startswith("lib/")}
+    runs = closure(metalearn_imports((paths.NOTEBOOKS / f"{stage}.py").read_text()) | RUNNER)
+    assert lib_deps == runs, f"dvc.yaml: stage {stage} runs {sorted(runs - lib_deps)} without depending on them"
+    for out in spec["outs"] + spec.get("metrics", []) + spec.get("plots", []):
+        options = next(iter(out.values())) if isinstance(out, dict) else {}
+        assert options.get("persist") is True, f"{stage}: {out} is not persist: DVC would delete it before running"
+
+
+def test_what_computes_never_imports_what_presents():
+    """Rule 1 of ARCHITECTURE.md: a wording, plot or paper-value change never reaches a trained
+    model: no computing module imports a presentation module, directly or not."""
+    computing = {p.stem for p in LIB.glob("*.py")} - PRESENTATION - {"__init__", "benchmark", "reuse", "similarity"}
+    for module in computing:
+        assert not closure({module}) & PRESENTATION, f"{module} imports {closure({module}) & PRESENTATION}"
+    for stage in DVC["stages"]:
+        if stage.startswith("train_"):
+            notebook = metalearn_imports((paths.NOTEBOOKS / f"{stage}.py").read_text())
+            assert not closure(notebook) & PRESENTATION, f"the computing stage {stage} runs presentation code"
 
 
 def test_the_suites_smaller_smoke_values_are_parameters_and_agree_across_notebooks():
@@ -151,38 +199,120 @@ def test_missing_section_nested_values_and_unknown_stage_are_refused(tmp_path):
         run.run_stage("nosuch", bad)
 
 
-def _fake_study(tmp_path, monkeypatch, body):
-    """A one-notebook study in tmp_path whose notebook writes an output, then runs ``body``."""
+FAKE_DVC = """stages:
+  fake:
+    cmd: python -m metalearn.run fake
+    deps: [notebooks/fake.ipynb]
+    params: [fake]
+    outs:
+    - reports/fake: {cache: false, persist: true}
+    - data/models/fake: {cache: false, persist: true}
+"""
+
+
+def _fake_study(tmp_path, monkeypatch, body, value="x", declared=FAKE_DVC):
+    """A one-stage study in tmp_path (its own dvc.yaml, the real package under lib/) whose
+    notebook writes two declared outputs from its parameter ``value``, then runs ``body``."""
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                            "language": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell("flag = True", metadata={"tags": ["parameters"]}),
+    nb.cells = [nbformat.v4.new_code_cell("flag = True\nvalue = ''", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_markdown_cell("# A fake stage"),
                 nbformat.v4.new_code_cell(
                     "from metalearn import paths\n"
                     "if not isinstance(flag, bool):\n    raise TypeError('flag must be a bool')\n"
-                    "paths.output('reports/fake/out.txt').write_text('x')\n" + body)]
-    (tmp_path / "notebooks").mkdir()
+                    "paths.output('reports/fake/out.txt').write_text(value)\n"
+                    "paths.output('data/models/fake/model.txt').write_text(value)\n" + body)]
+    (tmp_path / "notebooks").mkdir(exist_ok=True)
     nbformat.write(nb, tmp_path / "notebooks" / "fake.ipynb")
-    (tmp_path / "params.yaml").write_text("fake:\n  flag: false\n")
+    (tmp_path / "params.yaml").write_text(f"fake:\n  flag: false\n  value: {value}\n")
+    (tmp_path / "dvc.yaml").write_text(declared)
+    if not (tmp_path / "lib").exists():
+        (tmp_path / "lib").mkdir()
+        (tmp_path / "lib" / "metalearn").symlink_to(paths.ROOT / "lib" / "metalearn")
     for name, value in [("ROOT", tmp_path), ("NOTEBOOKS", tmp_path / "notebooks"), ("REPORTS", tmp_path / "reports")]:
         monkeypatch.setattr(paths, name, value)
     monkeypatch.delenv(paths.STAGING_ENV, raising=False)
     return tmp_path / "params.yaml"
 
 
-def test_a_failing_stage_leaves_no_output_behind(tmp_path, monkeypatch):
-    params = _fake_study(tmp_path, monkeypatch, "raise RuntimeError('boom')")
-    with pytest.raises(papermill.PapermillExecutionError, match="boom"):
-        run.run_stage("fake", params)
-    assert not (tmp_path / "reports" / "fake").exists()
-    assert not list((tmp_path / "reports").glob(".staging-*"))
-    assert (tmp_path / "reports" / ".failed" / "fake.ipynb").exists()
+def _outputs(root):
+    """Every file under the fake stage's outputs, with its bytes."""
+    return {p.relative_to(root): p.read_bytes() for folder in ("reports/fake", "data/models/fake")
+            for p in sorted((root / folder).rglob("*")) if p.is_file()}
 
 
-def test_a_succeeding_stage_moves_its_outputs_into_place_with_booleans_intact(tmp_path, monkeypatch):
+def test_a_succeeding_stage_replaces_its_outputs_with_booleans_intact_paths_relative_files_readable(
+        tmp_path, monkeypatch):
     params = _fake_study(tmp_path, monkeypatch, "assert flag is False")
     run.run_stage("fake", params)
-    assert (tmp_path / "reports" / "fake" / "out.txt").read_text() == "x"
-    assert (tmp_path / "reports" / "fake" / "fake.ipynb").exists()
+    assert (tmp_path / "reports/fake/out.txt").read_text() == "x"
+    assert (tmp_path / "data/models/fake/model.txt").read_text() == "x"
+    executed = nbformat.read(tmp_path / "reports/fake/fake.ipynb", as_version=4)
+    meta = executed.metadata.papermill
+    assert (meta.input_path, meta.output_path) == ("notebooks/fake.ipynb", "reports/fake/fake.ipynb")
+    assert str(tmp_path) not in (tmp_path / "reports/fake/fake.ipynb").read_text()
+    assert all((tmp_path / f).stat().st_mode & 0o777 == 0o644 for f in _outputs(tmp_path))
+    assert not list((tmp_path / "reports").glob(".staging-*"))
+    before = _outputs(tmp_path)
+    run.run_stage("fake", params)  # the same computation again: not a byte changes, the notebook's timings neither
+    assert _outputs(tmp_path) == before
+    (tmp_path / "data/models/fake/stale.txt").write_text("from an older run")
+    _fake_study(tmp_path, monkeypatch, "", value="y")
+    run.run_stage("fake", params)  # an output is replaced as a whole: what the stage no longer writes goes
+    assert (tmp_path / "data/models/fake/model.txt").read_text() == "y"
+    assert not (tmp_path / "data/models/fake/stale.txt").exists()
+
+
+@pytest.mark.parametrize("failure", ["error", "bad value", "misspelled key", "undeclared output", "corrupt archive"])
+def test_a_failing_stage_keeps_its_last_good_outputs_byte_for_byte(tmp_path, monkeypatch, failure):
+    params = _fake_study(tmp_path, monkeypatch, "")
+    run.run_stage("fake", params)
+    good = _outputs(tmp_path)
+    assert len(good) == 3
+    if failure == "error":
+        _fake_study(tmp_path, monkeypatch, "raise RuntimeError('boom')", value="y")
+    elif failure == "bad value":  # what the papermill CLI makes of DVC's false
+        _fake_study(tmp_path, monkeypatch, "", value="y")
+        params.write_text("fake:\n  flag: 'false'\n  value: y\n")
+    elif failure == "misspelled key":
+        _fake_study(tmp_path, monkeypatch, "", value="y")
+        params.write_text("fake:\n  flag: false\n  valeu: y\n")
+    elif failure == "undeclared output":
+        _fake_study(tmp_path, monkeypatch, "paths.output('reports/elsewhere.txt').write_text('z')", value="y")
+    else:
+        (tmp_path / "raw").mkdir()
+        (tmp_path / "raw/images_background.zip").write_bytes(b"PK\x03\x04 truncated")
+        (tmp_path / "raw/images_evaluation.zip").write_bytes(b"PK\x03\x04 truncated")
+        _fake_study(tmp_path, monkeypatch, f"from metalearn import datasets\n"
+                    f"datasets.prepare_omniglot({str(tmp_path / 'raw')!r}, paths.output('data/models/fake/o.npz'))",
+                    value="y")
+    expected = {"error": "boom", "bad value": "must be a bool", "misspelled key": "did you mean 'value'",
+                "undeclared output": "reports/elsewhere.txt", "corrupt archive": "not a readable zip archive"}[failure]
+    with pytest.raises((papermill.PapermillExecutionError, ParameterError, RuntimeError), match=expected):
+        run.run_stage("fake", params)
+    assert _outputs(tmp_path) == good
+    assert not list((tmp_path / "reports").glob(".staging-*")) and not (tmp_path / "reports/elsewhere.txt").exists()
+
+
+def test_a_killed_stage_keeps_its_last_good_outputs(tmp_path, monkeypatch):
+    params = _fake_study(tmp_path, monkeypatch, "")
+    run.run_stage("fake", params)
+    good = _outputs(tmp_path)
+    _fake_study(tmp_path, monkeypatch, "import time\ntime.sleep(120)", value="y")
+    process = subprocess.Popen([sys.executable, "-m", "metalearn.run", "fake"], cwd=tmp_path,
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged = tmp_path / "reports/.staging-fake/data/models/fake/model.txt"
+    for _ in range(600):  # until the notebook has written its new outputs into the staging folder
+        if staged.exists() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert staged.exists(), "the notebook never started"
+    os.killpg(process.pid, signal.SIGKILL)  # kill -9 the runner and its kernel
+    process.wait()
+    assert _outputs(tmp_path) == good
+    _fake_study(tmp_path, monkeypatch, "", value="z")
+    run.run_stage("fake", params)  # the next run starts clean
+    assert (tmp_path / "data/models/fake/model.txt").read_text() == "z"
     assert not list((tmp_path / "reports").glob(".staging-*"))
 
 
@@ -222,3 +352,125 @@ def test_committed_reports_match_dvc_lock():
             assert (paths.ROOT / out["path"]).exists() or out["path"].startswith("data/"), out["path"]
     metrics = json.loads((paths.REPORTS / "metrics" / "sine_maml.json").read_text())
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+# --- what an edit re-executes, and experiments in DVC's queue (in a clone of the study) ------
+
+DVC_COMMAND = [sys.executable, "-m", "dvc"]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A clone of the study's last commit (skipped where the study is not a git repository)."""
+    if not (paths.ROOT / ".git").exists():
+        pytest.skip("the study is not a git repository")
+    target = tmp_path_factory.mktemp("clone") / "study"
+    subprocess.run(["git", "clone", "-q", str(paths.ROOT), str(target)], check=True)
+    return target
+
+
+def _changed_by(clone, path: str) -> set[str]:
+    """The stages for which ``dvc status`` reports ``path`` among their changed dependencies."""
+    status = json.loads(subprocess.run([*DVC_COMMAND, "status", "--json"], cwd=clone, capture_output=True,
+                                       text=True, check=True).stdout)
+    return {stage for stage, changes in status.items() for change in changes
+            if isinstance(change, dict) and path in change.get("changed deps", {})}
+
+
+#: the stages that present what the papers say: they change with the papers' numbers, nothing else does
+PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "theory", "freeze", "similarity", "nav",
+              "cheetah", "benchmark", "summarize"}
+
+
+@pytest.mark.parametrize("path,edit,expected", [
+    ("lib/metalearn/papers.py", "\n# an edited paper value\n", PRESENTING),
+    ("lib/metalearn/accuracy.py", "\n# an edited table or plot\n", {"report_training", "report_seeds"}),
+    ("lib/metalearn/report.py", "\n# an edited figure helper\n", PRESENTING - {"summarize"} | {"prepare"}),
+    ("notebooks/report_training.ipynb", "prose", {"report_training"}),
+])
+def test_editing_what_presents_changes_only_stages_that_present_never_training(clone, path, edit, expected):
+    before = _changed_by(clone, path)
+    file = clone / path
+    original = file.read_text()
+    try:
+        if edit == "prose":
+            nb = nbformat.reads(original, as_version=4)
+            next(c for c in nb.cells if c.cell_type == "markdown").source += "\n\nAn edited sentence."
+            file.write_text(nbformat.writes(nb))
+        else:
+            file.write_text(original + edit)
+        changed = _changed_by(clone, path) - before
+    finally:
+        file.write_text(original)
+    assert changed == expected
+    assert not any(stage.startswith("train_") for stage in changed)
+
+
+def test_seeds_queued_in_dvc_run_in_their_own_copies_and_leave_the_workspace_alone(clone):
+    """`dvc exp run --queue -S sine_maml.seed=N` twice, `dvc queue start -j 2`: each experiment runs
+    in its own copy of the study (its own settings, checkpoints and outputs), the two results differ,
+    `dvc exp show` has both, and the workspace is as it was."""
+    env = {key: value for key, value in os.environ.items() if key not in (paths.STAGING_ENV, "METALEARN_WORK")}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}"  # the runner's python and papermill
+
+    def dvc(*args):
+        return subprocess.run([*DVC_COMMAND, *args], cwd=clone, env=env, capture_output=True, text=True, check=True)
+
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    defaults = papermill.inspect_notebook(str(clone / "notebooks/sine_maml.ipynb"))  # its smoke-sized values
+    params["sine_maml"] = {key: ast.literal_eval(value["default"]) for key, value in defaults.items()}
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = dict(cwd=clone, env=env, check=True, capture_output=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "smoke-sized sine_maml"], **git)
+    before = subprocess.run(["git", "rev-parse", "HEAD"], **git).stdout
+    for seed in (1, 2):
+        dvc("exp", "run", "--queue", "-S", f"sine_maml.seed={seed}", "sine_maml")
+    dvc("queue", "start", "-j", "2")
+    for _ in range(900):
+        time.sleep(1)
+        status = dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+    assert "Failed" not in status, status + dvc("queue", "logs", status.split()[0]).stdout
+    shown = json.loads(dvc("exp", "show", "--json").stdout)
+    seeds, metrics = [], []
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            data = experiment["revs"][0]["data"]
+            seeds.append(data["params"]["params.yaml"]["data"]["sine_maml"]["seed"])
+            metrics.append(data["metrics"]["reports/metrics/sine_maml.json"]["data"])
+    assert sorted(seeds) == [1, 2]
+    assert metrics[0] != metrics[1]  # two seeds, two results
+    assert subprocess.run(["git", "status", "--porcelain"], **git).stdout == b""  # the workspace is untouched
+    assert subprocess.run(["git", "rev-parse", "HEAD"], **git).stdout == before
+
+
+def test_a_teams_own_remote_carries_the_dvc_cached_outputs(tmp_path):
+    """What the README says for a team's storage: `dvc remote add -d <name> <folder>`, `dvc push`, and
+    in another clone `dvc pull` brings back the DVC-cached outputs (the study's are the prepared data;
+    the committed models and reports travel with git)."""
+    env = {key: value for key, value in os.environ.items() if key not in (paths.STAGING_ENV, "METALEARN_WORK")}
+    study, remote, other = tmp_path / "study", tmp_path / "team-storage", tmp_path / "other"
+
+    def sh(*args, cwd=study):
+        return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout
+
+    study.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    sh("git", "init", "-q")
+    sh(*DVC_COMMAND, "init", "-q")
+    sh(*DVC_COMMAND, "config", "core.analytics", "false")
+    (study / "dvc.yaml").write_text(
+        "stages:\n  prepare:\n    cmd: python -c \"import os; os.makedirs('data/prepared', exist_ok=True); "
+        "open('data/prepared/a.bin', 'wb').write(os.urandom(4096))\"\n    outs: [data/prepared]\n")
+    sh(*DVC_COMMAND, "repro", "-q")
+    made = (study / "data/prepared/a.bin").read_bytes()
+    sh(*DVC_COMMAND, "remote", "add", "-d", "team", str(remote))
+    sh("git", "add", "-A")
+    sh(*git, "commit", "-qm", "a stage with a cached output, and the team's remote")
+    sh(*DVC_COMMAND, "push", "-q")
+    sh("git", "clone", "-q", str(study), str(other), cwd=tmp_path)
+    assert not (other / "data/prepared").exists()
+    sh(*DVC_COMMAND, "pull", "-q", cwd=other)
+    assert (other / "data/prepared/a.bin").read_bytes() == made
+    assert "up to date" in sh(*DVC_COMMAND, "status", cwd=other)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import metalearn.paths
-from metalearn import core, fewshot, models, papers, regimes, results
+from metalearn import accuracy, core, fewshot, models, papers, regimes, results
 from metalearn.datasets import EpisodeSampler
 from metalearn.models import forward
 
@@ -244,14 +244,14 @@ def test_regime_and_pretraining_rows_find_the_papers_values():
         ("multiclass+reptile-conv-5w1s", "adapt"): [("R-pretrain", 49.4)],
     }
     for (name, head), wanted in expect.items():
-        got = fewshot.experiments("miniimagenet", fewshot.Spec.parse(name), head)
+        got = accuracy.experiments("miniimagenet", fewshot.Spec.parse(name), head)
         assert [e for e, _ in got] == [e for e, _ in wanted], name
         for (experiment, setting), (_, paper) in zip(got, wanted):
             assert papers.paper_value(experiment, setting, "accuracy") == paper, (name, head, setting)
             assert results.row(experiment, setting, "accuracy", 50.0, "scale")["experiment"] == experiment
-    assert fewshot.experiments("omniglot", fewshot.Spec.parse("multiclass+reptile-conv-5w1s"), "adapt") == [
+    assert accuracy.experiments("omniglot", fewshot.Spec.parse("multiclass+reptile-conv-5w1s"), "adapt") == [
         ("R-pretrain", "omniglot reptile conv 5w1s from multiclass")]
-    assert fewshot.experiments("omniglot", fewshot.Spec.parse("reptile-conv-5w1s"), "nil") == []
+    assert accuracy.experiments("omniglot", fewshot.Spec.parse("reptile-conv-5w1s"), "nil") == []
 
 
 def test_regime_table_puts_each_body_and_head_in_its_cell():
@@ -263,10 +263,10 @@ def test_regime_table_puts_each_body_and_head_in_its_cell():
         dict(run="reptile-conv-5w1s", head="adapt", accuracy=99.0, ci95=0.1),   # not a body regime
         dict(run="maml-mlp-5w1s", head="adapt", accuracy=99.0, ci95=0.1),       # not the conv body
     ])
-    got = fewshot.regime_table(table)
+    got = accuracy.regime_table(table)
     assert list(got.index) == ["maml", "multiclass"]
     assert got.loc["maml", ("5w1s", "MAML head")] == "40.0 +- 1.0"
     assert got.loc["maml", ("5w1s", "NIL head")] == "41.0 +- 1.0"
     assert got.loc["multiclass", ("5w5s", "NIL head")] == "30.0 +- 1.5"
     assert got.isna().sum().sum() == 3
-    assert fewshot.regime_table(table.iloc[3:]).empty
+    assert accuracy.regime_table(table.iloc[3:]).empty

@@ -1,9 +1,13 @@
 """Feature reuse analyses (metalearn.reuse): freezing, per-layer weight distance, similarity
 before/after adaptation and between models, checked against hand computations and the
 independent code paths of core/models/fewshot/similarity on a tiny Conv4."""
+import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
+import scipy.stats
 import torch
 
 from metalearn import core, fewshot, models, reuse, similarity
@@ -86,26 +90,36 @@ def test_load_model_round_trip_and_clear_errors(tmp_path):
         reuse.load_model(spec, "omniglot", 8, tmp_path / "missing.pt")
 
 
-def test_load_trained_reads_the_training_stage_and_refuses_other_test_settings(tmp_path, monkeypatch):
-    """An analysis reads a training stage's model and must repeat that stage's test settings."""
+def _fake_stage(root, stage, name, model, snapshots=(), test_steps=10, iterations=150, scores=(20.0, 40.0)):
+    """A training stage's outputs as the analyses read them: weights, kept weights, the run's and
+    the stage's records (600 test tasks x 5 queries per class), per-task scores."""
+    folder = root / f"data/models/{stage}"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / f"{name}.pt")
+    for iteration, state in snapshots:
+        torch.save(state, folder / f"{name}@{iteration}.pt")
+    (folder / f"{name}.json").write_text(json.dumps(
+        {"settings": {"test_steps": test_steps, "iterations": iterations, "meta_batch": 2}, "history": []}))
+    (folder / "stage.json").write_text(json.dumps({"test": {"tasks": 600, "queries": 5, "seed": 0, "bn": "transductive"}}))
+    (root / f"data/scores/{stage}").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"adapt@0": [0.0] * len(scores), f"adapt@{test_steps}": scores}).to_csv(
+        root / f"data/scores/{stage}/{name}.csv", index=False)
+
+
+def test_load_trained_reads_what_the_training_stage_saved_and_refuses_other_test_settings(tmp_path, monkeypatch):
+    """An analysis reads a training stage's model, its record and scores, and must repeat that
+    stage's test settings."""
     from metalearn import paths
     from metalearn.params import ParameterError
 
     monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))
     spec = fewshot.Spec.parse("maml-conv-5w1s")
     model = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 8), 3)
-    (tmp_path / "data/models/train_omniglot").mkdir(parents=True)
-    torch.save(model.state_dict(), tmp_path / "data/models/train_omniglot/maml-conv-5w1s.pt")
-    (tmp_path / "reports/train_omniglot").mkdir(parents=True)
-    (tmp_path / "reports/train_omniglot/accuracy.csv").write_text(
-        "run,head,steps,accuracy,ci95,iterations,meta_batch\n"
-        "maml-conv-5w1s,adapt,3,80.0,1.0,100,4\nmaml-conv-5w1s,nil,0,81.0,1.0,100,4\n")
-    (tmp_path / "reports/train_omniglot/results.csv").write_text(
-        "experiment,setting,metric,value,ci95,paper,scale\n"
-        'M-omni,omniglot maml conv 5w1s,accuracy,80.0,1.0,98.7,"100 iterations x 4 tasks; 600 test tasks x 5 '
-        'queries/class; 1 seed"\n')
+    _fake_stage(tmp_path, "train_omniglot", "maml-conv-5w1s", model, test_steps=3, iterations=100, scores=(70.0, 90.0))
     trained = reuse.load_trained("omniglot", spec, 8, test_steps=3, test_queries=5, param="omni_runs")
     assert (trained.dataset, trained.spec, trained.tasks, trained.row.accuracy) == ("omniglot", spec, 600, 80.0)
+    assert (trained.row.iterations, trained.row.meta_batch, trained.row.steps) == (100, 2, 3)
+    assert trained.row.ci95 == pytest.approx(scipy.stats.t.ppf(0.975, 1) * np.std([70, 90], ddof=1) / math.sqrt(2))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.model.state_dict().values()))
     with pytest.raises(ParameterError, match="omni_runs.*10 test steps here, but train_omniglot tested it with 3"):
         reuse.load_trained("omniglot", spec, 8, test_steps=10, test_queries=5, param="omni_runs")
@@ -114,23 +128,8 @@ def test_load_trained_reads_the_training_stage_and_refuses_other_test_settings(t
     other = fewshot.Spec.parse("maml-conv-20w1s")
     torch.save(models.init_model(lambda: fewshot.build_model(other, "omniglot", 8), 3).state_dict(),
                tmp_path / "data/models/train_omniglot/maml-conv-20w1s.pt")
-    with pytest.raises(ParameterError, match="does not list: train it first"):
+    with pytest.raises(ParameterError, match="no data/models/train_omniglot/maml-conv-20w1s.json: run the stage"):
         reuse.load_trained("omniglot", other, 8, test_steps=3, test_queries=5, param="omni_runs")
-
-
-def _fake_stage(root, stage, name, model, snapshots=()):
-    """A training stage's outputs as the analyses read them: weights, kept weights, reports."""
-    (root / f"data/models/{stage}").mkdir(parents=True)
-    torch.save(model.state_dict(), root / f"data/models/{stage}/{name}.pt")
-    for iteration, state in snapshots:
-        torch.save(state, root / f"data/models/{stage}/{name}@{iteration}.pt")
-    (root / f"reports/{stage}").mkdir(parents=True)
-    (root / f"reports/{stage}/accuracy.csv").write_text(
-        f"run,head,steps,accuracy,ci95,iterations,meta_batch\n{name},adapt,10,30.0,1.0,150,2\n")
-    (root / f"reports/{stage}/results.csv").write_text(
-        "experiment,setting,metric,value,ci95,paper,scale\n"
-        'A-anil,miniimagenet maml conv 5w1s,"accuracy, mean over 3 seeds",30.0,,,"150 iterations x 2 tasks; 3 seeds; '
-        '600 test tasks x 5 queries/class"\n')
 
 
 def test_a_run_of_another_stage_and_its_kept_weights(tmp_path, monkeypatch):
@@ -152,7 +151,7 @@ def test_a_run_of_another_stage_and_its_kept_weights(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(trained.model.state_dict().values(), final.state_dict().values()))
     with pytest.raises(FileNotFoundError, match="no weights of maml-conv-5w1s-seed7 at iteration 100"):
         reuse.snapshot(trained, 100)
-    with pytest.raises(ParameterError, match="maml-conv-5w1s-seed8, which reports/train_seeds/accuracy.csv"):
+    with pytest.raises(ParameterError, match="maml-conv-5w1s-seed8, but there is no data/models/train_seeds/"):
         torch.save(final.state_dict(), tmp_path / "data/models/train_seeds/maml-conv-5w1s-seed8.pt")
         reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed8")
 

@@ -1,6 +1,7 @@
-"""Results over seeds (metalearn.seeds): per-seed rows against fewshot.test_runs, the mean over
-seeds and its CI over tasks against hand computations, paired differences, result rows."""
+"""Results over seeds (metalearn.seeds): per-seed rows against a one-seed report's test table, the
+mean over seeds and its CI over tasks against hand computations, paired differences, result rows."""
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 import scipy.stats
 import torch
 
-from metalearn import fewshot, models, seeds
+from metalearn import accuracy, fewshot, models, seeds
 from metalearn.datasets import EpisodeSampler
 
 IMAGES = torch.randint(0, 256, (12, 6, 14, 14), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
@@ -16,33 +17,53 @@ SETTINGS = fewshot.Settings(iterations=7, meta_batch=3, inner_steps=1, inner_lr=
 
 
 def trained_models():
-    """{seed: {spec: (model, settings)}}: untrained networks that differ per seed (enough to test)."""
+    """{seed: {spec: model}}: untrained networks that differ per seed (enough to test)."""
     specs = [fewshot.Spec("maml", "conv", 3, 1), fewshot.Spec("anil", "conv", 3, 1)]
-    return {seed: {spec: (models.init_model(lambda: fewshot.build_model(spec, "omniglot", 4), seed), SETTINGS)
-                   for spec in specs} for seed in (4, 9)}
+    return {seed: {spec: models.init_model(lambda: fewshot.build_model(spec, "omniglot", 4), seed) for spec in specs}
+            for seed in (4, 9)}
 
 
 def episodes(split, spec, shots, queries):
     return EpisodeSampler(IMAGES, torch.arange(12), spec.n_way, shots, queries, seed=0)
 
 
+def stage_of(trained: dict) -> accuracy.Stage:
+    """What an over-seeds training stage leaves (records, per-task scores) for these models."""
+    records, scores = {}, {}
+    for seed, runs in trained.items():
+        for spec, model in runs.items():
+            name = f"{spec.name}-seed{seed}"
+            records[name] = {"seed": seed, "spec": spec.name, "settings": asdict(SETTINGS), "history": []}
+            test = fewshot.test_episodes(episodes, spec, 5, 2, seed=1)
+            scores[name] = fewshot.test_scores(spec, model, SETTINGS, test, every_step=False)
+    return accuracy.Stage({"seeds": list(trained)}, records, scores)
+
+
 @pytest.fixture(scope="module")
 def scores():
-    return seeds.test(trained_models(), episodes, n_tasks=5, queries=2, seed=1)
+    return seeds.scores_of(stage_of(trained_models()))
 
 
-def test_per_seed_rows_equal_fewshot_test_runs(scores):
-    """Each seed's accuracy and CI are those the training stages' own test (fewshot.test_runs) gives."""
+def test_per_seed_rows_equal_the_one_seed_stages_test_table(scores):
+    """Each seed's accuracy and CI are those a one-seed stage's report gives (accuracy.test_table)."""
     ours = seeds.per_seed(scores)
     for seed, runs in trained_models().items():
-        table, _ = fewshot.test_runs(runs, episodes, 5, 2, seed=1, every_step=False)
-        mine = ours[ours.seed == seed].assign(run=lambda t: t.run.str.replace(f"-seed{seed}", ""))
-        merged = table.merge(mine, on=["run", "head"], suffixes=("", "_seeds"))
+        table, _ = accuracy.test_table(stage_of({seed: runs}))
+        merged = table.merge(ours[ours.seed == seed], on=["run", "head"], suffixes=("", "_seeds"))
         assert len(merged) == len(table) == 4  # 2 runs x (adapt, nil)
         for column in ("steps", "accuracy", "ci95", "iterations", "meta_batch"):
             assert (merged[column] == merged[f"{column}_seeds"]).all(), column
     assert ours.run.tolist()[:2] == ["maml-conv-3w1s-seed4"] * 2
     assert set(ours.steps) == {0, 2}  # NIL has no steps; adapt has the test steps
+
+
+def test_scores_of_a_stage_are_the_last_step_and_the_nil_head_of_each_seed(scores):
+    stage = stage_of(trained_models())
+    one = scores[(scores.seed == 9) & (scores.run == "anil-conv-3w1s")]
+    kept = stage.scores["anil-conv-3w1s-seed9"]
+    assert one[one["head"] == "adapt"].accuracy.tolist() == kept["adapt@2"].tolist()
+    assert one[one["head"] == "nil"].accuracy.tolist() == kept["nil"].tolist()
+    assert one.accuracy.dtype == np.float32  # as computed: the means match the old in-notebook test bit for bit
 
 
 def test_summary_is_the_mean_and_std_over_seeds_with_a_ci_over_tasks_of_the_seed_means():
@@ -102,14 +123,14 @@ def test_result_rows_carry_the_papers_value_beside_the_mean_and_a_std_row(scores
 def test_same_weights(tmp_path):
     model = models.init_model(lambda: fewshot.build_model(fewshot.Spec("maml", "conv", 3, 1), "omniglot", 4), 0)
     path = tmp_path / "m.pt"
-    assert seeds.same_weights(model, path) is None
+    assert fewshot.same_weights(model, path) is None
     torch.save(model.state_dict(), path)
-    assert seeds.same_weights(model, path) is True
+    assert fewshot.same_weights(model, path) is True
     with torch.no_grad():
         next(model.parameters())[0, 0, 0, 0] += 1e-7
-    assert seeds.same_weights(model, path) is False
+    assert fewshot.same_weights(model, path) is False
     wider = fewshot.build_model(fewshot.Spec("maml", "conv", 3, 1), "omniglot", 8)
-    assert seeds.same_weights(wider, path) is False
+    assert fewshot.same_weights(wider, path) is False
 
 
 def test_verdicts_name_each_run_and_the_anil_minus_maml_gap(scores):

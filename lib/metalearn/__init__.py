@@ -1,10 +1,14 @@
 """metalearn: the library behind the meta-learning study's notebooks.
 
-Modules: ``paths`` (every path, from one root), ``params`` (checking injected
-parameters), ``run`` (the DVC stage runner), ``tasks`` (task distributions),
-``models`` (body/head networks), ``core`` (MAML / FOMAML / ANIL inner loop,
-Reptile update), ``training`` (resumable runs), ``evaluation`` (learning curves,
-confidence intervals), ``theory`` (closed forms the core is checked against),
-``results`` and ``papers`` (the results table and the papers' numbers).
+Pipeline: ``paths`` (every path, from one root), ``params`` (checking injected parameters),
+``run`` (the DVC stage runner), ``store`` (results that outlive a re-execution), ``hardware``.
+Data: ``datasets`` (Omniglot, MiniImageNet, episodes), ``tasks`` (sinusoid task families).
+Models: ``models``. Core: ``core`` (MAML / FOMAML / ANIL inner loop, Reptile update),
+``training`` (resumable runs), ``evaluation`` (learning curves, confidence intervals),
+``theory`` (closed forms the core is checked against). Runs: ``fewshot`` (image runs),
+``regimes`` (training without an inner loop), ``rl`` and ``cheetah`` (meta-RL). Analyses:
+``reuse`` (feature reuse), ``similarity`` (CCA / CKA). Presentation: ``accuracy`` and ``seeds``
+(image runs and runs over seeds as the reports show them), ``report``, ``results``, ``papers``.
+Bench: ``benchmark``. See ../shared/ARCHITECTURE.md for the rules between these parts.
 """
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import scipy.stats
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,8 @@ NUMERICS = 1
 
 def mean_ci95(values) -> tuple[float, float]:
     """Mean and 95% confidence half-width (Student t) of a 1-D sample."""
+    if not isinstance(values, torch.Tensor):
+        values = np.array(values, dtype=np.float64)  # a writable float64 copy (pandas hands out read-only arrays)
     values = torch.as_tensor(values, dtype=torch.float64).flatten()
     n = values.numel()
     if n == 0:

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from . import core, datasets, fewshot, models, paths, similarity
-from .evaluation import mean_ci95
+from .evaluation import NUMERICS, mean_ci95
 from .models import Params
 from .params import require
 from .tasks import Batch
@@ -131,7 +131,8 @@ class Trained(NamedTuple):
     """A model of a training stage with that stage's test of it (``row``: accuracy and ci95 over
     its test tasks after ``steps`` test steps, and its training ``iterations`` and ``meta_batch``),
     the number of test tasks the stage used, the stage and the run's name there (``spec.name``,
-    plus e.g. ``-seed1`` in ``train_seeds``)."""
+    plus e.g. ``-seed1`` in ``train_seeds``), and the identity of the trained run (its record's:
+    settings, data, numerics; what an analysis of it is keyed by, :mod:`metalearn.store`)."""
 
     dataset: str
     spec: fewshot.Spec
@@ -140,6 +141,7 @@ class Trained(NamedTuple):
     tasks: int
     stage: str = ""
     name: str = ""
+    identity: dict | None = None
 
 
 def _read_json(relative: str, param: str, name: str) -> dict:
@@ -170,7 +172,15 @@ def load_trained(dataset: str, spec: fewshot.Spec, filters: int, test_steps: int
     accuracy, ci95 = mean_ci95(scores.to_numpy())
     row = pd.Series(dict(accuracy=accuracy, ci95=ci95, steps=test_steps, iterations=settings["iterations"],
                          meta_batch=settings["meta_batch"]))
-    return Trained(dataset, spec, model.to(device), row, tested["tasks"], stage, name)
+    return Trained(dataset, spec, model.to(device), row, tested["tasks"], stage, name, record.get("identity"))
+
+
+def analysis_identity(P: Any, trained: Sequence[Trained]) -> dict:
+    """What an analysis' tables are computed from (their records' identity, :mod:`metalearn.store`):
+    the analysis' parameters ``P`` (all but ``threads``), the identity of every analysed run, and
+    :data:`metalearn.evaluation.NUMERICS`."""
+    return {"parameters": {k: v for k, v in vars(P).items() if k != "threads"},
+            "runs": {f"{t.stage}/{t.name}": t.identity for t in trained}, "numerics": NUMERICS}
 
 
 def snapshot(trained: Trained, iteration: int) -> nn.Module:

@@ -92,8 +92,6 @@ def _timeless(notebook) -> dict:
     for meta in [copy.metadata.get("papermill", {})] + [cell.metadata.get("papermill", {}) for cell in copy.cells]:
         for key in _TIMINGS:
             meta.pop(key, None)
-    for cell in copy.cells:
-        cell.metadata.pop("execution", None)
     return copy
 
 
@@ -107,6 +105,9 @@ def _tidy_notebook(staged: Path, notebook: Path, executed: Path) -> None:
     for cell in nb.cells:  # per-cell timings: noise in a diff; the notebook keeps its total duration
         for key in _TIMINGS:
             cell.metadata.get("papermill", {}).pop(key, None)
+        cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill draws a new random id for it every time
     current = paths.ROOT / executed
     if current.is_file():
         try:

@@ -28,6 +28,9 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
 
 from . import paths
 
@@ -67,6 +70,20 @@ def find(record: str, identity: dict) -> dict | None:
                     shutil.copyfileobj(src, dst)
         return saved
     return None
+
+
+def result(name: str, identity: dict, compute: Callable[[], Any]) -> Any:
+    """What an analysis or a measurement computes (a table, or any picklable value): from an earlier
+    execution whose record ``<name>.json`` has ``identity`` (the value pickled in ``<name>.pkl``,
+    exactly as computed: dtypes and objects intact), else ``compute()``'s, saved there. ``name``
+    is relative to the root without suffix, e.g. ``data/analyses/freeze/accuracy``."""
+    if find(f"{name}.json", identity) is not None:
+        return pd.read_pickle(paths.output(f"{name}.pkl"))
+    value = compute()
+    with paths.atomic_write(paths.output(f"{name}.pkl"), "wb") as handle:
+        pd.to_pickle(value, handle)
+    save(f"{name}.json", identity, [f"{name}.pkl"])
+    return value
 
 
 def save(record: str, identity: dict, files: list[str], **details) -> dict:

@@ -1,0 +1,184 @@
+"""The numerics versions hold what they promise: small runs of every kind of training
+(training.NUMERICS) and of every kind of test (evaluation.NUMERICS) give the numbers recorded
+for the current version.
+
+Trained models, checkpoints and test scores are reused by their settings and these versions,
+never by the source of the code (metalearn.store): a change that alters any number a run
+produces must bump the version, or the study would reuse models that its code no longer
+computes. When a test here fails, the numbers changed: if that was meant, bump the version and
+record the new fingerprints (``python tests/test_numerics.py`` prints them); if not, the
+change broke the numerics.
+
+A fingerprint is the sum of absolute values and the sum of squares of every resulting tensor
+(float64), compared to 1e-5 relative: a run of 2-3 iterations amplifies no rounding noise
+that far, and any change to the maths moves them by far more.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from metalearn import cheetah, core, evaluation, fewshot, models, paths, reuse, rl, tasks, training
+from metalearn.datasets import EpisodeSampler
+
+IMAGES = torch.randint(0, 256, (12, 8, 28, 28), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)
+SETTINGS = fewshot.Settings(iterations=2, meta_batch=2, inner_steps=1, inner_lr=0.4, test_steps=2, val_every=1,
+                            train_queries=2, inner_batch=4, train_shots=2, pretrain_iterations=2, pretrain_batch=8)
+IMAGE_RUNS = ["maml-conv-3w1s", "fomaml-conv-3w1s", "anil-conv-3w1s", "random-conv-3w1s", "reptile-conv-3w1s",
+              "multiclass+head-conv-3w1s", "multitask+head-conv-3w1s", "niltrain+head-conv-3w1s", "maml-mlp-3w1s"]
+
+
+def fingerprint(tensors) -> tuple[float, float]:
+    """(sum of |x|, sum of x^2) over a dict or list of tensors, in float64."""
+    values = list(tensors.values()) if isinstance(tensors, dict) else list(tensors)
+    return (sum(float(t.detach().double().abs().sum()) for t in values),
+            sum(float(t.detach().double().pow(2).sum()) for t in values))
+
+
+def episodes(split, spec, shots, queries):
+    return EpisodeSampler(IMAGES, torch.arange(12), spec.n_way, shots, queries, seed=3)
+
+
+def trained_image_run(name: str) -> dict:
+    spec = fewshot.Spec.parse(name)
+    settings = SETTINGS if spec.algorithm == "reptile" else replace(SETTINGS, inner_steps=2)
+    model = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 4), 0)
+    shots = settings.train_shots if spec.algorithm == "reptile" else spec.k_shot
+    val = episodes("val", spec, 1, 2).fixed_episodes(2, 1000)
+    fewshot.train(spec, model, episodes("train", spec, shots, 2), val, settings, 0, "numerics", {"x": 1})
+    return model.state_dict()
+
+
+def training_runs() -> dict[str, tuple[float, float]]:
+    """Every kind of training the study has, a few iterations each."""
+    out = {name: fingerprint(trained_image_run(name)) for name in IMAGE_RUNS}
+    sine = tasks.SineFamily(amplitude=(0.1, 5.0), phase=(0.0, math.pi))
+    net = models.init_model(lambda: models.mlp([1, 16, 16, 1]), 0)
+    run = training.Run("numerics-sine", {}, net, 0, torch.optim.Adam(net.parameters(), 1e-2))
+    inner = core.inner_loop("maml", models.params_of(net), steps=2, lr=0.01)
+    run.train(3, lambda r: training.maml_step(r, lambda g: sine.batch(4, 5, 5, g), inner, vectorize=True))
+    out["maml-sine"] = fingerprint(net.state_dict())
+    net = models.init_model(lambda: models.mlp([1, 16, 16, 1]), 0)
+    run = training.Run("numerics-pretrained", {}, net, 0, torch.optim.Adam(net.parameters(), 1e-2))
+    def all_tasks(gen):
+        batch = sine.batch(4, 5, 0, gen)
+        return batch.xs.reshape(-1, 1), batch.ys.reshape(-1, 1)
+
+    run.train(3, lambda r: training.supervised_step(r, all_tasks))
+    out["supervised"] = fingerprint(net.state_dict())
+    params, errors = training.train_independent(lambda: models.mlp([1, 8, 1]), sine, 3, 5, 0.01, seed=0, weight=0.1)
+    out["independent"] = fingerprint([*params.values(), errors])
+    for name in ("sgd", "adam", "rmsprop"):
+        net = models.init_model(lambda: models.mlp([1, 16, 1]), 0)
+        sample = lambda gen: tasks.reptile_tasks([sine], 10, 5, 3, gen)  # noqa: E731
+        result = training.train_reptile(f"numerics-reptile-{name}", {}, net, 0, sample,
+                                        core.InnerOptimizer(name, lr=0.01), 3, 1.0, keep_state=name != "sgd")
+        out[f"reptile-sine-{name}"] = fingerprint(result["params"])
+    for env, sizes in ((rl.Navigation(horizon=6), (2, 2)), (cheetah.HalfCheetah("velocity", horizon=4), (20, 6))):
+        policy = models.init_model(lambda: rl.gaussian_policy(*sizes, [8]), 0)
+        setting = rl.MetaRL(env, core.inner_loop("maml", models.params_of(policy), 1, 0.1), meta_batch=2,
+                            trajectories=2)
+        result = rl.train(f"numerics-{type(env).__name__}", {}, policy, setting, 2, seed=0)
+        out[f"maml-{type(env).__name__}"] = fingerprint(result["params"])
+    return out
+
+
+def scoring_runs() -> dict[str, tuple[float, float]]:
+    """Every kind of test-time computation: adaptation curves, NIL head, frozen layers, Reptile's
+    optimiser, and the analyses of trained models (weight distances, CCA/CKA)."""
+    spec, model = fewshot.Spec.parse("maml-conv-3w1s"), models.init_model(
+        lambda: fewshot.build_model(fewshot.Spec.parse("maml-conv-3w1s"), "omniglot", 4), 1)
+    test = fewshot.test_episodes(episodes, spec, 3, 2, 0)
+    params = models.params_of(model, requires_grad=False)
+    out = {}
+    for head, frozen, algorithm in (("adapt", (), "maml"), ("nil", (), "maml"), ("adapt", ("body.layer1",), "maml"),
+                                    ("adapt", (), "reptile"), ("adapt", (), "anil")):
+        run = replace(spec, algorithm=algorithm)
+        scores = fewshot.evaluate(run, model, params, test, SETTINGS, head=head, frozen=frozen)
+        out[f"{algorithm}-{head}-{'-'.join(frozen) or 'all'}"] = fingerprint([scores["loss"], scores["accuracy"]])
+    other = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 4), 2)
+    for name, table in (("weight-distance", reuse.weight_distances(spec, model, test, SETTINGS)),
+                        ("pre-post-similarity", reuse.pre_post_similarity(spec, model, test, SETTINGS)),
+                        ("model-similarity", reuse.model_similarity(model, other, test, "transductive",
+                                                                    ["body.layer1", "body.layer4"], ["cca", "cka"]))):
+        out[name] = fingerprint([torch.tensor(table.select_dtypes("floating").to_numpy(dtype="float64"))])
+    sine = tasks.SineFamily(amplitude=(0.1, 5.0), phase=(0.0, math.pi))
+    net = models.init_model(lambda: models.mlp([1, 16, 1]), 0)
+    batch = sine.batch(3, 5, 10, torch.Generator().manual_seed(0))
+    out["sine-curves"] = fingerprint([evaluation.learning_curves(net, models.params_of(net), batch.xs, batch.ys,
+                                                                 batch.xq, batch.yq, core.InnerLoop(3, 0.01))])
+    env = rl.Navigation(horizon=6)
+    policy = models.init_model(lambda: rl.gaussian_policy(2, 2, [8]), 0)
+    returns, _ = rl.evaluate(env, policy, models.params_of(policy, False), env.sample_goals(2, torch.Generator()
+                             .manual_seed(0)), 2, (0.1,), 2, torch.Generator().manual_seed(1))
+    out["nav-returns"] = fingerprint([returns])
+    return out
+
+
+#: the fingerprints of training.NUMERICS and evaluation.NUMERICS: {version: {run: (sum |x|, sum x^2)}}
+TRAINING = {1: {
+    'maml-conv-3w1s': (64.12987315736245, 22.877015895769343),
+    'fomaml-conv-3w1s': (64.12732624993077, 22.864046940561728),
+    'anil-conv-3w1s': (64.07837846979965, 22.857252493819054),
+    'random-conv-3w1s': (64.07259291698574, 22.85788808415542),
+    'reptile-conv-3w1s': (152.66765334934462, 71.08201281989264),
+    'multiclass+head-conv-3w1s': (64.10442681738641, 22.8486962052066),
+    'multitask+head-conv-3w1s': (64.06168488570256, 22.84766673941536),
+    'niltrain+head-conv-3w1s': (64.11265809484757, 22.858896949505105),
+    'maml-mlp-3w1s': (5770.741337293293, 684.8366963575581),
+    'maml-sine': (50.04453273303807, 15.523586648537554),
+    'supervised': (49.85562409600243, 15.592637291269243),
+    'independent': (31.160463160136715, 68.80774319871247),
+    'reptile-sine-sgd': (17.19068015087396, 10.024501479964087),
+    'reptile-sine-adam': (17.337672881782055, 10.077199287857145),
+    'reptile-sine-rmsprop': (17.306828781031072, 10.13335818770642),
+    'maml-Navigation': (17.206080480478704, 9.750893955705394),
+    'maml-HalfCheetah': (28.80763030331582, 5.400840307179802),
+}}
+TESTING = {1: {
+    'maml-adapt-all': (33.61111631989479, 106.47436512210696),
+    'maml-nil-all': (11.060556277632713, 35.31932669541743),
+    'maml-adapt-body.layer1': (33.19230204820633, 100.05568408132444),
+    'reptile-adapt-all': (14.323684006929398, 14.858278357743956),
+    'anil-adapt-all': (33.46430292725563, 96.73895282994305),
+    'weight-distance': (26.572486028034564, 46.32125816885051),
+    'pre-post-similarity': (5.243786962643005, 1.9871281043987101),
+    'model-similarity': (2.070888668159533, 0.5766100864275554),
+    'sine-curves': (56.077762484550476, 372.9084507706031),
+    'nav-returns': (15.466676115989685, 44.034015243461184),
+}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_a_work_folder(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the fingerprints are of one thread (a reduction's order may depend on the threads)
+    monkeypatch.setattr(paths, "WORK", tmp_path / "work")
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind,version,recorded,compute", [
+    ("training", lambda: training.NUMERICS, TRAINING, training_runs),
+    ("testing", lambda: evaluation.NUMERICS, TESTING, scoring_runs),
+])
+def test_the_numbers_are_those_recorded_for_the_numerics_version(kind, version, recorded, compute):
+    assert version() in recorded, (f"{kind} numerics version {version()} has no recorded fingerprints: "
+                                   "run `python tests/test_numerics.py` and add them")
+    got, wanted = compute(), recorded[version()]
+    assert got.keys() == wanted.keys()
+    changed = {run: (got[run], wanted[run]) for run in wanted if got[run] != pytest.approx(wanted[run], rel=1e-5)}
+    assert not changed, (f"the {kind} numbers changed (got, recorded): {changed}; if that is meant, bump the "
+                         f"{kind} numerics version and record the new fingerprints (python tests/test_numerics.py)")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    paths.WORK = Path(tempfile.mkdtemp())
+    print(f"TRAINING = {{{training.NUMERICS}: {training_runs()!r}}}")
+    print(f"TESTING = {{{evaluation.NUMERICS}: {scoring_runs()!r}}}")
