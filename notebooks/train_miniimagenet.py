@@ -17,7 +17,8 @@
 # # MiniImageNet: training and testing MAML, first-order MAML, ANIL, Reptile and the training regimes of the body (M-mini, A-anil, A-curves, A-nil, A-regimes, R-mini, R-pretrain)
 #
 # Real MiniImageNet in the Ravi & Larochelle split (64 training, 16 validation, 20 test
-# classes, 84x84 RGB), **with the first 100 images of each class instead of 600**,
+# classes, 84x84 RGB), by default **with the first 100 images of each class instead of 600**
+# (`prepared: miniimagenet_full_train` trains on all 600 images of each training class),
 # prepared by the `prepare` stage. Conv4 with 32 filters and 2x2 max-pooling.
 #
 # MAML-family runs use the MAML paper's settings (5 inner steps, alpha 0.01, 10 test steps,
@@ -46,6 +47,7 @@
 # %% tags=["parameters"]
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
 threads = 2               # torch CPU threads
+prepared = "miniimagenet"  # prepared copy: miniimagenet (100 images per class), miniimagenet_full_train (600 per training class)
 device = "cpu"            # cpu or cuda: where models train and episodes are drawn
 bn = "transductive"       # batch norm of queries: transductive or inductive
 filters = 32              # Conv4 filters (paper: 32)
@@ -80,7 +82,8 @@ checkpoint_every = 50     # iterations between checkpoints (a killed run resumes
 from metalearn import fewshot
 from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
 
-P = check(globals(), seed=Int(min=0), threads=Int(min=1), device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"), filters=Int(min=1),
+P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"), seed=Int(min=0), threads=Int(min=1),
+          device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"), filters=Int(min=1),
           runs=List(Str(fewshot.Spec.parse), unique=True), iterations=Int(min=1), meta_batch_1shot=Int(min=1),
           meta_batch_5shot=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
           test_steps=Int(min=1), train_queries=Int(min=1), meta_lr=Float(min=0, strict=True),
@@ -103,13 +106,14 @@ from metalearn import datasets, hardware, paths
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE, DATASET = "train_miniimagenet", "miniimagenet"
-data = datasets.load(paths.input("data/prepared/miniimagenet.npz"))
+data = datasets.load(paths.input(f"data/prepared/{P.prepared}.npz"))
 images = {split: torch.from_numpy(data[f"{split}_images"]).to(P.device) for split in ("train", "val", "test")}
-per_class = images["train"].shape[1]
+per_class = {split: x.shape[1] for split, x in images.items()}
 for spec in P.runs:
-    shots = P.reptile_train_shots + 1 if spec.algorithm == "reptile" else spec.k_shot + max(P.train_queries, P.test_queries)
-    require(shots <= per_class, "runs", f"has {spec.name}: shots plus queries exceed the {per_class} images per class")
-DATA = f"MiniImageNet (64/16/20 classes, {per_class} images per class, 84x84)"
+    train = P.reptile_train_shots + 1 if spec.algorithm == "reptile" else spec.k_shot + P.train_queries
+    require(train <= per_class["train"] and spec.k_shot + P.test_queries <= min(per_class["val"], per_class["test"]),
+            "runs", f"has {spec.name}: shots plus queries exceed the images per class of a split ({per_class})")
+DATA = datasets.describe_miniimagenet(data)
 FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
 HARDWARE = hardware.describe(P.device)
 pd.DataFrame({s: {"classes": x.shape[0], "images per class": x.shape[1]} for s, x in images.items()})

@@ -26,9 +26,10 @@
 # seed equal to `test_seed` must reproduce that stage's trained model bit for bit: a check
 # that the settings below repeat its own.
 #
-# Data: real MiniImageNet (Ravi & Larochelle split) **with the first 100 images of each class
-# instead of 600**. The defaults below are smoke-sized; `params.yaml` holds the study's CPU
-# scale and `params-paper.yaml` the papers'.
+# Data: real MiniImageNet (Ravi & Larochelle split), by default **with the first 100 images of
+# each class instead of 600** (`prepared: miniimagenet_full_train`: all 600 of each training
+# class). The defaults below are smoke-sized; `params.yaml` holds the study's CPU scale and
+# `params-paper.yaml` the papers'.
 #
 # This stage computes: models with their records (`data/models/<stage>/`) and every seed's
 # per-task test scores (`data/scores/<stage>/`). The `report_seeds` stage shows the means over
@@ -39,6 +40,7 @@ seeds = [0, 1]            # training seeds: initialisation, training and validat
 test_seed = 0             # seed of the fixed test episodes: train_miniimagenet's `seed`
 same_as_train_miniimagenet = False  # require seed test_seed to reproduce train_miniimagenet's model exactly
 threads = 2               # torch CPU threads
+prepared = "miniimagenet"  # prepared copy: miniimagenet (100 images per class), miniimagenet_full_train (600 per training class)
 device = "cpu"            # cpu or cuda
 bn = "transductive"       # as in train_miniimagenet
 filters = 32              # as in train_miniimagenet
@@ -62,7 +64,8 @@ checkpoint_every = 50     # as in train_miniimagenet (changes no result, but is 
 from metalearn import fewshot
 from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
 
-P = check(globals(), seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), same_as_train_miniimagenet=Bool(),
+P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"),
+          seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), same_as_train_miniimagenet=Bool(),
           threads=Int(min=1), device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"),
           filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True), snapshots=List(Int(min=1), min_len=0, unique=True),
           iterations=Int(min=1), meta_batch_1shot=Int(min=1), meta_batch_5shot=Int(min=1), inner_steps=Int(min=1),
@@ -87,13 +90,14 @@ from metalearn import datasets, hardware, paths
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE, DATASET = "train_seeds", "miniimagenet"
-data = datasets.load(paths.input("data/prepared/miniimagenet.npz"))
+data = datasets.load(paths.input(f"data/prepared/{P.prepared}.npz"))
 images = {split: torch.from_numpy(data[f"{split}_images"]).to(P.device) for split in ("train", "val", "test")}
-per_class = images["train"].shape[1]
+per_class = {split: x.shape[1] for split, x in images.items()}
 for spec in P.runs:
-    require(spec.k_shot + max(P.train_queries, P.test_queries) <= per_class, "runs",
-            f"has {spec.name}: shots plus queries exceed the {per_class} images per class")
-DATA = f"MiniImageNet (64/16/20 classes, {per_class} images per class, 84x84)"
+    require(spec.k_shot + P.train_queries <= per_class["train"]
+            and spec.k_shot + P.test_queries <= min(per_class["val"], per_class["test"]),
+            "runs", f"has {spec.name}: shots plus queries exceed the images per class of a split ({per_class})")
+DATA = datasets.describe_miniimagenet(data)
 FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
 HARDWARE = hardware.describe(P.device)
 
@@ -129,15 +133,9 @@ trained, scores = fewshot.train_seeds(
 # weights, bit for bit.
 
 # %%
-same = fewshot.same_as(trained[P.test_seed], "train_miniimagenet") if P.test_seed in P.seeds else {}
-for name, equal in same.items():
-    require(equal or not P.same_as_train_miniimagenet, "same_as_train_miniimagenet",
-            f"is true, but {name}-seed{P.test_seed} differs from train_miniimagenet's {name} "
-            f"({'no such model' if equal is None else 'other weights'}): the settings here must repeat that stage's")
-fewshot.save_stage(STAGE, DATASET, [f"{spec.name}-seed{seed}" for seed in P.seeds for spec in P.runs], data=DATA,
-                   hardware=sorted({t.record["hardware"] for runs in trained.values() for t in runs.values()}),
-                   test={"tasks": P.n_test_tasks, "queries": P.test_queries, "seed": P.test_seed, "bn": P.bn},
-                   seeds=P.seeds, same_as={"stage": "train_miniimagenet", "runs": same})
+same = fewshot.save_seeds_stage(STAGE, DATASET, trained, P.test_seed, "train_miniimagenet", P.same_as_train_miniimagenet,
+                                "same_as_train_miniimagenet", data=DATA,
+                                test={"tasks": P.n_test_tasks, "queries": P.test_queries, "seed": P.test_seed, "bn": P.bn})
 pd.DataFrame([dict(run=name, **{"identical to train_miniimagenet's": v}) for name, v in same.items()])
 
 # %% [markdown]

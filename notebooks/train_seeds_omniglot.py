@@ -119,15 +119,9 @@ trained, scores = fewshot.train_seeds(
 # bit for bit.
 
 # %%
-same = fewshot.same_as(trained[P.test_seed], "train_omniglot") if P.test_seed in P.seeds else {}
-for name, equal in same.items():
-    require(equal or not P.same_as_train_omniglot, "same_as_train_omniglot",
-            f"is true, but {name}-seed{P.test_seed} differs from train_omniglot's {name} "
-            f"({'no such model' if equal is None else 'other weights'}): the settings here must repeat that stage's")
-fewshot.save_stage(STAGE, DATASET, [f"{spec.name}-seed{seed}" for seed in P.seeds for spec in P.runs], data=DATA,
-                   hardware=sorted({t.record["hardware"] for runs in trained.values() for t in runs.values()}),
-                   test={"tasks": P.n_test_tasks, "queries": P.test_queries, "seed": P.test_seed, "bn": P.bn},
-                   seeds=P.seeds, same_as={"stage": "train_omniglot", "runs": same})
+same = fewshot.save_seeds_stage(STAGE, DATASET, trained, P.test_seed, "train_omniglot", P.same_as_train_omniglot,
+                                "same_as_train_omniglot", data=DATA,
+                                test={"tasks": P.n_test_tasks, "queries": P.test_queries, "seed": P.test_seed, "bn": P.bn})
 pd.DataFrame([dict(run=name, **{"identical to train_omniglot's": v}) for name, v in same.items()])
 
 # %% [markdown]

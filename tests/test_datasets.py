@@ -72,12 +72,13 @@ def make_omniglot(folder: Path, layout=SMALL_OMNIGLOT, drawings: int = 20, size:
     return folder
 
 
-def make_miniimagenet(folder: Path, classes=SMALL_MINI, per_class: int = 4, size: int = 84,
+def make_miniimagenet(folder: Path, classes=SMALL_MINI, per_class: int | dict = 4, size: int = 84,
                       missing: str | None = None, odd_image: Image.Image | None = None) -> Path:
     """Write ``images.zip`` + ``train/val/test.csv`` in the original layout.
 
-    Class number ``g`` (over all splits) has solid images of gray level ``20 * (g + 1)``.
-    ``missing`` is left out of the zip although listed; ``odd_image`` replaces the first image.
+    Class number ``g`` (over all splits) has solid images of gray level ``20 * (g + 1)``;
+    ``per_class`` images each (or {split: images per class}). ``missing`` is left out of the
+    zip although listed; ``odd_image`` replaces the first image.
     """
     folder.mkdir(parents=True, exist_ok=True)
     g = 0
@@ -87,7 +88,7 @@ def make_miniimagenet(folder: Path, classes=SMALL_MINI, per_class: int = 4, size
             for _ in range(n_classes):
                 wnid = f"n{g:08d}"
                 data = png_bytes(Image.new("RGB", (size, size), (20 * (g + 1),) * 3), "JPEG")
-                for i in range(per_class):
+                for i in range(per_class[split] if isinstance(per_class, dict) else per_class):
                     name = f"{wnid}{i:08d}.jpg"
                     lines.append(f"{name},{wnid}")
                     if name == missing:
@@ -234,7 +235,7 @@ def test_prepare_miniimagenet_small(tmp_path):
     src = make_miniimagenet(tmp_path / "raw")
     out = tmp_path / "out" / "mini.npz"
     summary = prepare_small_mini(src, out)
-    assert summary["per_class"] == 4 and summary["classes"] == SMALL_MINI
+    assert summary["per_class"] == {"train": 4, "val": 4, "test": 4} and summary["classes"] == SMALL_MINI
     data = datasets.load(out)
     assert data["train_images"].shape == (3, 4, 84, 84, 3) and data["train_images"].dtype == np.uint8
     assert data["val_images"].shape == (2, 4, 84, 84, 3)
@@ -250,7 +251,7 @@ def test_prepare_miniimagenet_small(tmp_path):
 def test_miniimagenet_csv_names_missing_file(tmp_path):
     src = make_miniimagenet(tmp_path / "raw", missing="n0000000400000001.jpg")
     assert_fails(prepare_small_mini, src, tmp_path / "out" / "m.npz",
-                 "n0000000400000001.jpg", "missing", str(src / "images.zip"))
+                 "n0000000400000001.jpg", "missing", str(src / "images.zip"), str(src / "val.csv"))
 
 
 def test_miniimagenet_missing_csv_and_zip(tmp_path):
@@ -284,7 +285,25 @@ def test_miniimagenet_wrong_counts(tmp_path):
                  tmp_path / "out" / "m.npz", "expected 600 images")
     lines = (src / "test.csv").read_text().splitlines()
     (src / "test.csv").write_text("\n".join(lines[:-1]) + "\n")  # one class loses an image
-    assert_fails(prepare_small_mini, src, tmp_path / "out" / "m.npz", "same number", "[3, 4]")
+    assert_fails(prepare_small_mini, src, tmp_path / "out" / "m.npz", str(src / "test.csv"), "same number",
+                 "(4, as most of its classes), but n00000006 has 3")
+
+
+def test_miniimagenet_splits_may_hold_different_numbers_of_images_per_class(tmp_path):
+    """The copy with every training image: 600 per training class, 100 per validation and test
+    class (here 6 and 2): each split is checked within itself and against what is required."""
+    src = make_miniimagenet(tmp_path / "raw", per_class={"train": 6, "val": 2, "test": 2})
+    out = tmp_path / "out" / "full.npz"
+    summary = prepare_small_mini(src, out, per_class={"train": 6})
+    assert summary["per_class"] == {"train": 6, "val": 2, "test": 2}
+    data = datasets.load(out)
+    assert [data[f"{s}_images"].shape[:2] for s in SMALL_MINI] == [(3, 6), (2, 2), (2, 2)]
+    assert data["train_files"][2, 5] == "n0000000200000005.jpg"
+    assert (data["train_images"][1] == 40).all() and (data["test_images"][0] == 120).all()  # class g: level 20 (g + 1)
+    assert_fails(lambda s, o: prepare_small_mini(s, o, per_class={"train": 600}), src, tmp_path / "bad" / "m.npz",
+                 str(src / "train.csv"), "expected 600 images in every class of train, found 6")
+    sampler = EpisodeSampler(torch.from_numpy(data["train_images"]), torch.arange(3), 3, 1, 5, seed=0)
+    assert sampler.sample().query_x.shape[0] == 15  # 1 + 5 of the 6 images of each training class
 
 
 def test_miniimagenet_overlapping_splits(tmp_path):

@@ -9,6 +9,6 @@ Models: ``models``. Core: ``core`` (MAML / FOMAML / ANIL inner loop, Reptile upd
 ``regimes`` (training without an inner loop), ``rl`` and ``cheetah`` (meta-RL). Analyses:
 ``reuse`` (feature reuse), ``similarity`` (CCA / CKA). Presentation: ``accuracy`` and ``seeds``
 (image runs and runs over seeds as the reports show them), ``report``, ``results``, ``papers``.
-Bench: ``benchmark``. See ../shared/ARCHITECTURE.md for the rules between these parts.
+Bench: ``benchmark``. What computes never imports what presents (tests/test_pipeline.py).
 """
 __version__ = "0.1.0"

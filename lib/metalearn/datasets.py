@@ -30,7 +30,8 @@ all str [1623]; ``resample`` str []. Characters are ordered background archive
 first, then evaluation; alphabets, characters and drawings sorted by name.
 
 MiniImageNet: per split ``s`` in train/val/test: ``s_images`` uint8
-[n_classes, n_per_class, 84, 84, 3], ``s_classes`` str [n_classes] (wnids, in
+[n_classes, n_per_class, 84, 84, 3] (``n_per_class`` may differ between splits: 600 / 100 / 100
+in the copy with every training image), ``s_classes`` str [n_classes] (wnids, in
 order of first appearance in ``s.csv``), ``s_files`` str [n_classes, n_per_class]
 (images in csv order).
 """
@@ -44,6 +45,7 @@ import os
 import urllib.request
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
 
@@ -68,6 +70,8 @@ OMNIGLOT_URLS = {
 OMNIGLOT_COUNTS = {"images_background": (30, 964), "images_evaluation": (20, 659)}
 #: split -> classes in the Ravi & Larochelle MiniImageNet split
 MINIIMAGENET_CLASSES = {"train": 64, "val": 16, "test": 20}
+#: images per class in the full MiniImageNet release (the shared full copy has them for its training classes)
+MINIIMAGENET_PER_CLASS = 600
 MINIIMAGENET_FILES = ("images.zip", "train.csv", "val.csv", "test.csv")
 RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR,
             "nearest": Image.Resampling.NEAREST}
@@ -192,28 +196,31 @@ def prepare_omniglot(src_dir: str | os.PathLike, out_path: str | os.PathLike, si
 
 def prepare_miniimagenet(src_dir: str | os.PathLike, out_path: str | os.PathLike,
                          classes: Mapping[str, int] = MINIIMAGENET_CLASSES,
-                         per_class: int | None = None, image_size: int = 84) -> dict:
+                         per_class: int | Mapping[str, int] | None = None, image_size: int = 84) -> dict:
     """Check ``images.zip`` + ``train/val/test.csv`` in ``src_dir``; write per-split arrays.
 
-    ``classes`` is the expected number of classes per split (64/16/20). Every class of
-    every split must have the same number of images: ``per_class`` if given (600 in
-    the official release), else whatever the csvs list (100 in the shared copy).
-    Images must be ``image_size`` square RGB. Returns a summary: path, per_class, classes.
+    ``classes`` is the expected number of classes per split (64/16/20). Every class of a split
+    must have the same number of images, the number its csv lists; splits may differ (a copy
+    with all 600 images of each training class and 100 of each test class). ``per_class``
+    makes a count required: one number for every split, or {split: number} for some (e.g.
+    ``{"train": 600}`` for a source that claims every training image). Images must be
+    ``image_size`` square RGB. Returns a summary: path, per_class {split: images per class},
+    classes {split: classes}.
     """
     src_dir = Path(src_dir)
     splits = {split: _read_split_csv(src_dir / f"{split}.csv") for split in classes}
-    n_per = _check_miniimagenet_index(splits, src_dir, classes, per_class)
+    counts = _check_miniimagenet_index(splits, src_dir, classes, per_class)
     path = src_dir / "images.zip"
     arrays = {}
     with _open_zip(path) as archive:
         present = set(archive.namelist())
-        missing = [f for groups in splits.values() for files in groups.values()
-                   for f in files if f"images/{f}" not in present]
-        if missing:
-            raise DataError(f"{path}: {len(missing)} images listed in the csvs are missing from "
-                            f"the archive (expected images/<filename>), e.g. {missing[:3]}")
         for split, groups in splits.items():
-            images = np.empty((len(groups), n_per, image_size, image_size, 3), np.uint8)
+            missing = [f for files in groups.values() for f in files if f"images/{f}" not in present]
+            if missing:
+                raise DataError(f"{path}: {len(missing)} images listed in {src_dir / f'{split}.csv'} are missing "
+                                f"from the archive (expected images/<filename>), e.g. {missing[:3]}")
+        for split, groups in splits.items():
+            images = np.empty((len(groups), counts[split], image_size, image_size, 3), np.uint8)
             for c, files in enumerate(groups.values()):
                 for i, name in enumerate(files):
                     image = _read_image(archive, path, f"images/{name}")
@@ -226,7 +233,7 @@ def prepare_miniimagenet(src_dir: str | os.PathLike, out_path: str | os.PathLike
             arrays[f"{split}_classes"] = np.array(list(groups))
             arrays[f"{split}_files"] = np.array(list(groups.values()))
     _save_npz(out_path, **arrays)
-    return {"path": Path(out_path), "per_class": n_per,
+    return {"path": Path(out_path), "per_class": counts,
             "classes": {split: len(groups) for split, groups in splits.items()}}
 
 
@@ -237,6 +244,18 @@ def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise DataError(f"no prepared data at {path}; run prepare_omniglot/prepare_miniimagenet")
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
+
+
+def describe_miniimagenet(data: Mapping[str, np.ndarray]) -> str:
+    """How results name the prepared MiniImageNet they used, from its arrays: e.g. "MiniImageNet
+    (64/16/20 classes, 100 images per class, 84x84)", or for the copy with every training image
+    "MiniImageNet (64/16/20 classes, 600 training / 100 test images per class, 84x84)"."""
+    shapes = {split: data[f"{split}_images"].shape for split in MINIIMAGENET_CLASSES}
+    per_class = {split: shape[1] for split, shape in shapes.items()}
+    images = (f"{per_class['train']} images per class" if len(set(per_class.values())) == 1 else
+              f"{per_class['train']} training / {per_class['test']} test images per class")
+    side = shapes["train"][2]
+    return f"MiniImageNet ({'/'.join(str(shape[0]) for shape in shapes.values())} classes, {images}, {side}x{side})"
 
 
 def fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
@@ -314,36 +333,46 @@ def _read_split_csv(path: Path) -> dict[str, list[str]]:
 
 
 def _check_miniimagenet_index(splits: dict[str, dict[str, list[str]]], src_dir: Path,
-                              classes: Mapping[str, int], per_class: int | None) -> int:
-    """Check class counts, equal images per class, disjoint splits; return images per class."""
+                              classes: Mapping[str, int], per_class: int | Mapping[str, int] | None) -> dict[str, int]:
+    """Check class counts, equal images per class within each split (and the counts
+    ``per_class`` requires), disjoint splits; return the images per class of each split."""
     found = {split: len(groups) for split, groups in splits.items()}
     if found != dict(classes):
         raise DataError(f"{src_dir}: expected classes per split {dict(classes)}, found {found}")
-    sizes = {f"{split}/{label}": len(files)
-             for split, groups in splits.items() for label, files in groups.items()}
-    distinct = sorted(set(sizes.values()))
-    if len(distinct) != 1 or (per_class is not None and distinct != [per_class]):
-        expected = per_class if per_class is not None else "the same number of"
-        raise DataError(f"{src_dir}: expected {expected} images in every class, found "
-                        f"{distinct[:5]} (e.g. {dict(list(sizes.items())[:3])})")
+    required = per_class if isinstance(per_class, Mapping) else {split: per_class for split in splits}
+    counts = {}
+    for split, groups in splits.items():
+        csv_path = src_dir / f"{split}.csv"
+        sizes = {label: len(files) for label, files in groups.items()}
+        common = Counter(sizes.values()).most_common(1)[0][0]  # ties: the first class's count
+        odd = {label: n for label, n in sizes.items() if n != common}
+        if odd:
+            label, n = next(iter(odd.items()))
+            raise DataError(f"{csv_path}: expected the same number of images in every class of {split} "
+                            f"({common}, as most of its classes), but {label} has {n}"
+                            + (f" ({len(odd)} classes differ)" if len(odd) > 1 else ""))
+        if required.get(split) is not None and common != required[split]:
+            raise DataError(f"{csv_path}: expected {required[split]} images in every class of {split}, "
+                            f"found {common}")
+        counts[split] = common
     labels = [label for groups in splits.values() for label in groups]
     files = [f for groups in splits.values() for fs in groups.values() for f in fs]
     if len(set(labels)) != len(labels) or len(set(files)) != len(files):
         raise DataError(f"{src_dir}: expected disjoint splits, but a class or an image is "
                         f"listed twice across {', '.join(f'{s}.csv' for s in splits)}")
-    return distinct[0]
+    return counts
 
 
 def _save_npz(out_path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """``np.savez_compressed``, byte for byte reproducible: every entry carries the same date,
     so the same arrays always give the same file (and DVC sees no change when a fresh clone
-    prepares the data again)."""
+    prepares the data again). Each array is streamed into the archive, never copied whole."""
     with atomic_write(Path(out_path), "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
             entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            archive.writestr(entry, buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(entry, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
 
 
 # ---------------------------------------------------------------- splits

@@ -41,6 +41,7 @@ from . import core, models, paths, regimes, store, training
 from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
 from .datasets import EpisodeSampler
 from .evaluation import NUMERICS, few_shot, few_shot_optimized
+from .params import require
 from .tasks import Batch
 
 ALGORITHMS = ("maml", "fomaml", "anil", "head", "random", "reptile")
@@ -396,6 +397,23 @@ def train_seeds(specs: list[Spec], seeds: Sequence[int], episodes_of: Callable[[
         scores[seed] = score_runs(trained[seed], episodes_of(test_seed), n_test_tasks, test_queries, test_seed, stage,
                                   data, every_step, suffix=f"-seed{seed}")
     return trained, scores
+
+
+def save_seeds_stage(stage: str, dataset: str, trained: dict[int, dict[Spec, Trained]], test_seed: int,
+                     other: str, must_match: bool, param: str, **details) -> dict[str, bool | None]:
+    """Check and record an over-seeds stage (:func:`train_seeds`): the seed ``test_seed`` against
+    the one-seed stage ``other``'s models (:func:`same_as`; with ``must_match``, a difference stops
+    the stage with a :class:`ParameterError` naming ``param``), then the stage record
+    (:func:`save_stage`: runs seed by seed, hardware, ``details``). Returns {run: identical?}."""
+    same = same_as(trained[test_seed], other) if test_seed in trained else {}
+    for name, equal in same.items():
+        require(equal or not must_match, param,
+                f"is true, but {name}-seed{test_seed} differs from {other}'s {name} "
+                f"({'no such model' if equal is None else 'other weights'}): the settings here must repeat that stage's")
+    save_stage(stage, dataset, [f"{spec.name}-seed{seed}" for seed, runs in trained.items() for spec in runs],
+               hardware=sorted({t.record["hardware"] for runs in trained.values() for t in runs.values()}),
+               seeds=list(trained), same_as={"stage": other, "runs": same}, **details)
+    return same
 
 
 def same_as(trained: dict[Spec, Trained], stage: str) -> dict[str, bool | None]:

@@ -204,8 +204,7 @@ def _test_images(dataset: str, split: str, device: str) -> tuple[Tensor, Tensor,
     data = datasets.load(paths.input(f"data/prepared/{dataset}.npz"))
     if dataset == "miniimagenet":
         images = torch.from_numpy(data["test_images"]).to(device)
-        return images, torch.arange(len(images)), (f"MiniImageNet (64/16/20 classes, {images.shape[1]} images "
-                                                   "per class, 84x84)")
+        return images, torch.arange(len(images)), datasets.describe_miniimagenet(data)
     images = torch.from_numpy(data["images"]).to(device)
     classes = datasets.omniglot_split(data, split, seed=1)["test"]  # as train_omniglot
     return images, classes, (f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {split} split, "
