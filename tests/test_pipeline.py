@@ -417,8 +417,10 @@ def test_seeds_queued_in_dvc_run_in_their_own_copies_and_leave_the_workspace_alo
         return subprocess.run([*DVC_COMMAND, *args], cwd=clone, env=env, capture_output=True, text=True, check=True)
 
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    defaults = papermill.inspect_notebook(str(clone / "notebooks/sine_maml.ipynb"))  # its smoke-sized values
+    defaults = papermill.inspect_notebook(str(clone / "notebooks/sine_maml.ipynb"))  # its smoke-sized values, smaller
     params["sine_maml"] = {key: ast.literal_eval(value["default"]) for key, value in defaults.items()}
+    params["sine_maml"].update(iterations=40, multitask_models=4, multitask_steps=20, multitask_pilot=2,
+                               n_val_tasks=10, n_test_tasks=10, n_query=20, finetune_lrs=[0.01, 0.02])
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = dict(cwd=clone, env=env, check=True, capture_output=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "smoke-sized sine_maml"], **git)
@@ -474,3 +476,15 @@ def test_a_teams_own_remote_carries_the_dvc_cached_outputs(tmp_path):
     sh(*DVC_COMMAND, "pull", "-q", cwd=other)
     assert (other / "data/prepared/a.bin").read_bytes() == made
     assert "up to date" in sh(*DVC_COMMAND, "status", cwd=other)
+
+
+def test_a_missing_data_folder_is_reported_naming_prepare_data_dir(tmp_path, monkeypatch):
+    """The raw archives are not DVC dependencies, so a missing folder reaches the stage's own check."""
+    _fake_study(tmp_path, monkeypatch, "")
+    (tmp_path / "notebooks" / "prepare.ipynb").write_bytes((LIB.parents[1] / "notebooks/prepare.ipynb").read_bytes())
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"prepare": {**PARAMS["prepare"], "data_dir": str(tmp_path / "nowhere")}}))
+    with pytest.raises(papermill.PapermillExecutionError, match=r"'data_dir' is .*nowhere.*prepare\.data_dir"):
+        run.run_stage("prepare", params)
+    assert not (tmp_path / "data" / "prepared").exists()
+    assert not any("data_dir" in dep for dep in DVC["stages"]["prepare"]["deps"])

@@ -125,10 +125,10 @@ def test_load_trained_reads_what_the_training_stage_saved_and_refuses_other_test
         reuse.load_trained("omniglot", spec, 8, test_steps=10, test_queries=5, param="omni_runs")
     with pytest.raises(ParameterError, match="15 queries per class here.*tested with 5"):
         reuse.load_trained("omniglot", spec, 8, test_steps=3, test_queries=15, param="omni_runs")
-    other = fewshot.Spec.parse("maml-conv-20w1s")
+    other = fewshot.Spec.parse("maml-conv-7w1s")  # a run no stage trains (here or under the study's root)
     torch.save(models.init_model(lambda: fewshot.build_model(other, "omniglot", 8), 3).state_dict(),
-               tmp_path / "data/models/train_omniglot/maml-conv-20w1s.pt")
-    with pytest.raises(ParameterError, match="no data/models/train_omniglot/maml-conv-20w1s.json: run the stage"):
+               tmp_path / "data/models/train_omniglot/maml-conv-7w1s.pt")
+    with pytest.raises(ParameterError, match="no data/models/train_omniglot/maml-conv-7w1s.json: run the stage"):
         reuse.load_trained("omniglot", other, 8, test_steps=3, test_queries=5, param="omni_runs")
 
 
