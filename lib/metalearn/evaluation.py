@@ -8,6 +8,7 @@ import scipy.stats
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
+from tqdm import tqdm
 
 from .core import (InnerLoop, InnerOptimizer, LossFn, adapt_path, cross_entropy, mse, nil_logits, optimize_path,
                    predict, query_outputs)
@@ -69,9 +70,15 @@ def predictions_after(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, 
     return out
 
 
+def each_task(progress: str | None, *tensors: Tensor):
+    """The tasks of ``tensors`` [T, ...] one by one (a tuple per task), with a progress bar when
+    ``progress`` names one (refreshed at most every 5 s, so long loops are never silent)."""
+    return tqdm(zip(*tensors), total=len(tensors[0]), desc=progress, mininterval=5, disable=progress is None)
+
+
 def few_shot(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
              inner: InnerLoop, bn: str = "transductive", head: str = "adapt",
-             loss_fn: LossFn = cross_entropy, every_step: bool = True) -> dict[str, Tensor]:
+             loss_fn: LossFn = cross_entropy, every_step: bool = True, progress: str | None = None) -> dict[str, Tensor]:
     """Query loss and accuracy of each classification task at test time.
 
     xs, ys: support sets [T, N*K, C, H, W] / [T, N*K]; xq, yq: queries [T, N*Q, ...] / [T, N*Q].
@@ -81,14 +88,15 @@ def few_shot(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tenso
     ``head="nil"``: no head and no adaptation: the cosine similarity of the query's
     penultimate features to the support's weights the support labels
     (:func:`core.nil_logits`) -> [T, 1]. ``bn``: see :func:`core.predict`.
-    Tasks run in a Python loop (on CPU faster than ``vmap``); no graph is kept.
+    Tasks run in a Python loop (on CPU faster than ``vmap``); no graph is kept. ``progress``:
+    a progress bar over the tasks with that description.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     params = {k: v.detach() for k, v in params.items()}
     n_way = int(ys.max()) + 1
     losses, accuracies = [], []
-    for xs_t, ys_t, xq_t, yq_t in zip(xs, ys, xq, yq):
+    for xs_t, ys_t, xq_t, yq_t in each_task(progress, xs, ys, xq, yq):
         if head == "nil":
             with torch.no_grad():
                 support = forward(model, params, xs_t, features=True)
@@ -107,13 +115,14 @@ def few_shot(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tenso
 
 def few_shot_optimized(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
                        optimizer: InnerOptimizer, steps: int, bn: str = "transductive",
-                       loss_fn: LossFn = cross_entropy, every_step: bool = True) -> dict[str, Tensor]:
+                       loss_fn: LossFn = cross_entropy, every_step: bool = True,
+                       progress: str | None = None) -> dict[str, Tensor]:
     """As :func:`few_shot` with ``head="adapt"``, but each task adapts with ``steps`` steps
     of ``optimizer`` (fresh state per task) on its whole support set: Reptile's test time.
     Returns {"loss", "accuracy"}: [T, steps + 1] (without ``every_step``: [T, 2])."""
     params = {k: v.detach() for k, v in params.items()}
     losses, accuracies = [], []
-    for xs_t, ys_t, xq_t, yq_t in zip(xs, ys, xq, yq):
+    for xs_t, ys_t, xq_t, yq_t in each_task(progress, xs, ys, xq, yq):
         batches = torch.arange(len(xs_t)).expand(steps, -1)
         with torch.no_grad():
             outputs = [predict(model, params, xq_t, xs_t, bn)]

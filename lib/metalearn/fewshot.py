@@ -270,7 +270,7 @@ def validate(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
 
 def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, settings: Settings,
              steps: int | None = None, head: str = "adapt", frozen: tuple[str, ...] = (),
-             every_step: bool = True) -> dict:
+             every_step: bool = True, progress: str | None = None) -> dict:
     """Per-task query loss and accuracy on ``test`` [T tasks]: [T, steps + 1] (after 0..steps
     adaptation steps; ``steps`` default ``settings.test_steps``; without ``every_step``
     [T, 2]: before and after the last step) or [T, 1] for ``head="nil"``.
@@ -284,7 +284,8 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
         if frozen:
             raise ValueError("freezing layers is defined for the MAML-family inner loop")
         return few_shot_optimized(model, params, test.xs, test.ys, test.xq, test.yq,
-                                  reptile_optimizer(settings), steps, bn=settings.bn, every_step=every_step)
+                                  reptile_optimizer(settings), steps, bn=settings.bn, every_step=every_step,
+                                  progress=progress)
     unknown = [layer for layer in frozen if layer not in model.layers]
     if unknown:
         raise ValueError(f"cannot freeze {unknown}: the model's layers are {model.layers}")
@@ -294,7 +295,7 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
         inner = core.inner_loop("anil" if spec.algorithm in ("anil", *HEAD_ONLY) else "maml", params, steps,
                                 settings.inner_lr, adapt_layers=keep)
     return few_shot(model, params, test.xs, test.ys, test.xq, test.yq, inner, bn=settings.bn, head=head,
-                    loss_fn=loss_of(spec), every_step=every_step)
+                    loss_fn=loss_of(spec), every_step=every_step, progress=progress)
 
 
 # --- a stage of runs: train (or reuse), test on fixed episodes (or reuse) ----------------
@@ -428,11 +429,13 @@ def test_scores(spec: Spec, model: nn.Module, settings: Settings, test: Batch, e
     ``every_step`` 0 and the last only) and, for the MAML family, ``nil`` (NIL head, no
     adaptation). Values are float32, as computed."""
     params = models.params_of(model, requires_grad=False)
-    adapted = evaluate(spec, model, params, test, settings, every_step=every_step)["accuracy"] * 100
+    adapted = evaluate(spec, model, params, test, settings, every_step=every_step,
+                       progress=f"{spec.name}: test")["accuracy"] * 100
     steps = range(settings.test_steps + 1) if every_step else (0, settings.test_steps)
     columns = {f"adapt@{s}": adapted[:, i].numpy() for i, s in enumerate(steps)}
     if spec.algorithm != "reptile":
-        columns["nil"] = (evaluate(spec, model, params, test, settings, head="nil")["accuracy"][:, 0] * 100).numpy()
+        nil = evaluate(spec, model, params, test, settings, head="nil", progress=f"{spec.name}: NIL head")
+        columns["nil"] = (nil["accuracy"][:, 0] * 100).numpy()
     return pd.DataFrame(columns)
 
 

@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from . import core, datasets, fewshot, models, paths, similarity
-from .evaluation import NUMERICS, mean_ci95
+from .evaluation import NUMERICS, each_task, mean_ci95
 from .models import Params
 from .params import require
 from .tasks import Batch
@@ -340,7 +340,8 @@ def freeze_accuracy(spec: fewshot.Spec, model: nn.Module, test, settings: fewsho
     scores = {}
     for name in freezes:
         frozen = frozen_layers(name, model)
-        accuracy = fewshot.evaluate(spec, model, params, test, settings, frozen=frozen, every_step=False)["accuracy"]
+        accuracy = fewshot.evaluate(spec, model, params, test, settings, frozen=frozen, every_step=False,
+                                    progress=f"{spec.name}: frozen {name}")["accuracy"]
         scores[name] = (frozen, accuracy[:, -1].to(torch.float64) * 100)
     rows = []
     for name, (frozen, values) in scores.items():
@@ -384,7 +385,7 @@ def weight_distances(spec: fewshot.Spec, model: nn.Module, test, settings: fewsh
     layers = check_layers(model, model.layers if layers is None else layers)
     params = models.params_of(model, requires_grad=False)
     per_task = []
-    for xs, ys in zip(test.xs, test.ys):
+    for xs, ys in each_task(f"{spec.name}: weight distance", test.xs, test.ys):
         per_task.append(weight_distance(params, adapted_params(spec, model, params, xs, ys, settings), layers))
     rows = []
     for layer in layers:
@@ -493,7 +494,7 @@ def pre_post_similarity(spec: fewshot.Spec, model: nn.Module, test, settings: fe
     layers = check_layers(model, model.layers if layers is None else layers)
     params = models.params_of(model, requires_grad=False)
     rows = []
-    for t, (xs, ys, xq) in enumerate(zip(test.xs, test.ys, test.xq)):
+    for t, (xs, ys, xq) in enumerate(each_task(f"{spec.name}: pre vs post", test.xs, test.ys, test.xq)):
         rows += [dict(task=t, **r) for r in task_pre_post(spec, model, params, xs, ys, xq, settings, layers,
                                                            methods, too_few)]
     return _summarise(pd.DataFrame(rows), ["layer", "method"])
@@ -514,7 +515,7 @@ def model_similarity(model_a: nn.Module, model_b: nn.Module, test, bn: str, laye
     params_a = models.params_of(model_a, requires_grad=False)
     params_b = models.params_of(model_b, requires_grad=False)
     rows = []
-    for t, (xs, xq) in enumerate(zip(test.xs, test.xq)):
+    for t, (xs, xq) in enumerate(each_task("two models", test.xs, test.xq)):
         acts_a = layer_outputs(model_a, params_a, xq, xs, bn, layers)
         acts_b = layer_outputs(model_b, params_b, xq, xs, bn, layers)
         task_rows = _compare_layers(acts_a, acts_b, methods, too_few)
@@ -547,7 +548,7 @@ def seed_pair_similarity(spec: fewshot.Spec, model_a: nn.Module, model_b: nn.Mod
     sides = {"a": (model_a, models.params_of(model_a, requires_grad=False)),
              "b": (model_b, models.params_of(model_b, requires_grad=False))}
     rows = []
-    for t, (xs, ys, xq) in enumerate(zip(test.xs, test.ys, test.xq)):
+    for t, (xs, ys, xq) in enumerate(each_task(f"{spec.name}: two seeds", test.xs, test.ys, test.xq)):
         acts = {}
         for side, (model, params) in sides.items():
             acts[side, "pre"] = layer_outputs(model, params, xq, xs, settings.bn, layers)
