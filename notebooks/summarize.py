@@ -87,9 +87,11 @@ beside[["experiment", "setting", "metric", "value", "ci95", "paper", "stage"]]
 # ## How long each stage ran (every stage of the pipeline that has run)
 #
 # The wall time of each stage's last execution, from its executed notebook. A stage re-executed
-# after an edit resumes its training from checkpoints, so its time then is mostly evaluation;
-# a stage that ran beside another job ran slower. The sum is therefore what the last
-# executions took, not a measured run of the whole pipeline from scratch.
+# after an edit takes its trained models, test scores and analysis tables from the execution
+# that computed them when nothing they depend on changed (`metalearn.store`), so its time then is
+# seconds to minutes; a stage that ran beside another job ran slower. The sum is therefore what
+# the last executions took, not a measured run of the whole pipeline from scratch (the records
+# under `data/` keep, for each model, the hardware it was trained on).
 
 # %%
 times = []
