@@ -51,22 +51,7 @@ mini_reference = "maml-conv-5w1s"   # A-repr, A-regime-sim: the MAML run every o
 mini_bodies = ["anil-conv-5w1s", "multiclass+head-conv-5w1s", "niltrain+head-conv-5w1s"]  # bodies compared with it
 repr_layers = ["body.layer1", "body.layer2", "body.layer3", "body.layer4"]  # A-repr mean (paper Table 3: the body)
 regime_layers = ["body.layer1", "body.layer2", "body.layer3"]  # A-regime-sim mean (paper Table 8: first three convs)
-mini_seed = 0                     # the settings below repeat train_miniimagenet's (checked against its reports)
-mini_bn = "transductive"
-mini_filters = 32
-mini_inner_lr = 0.01
-mini_test_steps = 10
-mini_test_queries = 15
 omni_cca_runs = ["maml-conv-5w1s"]  # A-cca: Omniglot MAML runs compared before vs after adaptation
-omni_seed = 0                     # the settings below repeat train_omniglot's (checked against its reports)
-omni_split = "maml"
-omni_bn = "transductive"
-omni_filters = 64
-omni_inner_lr_5way = 0.4
-omni_inner_lr_20way = 0.1
-omni_test_steps_5way = 3
-omni_test_steps_20way = 5
-omni_test_queries = 5
 seed_runs = ["maml-conv-5w1s", "anil-conv-5w1s"]  # train_seeds runs: A-repr across seeds; A-seeds on the first
 seeds = [0, 1]                    # their seeds (train_seeds' seeds)
 early_runs = ["maml-conv-5w1s"]   # A-early: train_seeds runs compared before vs after adaptation through training
@@ -82,13 +67,7 @@ P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), n_tasks=I
           methods=List(Choice(*reuse.METHODS), unique=True), mini_cca_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           mini_reference=Str(fewshot.Spec.parse), mini_bodies=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           repr_layers=List(Choice(*layer_names), unique=True), regime_layers=List(Choice(*layer_names), unique=True),
-          mini_seed=Int(min=0), mini_bn=Choice("transductive", "inductive"), mini_filters=Int(min=1),
-          mini_inner_lr=Float(min=0, strict=True), mini_test_steps=Int(min=1), mini_test_queries=Int(min=1),
-          omni_cca_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), omni_seed=Int(min=0),
-          omni_split=Choice("maml", "official"), omni_bn=Choice("transductive", "inductive"),
-          omni_filters=Int(min=1), omni_inner_lr_5way=Float(min=0, strict=True),
-          omni_inner_lr_20way=Float(min=0, strict=True), omni_test_steps_5way=Int(min=1),
-          omni_test_steps_20way=Int(min=1), omni_test_queries=Int(min=1),
+          omni_cca_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           seed_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), seeds=List(Int(min=0), unique=True),
           early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_iterations=List(Int(min=1), unique=True),
           seed_tasks=Int(min=2))
@@ -105,8 +84,6 @@ for spec in P.mini_bodies:
     require(spec.model == "conv" and spec.setting == P.mini_reference.setting and spec != P.mini_reference,
             "mini_bodies", f"has {spec.name}: compare other conv bodies of the reference's setting "
                            f"({P.mini_reference.setting})")
-for spec in P.omni_cca_runs:
-    require(spec.n_way in (5, 20), "omni_cca_runs", f"has {spec.name}: Omniglot settings exist for 5-way and 20-way")
 
 # %%
 import matplotlib.pyplot as plt
@@ -124,13 +101,15 @@ STAGE = "similarity"
 HARDWARE = hardware.describe(P.device)
 
 
-MINI, OMNI = reuse.TestSetup.of(P, "miniimagenet"), reuse.TestSetup.of(P, "omniglot")
-cca_cases = ([reuse.load_case(MINI, s, P.n_tasks, P.device, "mini_cca_runs") for s in P.mini_cca_runs]
-             + [reuse.load_case(OMNI, s, P.n_tasks, P.device, "omni_cca_runs") for s in P.omni_cca_runs])
-reference = reuse.load_case(MINI, P.mini_reference, P.n_tasks, P.device, "mini_reference") if P.mini_bodies else None
-bodies = [reuse.load_case(MINI, s, P.n_tasks, P.device, "mini_bodies") for s in P.mini_bodies]
-seeded = {(spec, seed): reuse.load_case(MINI, spec, P.seed_tasks, P.device, "seed_runs" if spec in P.seed_runs else
-                                        "early_runs", "train_seeds", f"{spec.name}-seed{seed}")
+# every analysed run (reuse.Case), as its training stage recorded it: dataset, network, test-time settings, test tasks
+MINI, OMNI = "train_miniimagenet", "train_omniglot"
+cca_cases = ([reuse.load_case(MINI, s.name, P.n_tasks, P.device, "mini_cca_runs") for s in P.mini_cca_runs]
+             + [reuse.load_case(OMNI, s.name, P.n_tasks, P.device, "omni_cca_runs") for s in P.omni_cca_runs])
+reference = (reuse.load_case(MINI, P.mini_reference.name, P.n_tasks, P.device, "mini_reference") if P.mini_bodies
+             else None)
+bodies = [reuse.load_case(MINI, s.name, P.n_tasks, P.device, "mini_bodies") for s in P.mini_bodies]
+seeded = {(spec, seed): reuse.load_case("train_seeds", f"{spec.name}-seed{seed}", P.seed_tasks, P.device,
+                                        "seed_runs" if spec in P.seed_runs else "early_runs")
           for spec in dict.fromkeys(P.seed_runs + P.early_runs) for seed in P.seeds}
 # what each table below is computed from: these settings, the analysed runs, the test-time numerics. A table
 # an earlier execution computed from the same is read back from data/analyses/similarity/ instead of recomputed.
@@ -195,8 +174,8 @@ def body_table():
     rows = []
     for trained in tqdm([b.trained for b in bodies], desc="bodies vs MAML"):
         layers = P.repr_layers if trained.spec.regime == "anil" else P.regime_layers
-        table = reuse.model_similarity(trained.model, reference.trained.model, reference.test, P.mini_bn, layers,
-                                       P.methods)
+        table = reuse.model_similarity(trained.model, reference.trained.model, reference.test,
+                                       reference.settings.bn, layers, P.methods)
         rows.append(table.assign(body=trained.spec.name, regime=trained.spec.regime))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
@@ -355,8 +334,8 @@ def across_table():
                 continue
             first, second = sorted([(sa, a), (sb, b)], key=lambda x: (x[0].algorithm == "maml", x[0].algorithm, x[1]))
             ca, cb = seeded[first], seeded[second]
-            table = reuse.model_similarity(ca.trained.model, cb.trained.model, ca.test, P.mini_bn, P.repr_layers,
-                                           P.methods)
+            table = reuse.model_similarity(ca.trained.model, cb.trained.model, ca.test, ca.settings.bn,
+                                           P.repr_layers, P.methods)
             rows.append(table.assign(pair=f"{first[0].algorithm} vs {second[0].algorithm}",
                                      seeds=f"{first[1]}-{second[1]}"))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()

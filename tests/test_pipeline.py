@@ -130,8 +130,6 @@ def test_the_suites_smaller_smoke_values_are_parameters_and_agree_across_noteboo
     widths = {"omniglot": SMOKE["train_omniglot"]["filters"], "miniimagenet": SMOKE["train_miniimagenet"]["filters"]}
     assert SMOKE["train_seeds"]["filters"] == widths["miniimagenet"]  # seeds train train_miniimagenet's network
     assert SMOKE["train_seeds_omniglot"]["filters"] == widths["omniglot"]  # and train_omniglot's
-    for stage in ("freeze", "similarity"):  # they load the training stages' models
-        assert (SMOKE[stage]["omni_filters"], SMOKE[stage]["mini_filters"]) == (widths["omniglot"], widths["miniimagenet"])
 
 
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))

@@ -90,46 +90,69 @@ def test_load_model_round_trip_and_clear_errors(tmp_path):
         reuse.load_model(spec, "omniglot", 8, tmp_path / "missing.pt")
 
 
-def _fake_stage(root, stage, name, model, snapshots=(), test_steps=10, iterations=150, scores=(20.0, 40.0)):
+def _fake_stage(root, stage, name, model, snapshots=(), test_steps=10, iterations=150, scores=(20.0, 40.0),
+                dataset="miniimagenet", filters=4, split="maml"):
     """A training stage's outputs as the analyses read them: weights, kept weights, the run's and
-    the stage's records (600 test tasks x 5 queries per class), per-task scores."""
+    the stage's records (600 test tasks x 5 queries per class, seed 0), per-task scores."""
     folder = root / f"data/models/{stage}"
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / f"{name}.pt")
     for iteration, state in snapshots:
         torch.save(state, folder / f"{name}@{iteration}.pt")
     (folder / f"{name}.json").write_text(json.dumps(
-        {"settings": {"test_steps": test_steps, "iterations": iterations, "meta_batch": 2}, "history": []}))
+        {"spec": name.split("-seed")[0], "dataset": dataset, "filters": filters, "data": f"{dataset} (fake)",
+         "identity": {"run": f"{stage}-{name}", "split": split},
+         "settings": {"test_steps": test_steps, "iterations": iterations, "meta_batch": 2, "inner_lr": 0.4,
+                      "bn": "transductive"}, "history": []}))
     (folder / "stage.json").write_text(json.dumps({"test": {"tasks": 600, "queries": 5, "seed": 0, "bn": "transductive"}}))
     (root / f"data/scores/{stage}").mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"adapt@0": [0.0] * len(scores), f"adapt@{test_steps}": scores}).to_csv(
         root / f"data/scores/{stage}/{name}.csv", index=False)
 
 
-def test_load_trained_reads_what_the_training_stage_saved_and_refuses_other_test_settings(tmp_path, monkeypatch):
-    """An analysis reads a training stage's model, its record and scores, and must repeat that
-    stage's test settings."""
+def test_load_trained_reads_how_the_training_stage_trained_and_tested_the_run(tmp_path, monkeypatch):
+    """An analysis reads a training stage's model, its record and scores (rule 3 of the study's
+    architecture), never its own copy of the stage's settings."""
     from metalearn import paths
     from metalearn.params import ParameterError
 
     monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))
     spec = fewshot.Spec.parse("maml-conv-5w1s")
     model = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 8), 3)
-    _fake_stage(tmp_path, "train_omniglot", "maml-conv-5w1s", model, test_steps=3, iterations=100, scores=(70.0, 90.0))
-    trained = reuse.load_trained("omniglot", spec, 8, test_steps=3, test_queries=5, param="omni_runs")
+    _fake_stage(tmp_path, "train_omniglot", "maml-conv-5w1s", model, test_steps=3, iterations=100, scores=(70.0, 90.0),
+                dataset="omniglot", filters=8)
+    trained = reuse.load_trained("train_omniglot", "maml-conv-5w1s", param="omni_runs")
     assert (trained.dataset, trained.spec, trained.tasks, trained.row.accuracy) == ("omniglot", spec, 600, 80.0)
     assert (trained.row.iterations, trained.row.meta_batch, trained.row.steps) == (100, 2, 3)
     assert trained.row.ci95 == pytest.approx(scipy.stats.t.ppf(0.975, 1) * np.std([70, 90], ddof=1) / math.sqrt(2))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.model.state_dict().values()))
-    with pytest.raises(ParameterError, match="omni_runs.*10 test steps here, but train_omniglot tested it with 3"):
-        reuse.load_trained("omniglot", spec, 8, test_steps=10, test_queries=5, param="omni_runs")
-    with pytest.raises(ParameterError, match="15 queries per class here.*tested with 5"):
-        reuse.load_trained("omniglot", spec, 8, test_steps=3, test_queries=15, param="omni_runs")
+    assert trained.identity == {"run": "train_omniglot-maml-conv-5w1s", "split": "maml"}
     other = fewshot.Spec.parse("maml-conv-7w1s")  # a run no stage trains (here or under the study's root)
     torch.save(models.init_model(lambda: fewshot.build_model(other, "omniglot", 8), 3).state_dict(),
                tmp_path / "data/models/train_omniglot/maml-conv-7w1s.pt")
-    with pytest.raises(ParameterError, match="no data/models/train_omniglot/maml-conv-7w1s.json: run the stage"):
-        reuse.load_trained("omniglot", other, 8, test_steps=3, test_queries=5, param="omni_runs")
+    with pytest.raises(ParameterError, match="'omni_runs' has maml-conv-7w1s, but there is no "
+                                             "data/models/train_omniglot/maml-conv-7w1s.json: run the stage"):
+        reuse.load_trained("train_omniglot", "maml-conv-7w1s", param="omni_runs")
+
+
+def test_a_case_repeats_the_stages_test_tasks_and_settings(tmp_path, monkeypatch):
+    from metalearn import paths
+    from metalearn.params import ParameterError
+
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))
+    spec = fewshot.Spec.parse("maml-conv-5w1s")
+    model = models.init_model(lambda: fewshot.build_model(spec, "omniglot", 8), 3)
+    _fake_stage(tmp_path, "train_omniglot", "maml-conv-5w1s", model, test_steps=3, dataset="omniglot", filters=8)
+    images = torch.randint(0, 255, (40, 20, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(reuse, "_test_images", lambda dataset, split, device: (images, torch.arange(40), "fake"))
+    case = reuse.load_case("train_omniglot", "maml-conv-5w1s", 7, param="omni_runs")
+    assert (case.settings.inner_lr, case.settings.test_steps, case.settings.bn, case.queries) == (0.4, 3, "transductive", 5)
+    expected = fewshot.test_episodes(fewshot.episode_factory({"test": images}, {"test": torch.arange(40)}, 0),
+                                     spec, 7, 5, 0)  # the stage's seed 0 and 5 queries
+    assert torch.equal(case.test.xq, expected.xq) and torch.equal(case.test.ys, expected.ys)
+    assert case.data == "omniglot (fake)" and "7 test tasks x 5 queries/class, 3 test steps of 0.4" in case.scale("here")
+    with pytest.raises(ParameterError, match="601 test tasks asked here, but train_omniglot tested it on 600"):
+        reuse.load_case("train_omniglot", "maml-conv-5w1s", 601, param="omni_runs")
 
 
 def test_a_run_of_another_stage_and_its_kept_weights(tmp_path, monkeypatch):
@@ -142,7 +165,7 @@ def test_a_run_of_another_stage_and_its_kept_weights(tmp_path, monkeypatch):
     final = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 1)
     early = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 2)
     _fake_stage(tmp_path, "train_seeds", "maml-conv-5w1s-seed7", final, [(50, early.state_dict())])
-    trained = reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed7")
+    trained = reuse.load_trained("train_seeds", "maml-conv-5w1s-seed7")
     assert (trained.stage, trained.name, trained.tasks, trained.row.iterations) == (
         "train_seeds", "maml-conv-5w1s-seed7", 600, 150)
     assert reuse.snapshot(trained, 150) is trained.model
@@ -153,25 +176,7 @@ def test_a_run_of_another_stage_and_its_kept_weights(tmp_path, monkeypatch):
         reuse.snapshot(trained, 100)
     with pytest.raises(ParameterError, match="maml-conv-5w1s-seed8, but there is no data/models/train_seeds/"):
         torch.save(final.state_dict(), tmp_path / "data/models/train_seeds/maml-conv-5w1s-seed8.pt")
-        reuse.load_trained("miniimagenet", spec, 4, 10, 5, stage="train_seeds", name="maml-conv-5w1s-seed8")
-
-
-def test_test_setup_spells_each_datasets_parameters_and_settings():
-    from types import SimpleNamespace
-
-    P = SimpleNamespace(mini_seed=0, mini_bn="inductive", mini_filters=32, mini_test_queries=5, mini_inner_lr=0.01,
-                        mini_test_steps=10, omni_seed=1, omni_bn="transductive", omni_filters=64, omni_test_queries=5,
-                        omni_inner_lr_5way=0.4, omni_test_steps_5way=3, omni_inner_lr_20way=0.1,
-                        omni_test_steps_20way=5, omni_split="official")
-    mini = reuse.TestSetup.of(P, "miniimagenet")
-    st = mini.settings(fewshot.Spec.parse("maml-conv-5w1s"))
-    assert (st.inner_lr, st.test_steps, st.bn, mini.filters, mini.queries) == (0.01, 10, "inductive", 32, 5)
-    omni = reuse.TestSetup.of(P, "omniglot")
-    five, twenty = (omni.settings(fewshot.Spec.parse(f"maml-conv-{n}w1s")) for n in (5, 20))
-    assert (five.inner_lr, five.test_steps, twenty.inner_lr, twenty.test_steps) == (0.4, 3, 0.1, 5)
-    assert (omni.seed, omni.split, omni.filters) == (1, "official", 64)
-    with pytest.raises(ValueError, match="unknown dataset"):
-        reuse.TestSetup.of(P, "cifar")
+        reuse.load_trained("train_seeds", "maml-conv-5w1s-seed8")
 
 
 # ------------------------------------------------------------------------ adaptation

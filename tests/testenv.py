@@ -14,14 +14,12 @@ import yaml
 #: Values the test suite runs smaller than the notebooks' own smoke defaults, appended to each
 #: notebook's ``parameters`` cell (as papermill injects parameters) without touching the notebook:
 #: the Conv4 widths of the papers (64 and 32 filters) made the training notebooks most of the
-#: suite's time. Every notebook that loads another's models takes the same width.
+#: suite's time. The analyses read the width from the models' records.
 SMOKE = {
     "train_omniglot": {"filters": 16},
     "train_miniimagenet": {"filters": 8},
     "train_seeds": {"filters": 8},
     "train_seeds_omniglot": {"filters": 16},
-    "freeze": {"omni_filters": 16, "mini_filters": 8},
-    "similarity": {"omni_filters": 16, "mini_filters": 8},
 }
 
 

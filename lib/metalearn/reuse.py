@@ -23,8 +23,9 @@ A-seeds       :func:`seed_pair_similarity`   CCA / CKA across two seeds' models,
 A-early       :func:`snapshot` + the above   the same at weights kept through training
 ============  =============================  ================================================
 
-The analysed runs come from the training stages through :func:`load_case` (a :class:`TestSetup`
-repeating the stage's test settings, checked against what the stage recorded of its runs).
+The analysed runs come from the training stages through :func:`load_case`, which reads how each
+was trained and tested from what its stage recorded (:mod:`metalearn.store`), never from the
+analysis' own parameters.
 
 Test-time adaptation is the one of :func:`metalearn.fewshot.evaluate` (same inner loop, step
 size ``settings.inner_lr``, ``settings.test_steps`` steps, loss and batch-norm mode
@@ -46,7 +47,6 @@ import functools
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
 import pandas as pd
@@ -131,8 +131,8 @@ class Trained(NamedTuple):
     """A model of a training stage with that stage's test of it (``row``: accuracy and ci95 over
     its test tasks after ``steps`` test steps, and its training ``iterations`` and ``meta_batch``),
     the number of test tasks the stage used, the stage and the run's name there (``spec.name``,
-    plus e.g. ``-seed1`` in ``train_seeds``), and the identity of the trained run (its record's:
-    settings, data, numerics; what an analysis of it is keyed by, :mod:`metalearn.store`)."""
+    plus e.g. ``-seed1`` in ``train_seeds``), the identity of the trained run (what an analysis
+    of it is keyed by, :mod:`metalearn.store`) and its whole record (settings, data, history)."""
 
     dataset: str
     spec: fewshot.Spec
@@ -142,6 +142,7 @@ class Trained(NamedTuple):
     stage: str = ""
     name: str = ""
     identity: dict | None = None
+    record: dict | None = None
 
 
 def _read_json(relative: str, param: str, name: str) -> dict:
@@ -150,29 +151,22 @@ def _read_json(relative: str, param: str, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def load_trained(dataset: str, spec: fewshot.Spec, filters: int, test_steps: int, test_queries: int,
-                 device: str = "cpu", param: str = "runs", stage: str | None = None, name: str | None = None) -> Trained:
-    """The model ``spec`` trained by ``stage`` (default ``train_<dataset>``) as run ``name``
-    (default ``spec.name``), on ``device``, with that stage's test of it, read from what the stage
-    saved: the weights ``data/models/<stage>/<name>.pt``, the run's and the stage's records
-    (``<name>.json``, ``stage.json``) and the per-task scores ``data/scores/<stage>/<name>.csv``.
-    The test settings an analysis repeats must be the training stage's: a run the stage did not
-    train, or other test steps or queries per class, stop with a :class:`ParameterError` naming
-    ``param`` (the analysis' parameter that chose the run)."""
-    stage, name = stage or f"train_{dataset}", name or spec.name
+def load_trained(stage: str, name: str, device: str = "cpu", param: str = "runs") -> Trained:
+    """The run ``name`` of the training stage ``stage`` (a spec name, plus e.g. ``-seed1`` in
+    ``train_seeds``) on ``device``, with that stage's test of it, all read from what the stage
+    saved: the run's record ``data/models/<stage>/<name>.json`` (its spec, dataset, network and
+    settings), its weights ``<name>.pt``, the stage record ``stage.json`` (how it tests) and the
+    per-task scores ``data/scores/<stage>/<name>.csv``. A run the stage did not train stops with
+    a :class:`ParameterError` naming ``param`` (the analysis' parameter that chose it)."""
     record = _read_json(f"data/models/{stage}/{name}.json", param, name)
     tested = _read_json(f"data/models/{stage}/stage.json", param, name)["test"]
-    model = load_model(spec, dataset, filters, paths.input(fewshot.model_file(stage, name)))
-    settings = record["settings"]
-    require(settings["test_steps"] == test_steps, param, f"{name}: {test_steps} test steps here, but {stage} tested "
-                                                         f"it with {settings['test_steps']}")
-    require(tested["queries"] == test_queries, param, f"{name}: {test_queries} queries per class here, but {stage} "
-                                                      f"tested with {tested['queries']}")
-    scores = fewshot.read_scores(paths.input(f"data/scores/{stage}/{name}.csv"))[f"adapt@{test_steps}"]
+    spec, dataset, settings = fewshot.Spec.parse(record["spec"]), record["dataset"], record["settings"]
+    model = load_model(spec, dataset, record["filters"], paths.input(fewshot.model_file(stage, name)))
+    scores = fewshot.read_scores(paths.input(f"data/scores/{stage}/{name}.csv"))[f"adapt@{settings['test_steps']}"]
     accuracy, ci95 = mean_ci95(scores.to_numpy())
-    row = pd.Series(dict(accuracy=accuracy, ci95=ci95, steps=test_steps, iterations=settings["iterations"],
+    row = pd.Series(dict(accuracy=accuracy, ci95=ci95, steps=settings["test_steps"], iterations=settings["iterations"],
                          meta_batch=settings["meta_batch"]))
-    return Trained(dataset, spec, model.to(device), row, tested["tasks"], stage, name, record.get("identity"))
+    return Trained(dataset, spec, model.to(device), row, tested["tasks"], stage, name, record["identity"], record)
 
 
 def analysis_identity(P: Any, trained: Sequence[Trained]) -> dict:
@@ -225,72 +219,44 @@ def test_tasks(dataset: str, spec: fewshot.Spec, n_tasks: int, queries: int, see
 
 
 
-@dataclass(frozen=True)
-class TestSetup:
-    """How a training stage tests one dataset's runs, as an analysis repeats it: the seed of
-    its fixed test episodes, batch-norm mode, Conv4 filters, queries per class, and the test-time
-    step size and steps (Omniglot: separate ones for 20-way, ``*_20way``; None: the same)."""
-
-    dataset: str
-    seed: int
-    bn: str
-    filters: int
-    queries: int
-    inner_lr: float
-    test_steps: int
-    inner_lr_20way: float | None = None
-    test_steps_20way: int | None = None
-    split: str = "maml"
-
-    @classmethod
-    def of(cls, P: Any, dataset: str) -> "TestSetup":
-        """The setup an analysis notebook's parameters ``P`` spell for ``dataset``: ``mini_seed``,
-        ``mini_bn``, ``mini_filters``, ``mini_test_queries``, ``mini_inner_lr``, ``mini_test_steps``
-        for MiniImageNet; ``omni_*`` with ``*_5way`` / ``*_20way`` step sizes and steps and
-        ``omni_split`` for Omniglot (the names of ``train_omniglot``'s parameters)."""
-        if dataset == "miniimagenet":
-            return cls(dataset, P.mini_seed, P.mini_bn, P.mini_filters, P.mini_test_queries, P.mini_inner_lr,
-                       P.mini_test_steps)
-        if dataset == "omniglot":
-            return cls(dataset, P.omni_seed, P.omni_bn, P.omni_filters, P.omni_test_queries, P.omni_inner_lr_5way,
-                       P.omni_test_steps_5way, P.omni_inner_lr_20way, P.omni_test_steps_20way, P.omni_split)
-        raise ValueError(f"unknown dataset {dataset!r}: miniimagenet or omniglot")
-
-    def settings(self, spec: fewshot.Spec) -> fewshot.Settings:
-        """Test-time settings of ``spec`` (:func:`evaluation_settings`)."""
-        twenty = spec.n_way == 20 and self.inner_lr_20way is not None
-        return evaluation_settings(self.inner_lr_20way if twenty else self.inner_lr,
-                                   self.test_steps_20way if twenty else self.test_steps, self.bn)
-
-
 class Case(NamedTuple):
-    """One analysed run: the trained model, its test-time settings, its first test tasks and a
-    description of their data."""
+    """One analysed run: the trained model, its test-time settings (the training stage's step
+    size, steps and batch norm), its first test tasks, the description of their data and the
+    query images per class."""
 
     trained: Trained
     settings: fewshot.Settings
     test: Batch
     data: str
-    setup: TestSetup
+    queries: int
 
     def scale(self, hardware: str, adapted: bool = True, seeds: str = "1 seed", at: int | None = None) -> str:
         """The scale column of a result computed on this case (``at``: on the weights kept
         after that many of the training iterations)."""
         t, st = self.trained, self.settings
         adaptation = f", {st.test_steps} test steps of {st.inner_lr}" if adapted else ", no adaptation"
-        return (f"{'' if at is None else f'{at} of '}{t.row.iterations} iterations x {t.row.meta_batch} tasks (training); {len(self.test.xs)} test tasks "
-                f"x {self.setup.queries} queries/class{adaptation}; {seeds}; {self.data}; bn {self.setup.bn}; {hardware}")
+        return (f"{'' if at is None else f'{at} of '}{t.row.iterations} iterations x {t.row.meta_batch} tasks "
+                f"(training); {len(self.test.xs)} test tasks x {self.queries} queries/class{adaptation}; {seeds}; "
+                f"{self.data}; bn {st.bn}; {hardware}")
 
 
-def load_case(setup: TestSetup, spec: fewshot.Spec, n_tasks: int, device: str = "cpu", param: str = "runs",
-              stage: str | None = None, name: str | None = None) -> Case:
-    """Run ``spec`` (``name`` of ``stage``, see :func:`load_trained`) with the first ``n_tasks``
-    of the test tasks its training stage tested it on, checked to repeat that stage's settings."""
-    settings = setup.settings(spec)
-    trained = load_trained(setup.dataset, spec, setup.filters, settings.test_steps, setup.queries, device, param,
-                           stage, name)
-    test, data = test_tasks(setup.dataset, spec, n_tasks, setup.queries, setup.seed, setup.split, device)
-    return Case(trained, settings, test, data, setup)
+def load_case(stage: str, name: str, n_tasks: int, device: str = "cpu", param: str = "runs") -> Case:
+    """The run ``name`` of the training stage ``stage`` (:func:`load_trained`) with the first
+    ``n_tasks`` of the fixed test tasks that stage tested it on, and its test-time settings:
+    everything as the stage recorded it (the seed of its test episodes, queries per class,
+    Omniglot's character split, step size, steps, batch norm), so an analysis repeats the
+    stage's test exactly. More test tasks than the stage used stop with a ParameterError naming
+    ``param``."""
+    trained = load_trained(stage, name, device, param)
+    tested = _read_json(f"data/models/{stage}/stage.json", param, name)["test"]
+    require(n_tasks <= tested["tasks"], param, f"{name}: {n_tasks} test tasks asked here, but {stage} tested it on "
+                                               f"{tested['tasks']}")
+    trained_with = trained.record["settings"]
+    settings = evaluation_settings(trained_with["inner_lr"], trained_with["test_steps"], trained_with["bn"])
+    split = trained.identity.get("split", "maml")
+    test, _ = test_tasks(trained.dataset, trained.spec, n_tasks, tested["queries"], tested["seed"], split, device)
+    return Case(trained, settings, test, trained.record.get("data", trained.dataset), tested["queries"])
+
 
 def _mean_ci(values) -> tuple[float, float]:
     """Mean and 95% CI half-width of a list of numbers; (nan, nan) if any is nan."""
