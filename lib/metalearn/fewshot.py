@@ -145,10 +145,19 @@ def build_model(spec: Spec, dataset: str, filters: int) -> models.Net:
     return models.conv4(spec.n_way, shape["channels"], filters, shape["image_size"], shape["strided"])
 
 
-def inner_loop(spec: Spec, params: models.Params, steps: int, lr: float) -> core.InnerLoop:
-    """The MAML-family inner loop of the run (head-only runs adapt the head, as ANIL)."""
+def inner_loop(spec: Spec, params: models.Params, steps: int, lr: float, layers: Sequence[str] = (),
+               frozen: Sequence[str] = ()) -> core.InnerLoop:
+    """The MAML-family inner loop of the run (head-only runs adapt the head, as ANIL), with the
+    ``frozen`` layers (names among the model's ``layers``) left as they are: the one place that
+    says what a run adapts, in training, at test time and in the freezing analysis."""
     algorithm = "anil" if spec.algorithm in HEAD_ONLY else {"reptile": "maml"}.get(spec.algorithm, spec.algorithm)
-    return core.inner_loop(algorithm, params, steps, lr)
+    if not frozen:
+        return core.inner_loop(algorithm, params, steps, lr)
+    unknown = [layer for layer in frozen if layer not in layers]
+    if unknown:
+        raise ValueError(f"cannot freeze {unknown}: the model's layers are {list(layers)}")
+    keep = [layer for layer in layers if layer not in frozen]
+    return core.inner_loop("anil" if algorithm == "anil" else "maml", params, steps, lr, adapt_layers=keep)
 
 
 def loss_of(spec: Spec) -> core.LossFn:
@@ -286,14 +295,7 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
         return few_shot_optimized(model, params, test.xs, test.ys, test.xq, test.yq,
                                   reptile_optimizer(settings), steps, bn=settings.bn, every_step=every_step,
                                   progress=progress)
-    unknown = [layer for layer in frozen if layer not in model.layers]
-    if unknown:
-        raise ValueError(f"cannot freeze {unknown}: the model's layers are {model.layers}")
-    inner = inner_loop(spec, params, steps, settings.inner_lr)
-    if frozen:
-        keep = [layer for layer in model.layers if layer not in frozen]
-        inner = core.inner_loop("anil" if spec.algorithm in ("anil", *HEAD_ONLY) else "maml", params, steps,
-                                settings.inner_lr, adapt_layers=keep)
+    inner = inner_loop(spec, params, steps, settings.inner_lr, model.layers, frozen)
     return few_shot(model, params, test.xs, test.ys, test.xq, test.yq, inner, bn=settings.bn, head=head,
                     loss_fn=loss_of(spec), every_step=every_step, progress=progress)
 

@@ -273,13 +273,8 @@ def adaptation_loop(spec: fewshot.Spec, model: nn.Module, params: Params, settin
     if spec.algorithm == "reptile":
         raise ValueError("the feature reuse analyses adapt with the MAML-family inner loop; "
                          f"{spec.name} adapts with Reptile's optimiser")
-    frozen = check_layers(model, frozen)
-    inner = fewshot.inner_loop(spec, params, settings.test_steps, settings.inner_lr)
-    if frozen:
-        keep = [layer for layer in model.layers if layer not in frozen]
-        inner = core.inner_loop("anil" if spec.algorithm in ("anil", *fewshot.HEAD_ONLY) else "maml", params,
-                                settings.test_steps, settings.inner_lr, adapt_layers=keep)
-    return inner
+    return fewshot.inner_loop(spec, params, settings.test_steps, settings.inner_lr, model.layers,
+                              check_layers(model, frozen))
 
 
 def adapted_params(spec: fewshot.Spec, model: nn.Module, params: Params, xs: Tensor, ys: Tensor,
