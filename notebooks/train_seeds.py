@@ -108,7 +108,8 @@ HARDWARE = hardware.describe(P.device)
 # Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
 # `data/models/train_seeds/<run>-seed<s>.pt` and the kept ones to `<run>-seed<s>@<iteration>.pt`,
 # with a record `<run>-seed<s>.json`. A run whose record from an earlier execution has the same
-# settings and numerics version is not trained again. Every seed is then tested on the fixed
+# settings and numerics version is not trained again, nor one that train_miniimagenet trained with the
+# same identity (its model is copied; runs with kept iterations are not). Every seed is then tested on the fixed
 # test tasks of `test_seed` (per-task scores in `data/scores/train_seeds/`).
 
 # %%
@@ -124,7 +125,7 @@ trained, scores = fewshot.train_seeds(
     P.runs, P.seeds, lambda seed: fewshot.episode_factory(images, None, seed), P.n_test_tasks, P.test_queries,
     P.test_seed, STAGE, {"fingerprint": FINGERPRINT}, dataset=DATASET, filters=P.filters, settings_of=settings_of,
     n_val_tasks=P.n_val_tasks, val_queries=P.test_queries, config=config, device=P.device, snapshots=P.snapshots,
-    about={"data": DATA, "hardware": HARDWARE})
+    about={"data": DATA, "hardware": HARDWARE}, same_run_in="train_miniimagenet")
 
 # %% [markdown]
 # ## Seed `test_seed` against train_miniimagenet's models

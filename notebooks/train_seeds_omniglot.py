@@ -94,7 +94,8 @@ HARDWARE = hardware.describe(P.device)
 # Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
 # `data/models/train_seeds_omniglot/<run>-seed<s>.pt` with a record `<run>-seed<s>.json`. A run
 # whose record from an earlier execution has the same settings and numerics version is not
-# trained again. Every seed is then tested on the fixed test tasks of `test_seed` (per-task
+# trained again, nor one that train_omniglot trained with the same identity (seed `test_seed` with
+# its settings: its model is copied). Every seed is then tested on the fixed test tasks of `test_seed` (per-task
 # scores in `data/scores/train_seeds_omniglot/`).
 
 # %%
@@ -110,7 +111,7 @@ trained, scores = fewshot.train_seeds(
     P.runs, P.seeds, lambda seed: fewshot.episode_factory(images, classes, seed), P.n_test_tasks, P.test_queries,
     P.test_seed, STAGE, {"fingerprint": FINGERPRINT, "split": P.split}, dataset=DATASET, filters=P.filters,
     settings_of=settings_of, n_val_tasks=P.n_val_tasks, val_queries=P.test_queries, config=config, device=P.device,
-    about={"data": DATA, "hardware": HARDWARE})
+    about={"data": DATA, "hardware": HARDWARE}, same_run_in="train_omniglot")
 
 # %% [markdown]
 # ## Seed `test_seed` against train_omniglot's models

@@ -129,6 +129,31 @@ def test_a_trained_run_is_reused_bit_for_bit_by_a_later_execution(study, monkeyp
         train()  # other numerics: trains
 
 
+def test_a_seeds_stage_copies_the_run_another_stage_trained_with_the_same_identity(study, monkeypatch):
+    """train_seeds_omniglot's seed 0 is train_omniglot's run: copied with its history, not retrained."""
+    monkeypatch.setattr(paths, "WORK", study / "work")
+
+    def train_in(stage, seed=0, settings=SETTINGS, snapshots=()):
+        trained, history = fewshot.train_runs([SPEC], "omniglot", 4, episodes, lambda spec: settings, 2, 2, seed,
+                                              stage, {"data": "tiny"}, snapshots=snapshots, suffix=f"-seed{seed}"
+                                              if stage == "b" else "", about={"hardware": "there"}, same_run_in="a")
+        return trained[SPEC], history
+
+    original, history = train_in("a")
+    publish(study)
+    monkeypatch.setattr(fewshot, "train", lambda *a, **k: pytest.fail("trained again"))
+    copied, copied_history = train_in("b")
+    assert fewshot.same_weights(copied.model, study / "root/data/models/a/maml-conv-3w1s.pt")
+    assert copied_history.drop(columns="run").equals(history.drop(columns="run"))
+    assert copied.record["copied_from"] == "a/maml-conv-3w1s" and copied.record["run"] == "maml-conv-3w1s-seed0"
+    assert copied.record["identity"]["run"] == "b-maml-conv-3w1s-seed0" and copied.record["hardware"] == "there"
+    assert (study / "staging/data/models/b/maml-conv-3w1s-seed0.pt").is_file()
+    for other in (dict(seed=1), dict(settings=replace(SETTINGS, inner_lr=0.3)), dict(snapshots=[2])):
+        with pytest.raises(pytest.fail.Exception, match="trained again"):
+            train_in("b", **other)  # another seed, other settings, kept iterations: not the same run
+    assert not (study / "staging/data/models/b/maml-conv-3w1s-seed1.json").exists()
+
+
 def test_test_scores_are_reused_for_the_same_weights_tasks_and_numerics(study, monkeypatch):
     monkeypatch.setattr(paths, "WORK", study / "work")
     run, _ = train()

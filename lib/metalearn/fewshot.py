@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from typing import Callable, NamedTuple, Sequence
 
@@ -340,7 +341,8 @@ def model_file(stage: str, run: str) -> str:
 def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes,
                settings_of: Callable[[Spec], Settings], n_val_tasks: int, val_queries: int, seed: int,
                stage: str, config: dict, device: str = "cpu", snapshots: Sequence[int] = (),
-               suffix: str = "", about: dict | None = None) -> tuple[dict[Spec, Trained], pd.DataFrame]:
+               suffix: str = "", about: dict | None = None,
+               same_run_in: str | None = None) -> tuple[dict[Spec, Trained], pd.DataFrame]:
     """Train every run, or take its trained model from an earlier execution of the stage.
 
     A run's weights go to ``data/models/<stage>/<run><suffix>.pt`` (and its ``snapshots``, see
@@ -348,7 +350,10 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
     :data:`training.NUMERICS`), settings, seed, dataset, and training history, plus ``about``
     (e.g. a description of the data). When an earlier execution left a record of the same
     identity (the committed models, :mod:`metalearn.store`), its model is used as it is;
-    otherwise the run trains, resuming from its checkpoint in ``data/work`` if it has one.
+    otherwise, when the stage ``same_run_in`` trained the same run (its model of the spec, of the
+    same identity but for the stage's name: settings, data, seed, kept iterations, numerics), that
+    model is copied (:func:`copy_trained`); otherwise the run trains, resuming from its checkpoint
+    in ``data/work`` if it has one.
 
     Each run starts from the model initialised with ``seed`` (on the CPU, then moved to
     ``device``, where the episodes must be too), draws training episodes from
@@ -366,8 +371,11 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
         run = spec.name + suffix
         record_file, weights = f"data/models/{stage}/{run}.json", model_file(stage, run)
         record = store.find(record_file, identity)
+        if record is None and same_run_in:
+            record = copy_trained(same_run_in, spec.name, identity, record_file, weights, stage=stage, run=run)
         if record is not None:
-            print(f"{run}: trained model of an earlier execution (same settings and numerics)")
+            print(f"{run}: trained model of an earlier execution (same settings and numerics"
+                  + (f", trained by {record['copied_from']})" if "copied_from" in record else ")"))
             model.load_state_dict(torch.load(paths.output(weights), map_location=device, weights_only=True))
         else:
             shots = settings.train_shots if spec.algorithm == "reptile" else spec.k_shot
@@ -384,6 +392,27 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
         trained[spec] = Trained(model, settings, record)
         histories.append(pd.DataFrame(record["history"]).assign(run=run))
     return trained, pd.concat(histories, ignore_index=True)
+
+
+def copy_trained(other: str, other_run: str, identity: dict, record_file: str, weights: str,
+                 **details) -> dict | None:
+    """The model the stage ``other`` trained as ``other_run``, if its record's identity equals
+    ``identity`` but for the run's name: its weights copied to ``weights`` and its record (history,
+    hardware, ...) saved at ``record_file`` with ``identity``, ``details`` and ``copied_from``.
+    None (nothing written) if ``other`` has no such model, or kept iterations of it (not copied)."""
+    source = f"data/models/{other}/{other_run}.json"
+    try:
+        saved = json.loads(paths.input(source).read_text())
+    except (OSError, ValueError):
+        return None
+    unnamed = store.canonical({k: v for k, v in identity.items() if k != "run"})
+    if {k: v for k, v in saved.get("identity", {}).items() if k != "run"} != unnamed or saved.get("snapshots"):
+        return None
+    with open(paths.input(model_file(other, other_run)), "rb") as src, \
+            paths.atomic_write(paths.output(weights), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    kept = {k: v for k, v in saved.items() if k not in ("identity", "files", "stage", "run")}
+    return store.save(record_file, identity, [weights], **kept, **details, copied_from=f"{other}/{other_run}")
 
 
 def train_seeds(specs: list[Spec], seeds: Sequence[int], episodes_of: Callable[[int], Episodes], n_test_tasks: int,
