@@ -261,6 +261,17 @@ def test_a_succeeding_stage_replaces_its_outputs_with_booleans_intact_paths_rela
     assert not (tmp_path / "data/models/fake/stale.txt").exists()
 
 
+def test_stream_outputs_split_by_flush_timing_are_merged():
+    cell = nbformat.v4.new_code_cell("print()", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="a\n"), nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="x"), nbformat.v4.new_output("execute_result", data={"text/plain": "1"}),
+        nbformat.v4.new_output("stream", name="stdout", text="c\n"), nbformat.v4.new_output("stream", name="stdout", text="d\n")])
+    run._coalesce_streams(cell)
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in cell.outputs] == [
+        ("stream", "stdout", "a\nb\n"), ("stream", "stderr", "x"), ("execute_result", None, None),
+        ("stream", "stdout", "c\nd\n")]
+
+
 @pytest.mark.parametrize("failure", ["error", "bad value", "misspelled key", "undeclared output", "corrupt archive"])
 def test_a_failing_stage_keeps_its_last_good_outputs_byte_for_byte(tmp_path, monkeypatch, failure):
     params = _fake_study(tmp_path, monkeypatch, "")

@@ -139,7 +139,7 @@ def test_a_seeds_stage_copies_the_run_another_stage_trained_with_the_same_identi
                                               if stage == "b" else "", about={"hardware": "there"}, same_run_in="a")
         return trained[SPEC], history
 
-    original, history = train_in("a")
+    original, history = train_in("a", settings=replace(SETTINGS, pretrain_iterations=600))  # a stage that pre-trains
     publish(study)
     monkeypatch.setattr(fewshot, "train", lambda *a, **k: pytest.fail("trained again"))
     copied, copied_history = train_in("b")
@@ -152,6 +152,19 @@ def test_a_seeds_stage_copies_the_run_another_stage_trained_with_the_same_identi
         with pytest.raises(pytest.fail.Exception, match="trained again"):
             train_in("b", **other)  # another seed, other settings, kept iterations: not the same run
     assert not (study / "staging/data/models/b/maml-conv-3w1s-seed1.json").exists()
+
+
+def test_settings_a_run_does_not_use_are_not_part_of_its_identity():
+    def key(spec, **changed):
+        return fewshot.run_identity(fewshot.Spec.parse(spec), replace(SETTINGS, **changed), 0, "s", {})[1]
+
+    unused = dict(pretrain_iterations=600, pretrain_batch=64, checkpoint_every=7)
+    assert key("maml-conv-3w1s") == key("maml-conv-3w1s", inner_batch=5, train_shots=3, meta_step=0.5, **unused)
+    assert key("reptile-conv-3w1s") == key("reptile-conv-3w1s", train_queries=4, **unused)
+    for spec, used in [("maml-conv-3w1s", dict(train_queries=4)), ("reptile-conv-3w1s", dict(meta_step=0.5)),
+                       ("multiclass+head-conv-3w1s", dict(pretrain_iterations=600)),
+                       ("multiclass+reptile-conv-3w1s", dict(pretrain_batch=64, inner_batch=5))]:
+        assert key(spec) != key(spec, **used), (spec, used)
 
 
 def test_test_scores_are_reused_for_the_same_weights_tasks_and_numerics(study, monkeypatch):

@@ -253,11 +253,24 @@ def run_identity(spec: Spec, settings: Settings, seed: int, stage: str, config: 
                  snapshots: Sequence[int] = (), suffix: str = "") -> tuple[str, dict]:
     """The run's name (``<stage>-<spec.name><suffix>``) and the settings that key it
     (:func:`training.run_key`): ``config`` (the stage's data and network), the spec, the training
-    settings (not how often it checkpoints), the seed and the kept iterations."""
-    trained_by = {k: v for k, v in asdict(settings).items() if k != "checkpoint_every"}
+    settings that bear on it (:func:`settings_of_run`), the seed and the kept iterations."""
     snapshots = sorted(set(snapshots))
-    return (f"{stage}-{spec.name}{suffix}",
-            {**config, **asdict(spec), **trained_by, "seed": seed, **({"snapshots": snapshots} if snapshots else {})})
+    return (f"{stage}-{spec.name}{suffix}", {**config, **asdict(spec), **settings_of_run(spec, settings), "seed": seed,
+                                             **({"snapshots": snapshots} if snapshots else {})})
+
+
+#: settings that only some runs use: Reptile's own, and pre-training's (runs with an ``init``)
+REPTILE_ONLY, PRETRAIN_ONLY = ("inner_batch", "train_shots", "meta_step"), ("pretrain_iterations", "pretrain_batch")
+
+
+def settings_of_run(spec: Spec, settings: Settings) -> dict:
+    """The settings that bear on how ``spec`` trains, by name: all but how often it checkpoints,
+    Reptile's own for the MAML family, the query count for Reptile (it trains on support sets
+    only), the pre-training ones for runs without an ``init``. Two runs that differ only in the
+    others train the same weights, so they are the same run."""
+    unused = {"checkpoint_every", *(("train_queries",) if spec.algorithm == "reptile" else REPTILE_ONLY),
+              *(() if spec.init else PRETRAIN_ONLY)}
+    return {k: v for k, v in asdict(settings).items() if k not in unused}
 
 
 def snapshot_file(stage: str, run: str, iteration: int) -> str:

@@ -95,9 +95,25 @@ def _timeless(notebook) -> dict:
     return copy
 
 
+def _coalesce_streams(cell) -> None:
+    """One output for each run of consecutive stream outputs of the same name (stdout, stderr):
+    where the kernel happened to flush them is timing, not content."""
+    merged = []
+    for output in cell.get("outputs", []):
+        last = merged[-1] if merged else None
+        if output.output_type == "stream" and last is not None and last.output_type == "stream" \
+                and last.name == output.name:
+            last.text += output.text
+        else:
+            merged.append(output)
+    if "outputs" in cell:
+        cell.outputs = merged
+
+
 def _tidy_notebook(staged: Path, notebook: Path, executed: Path) -> None:
-    """Name the notebook's paths relative to the root; if the one in place differs only by its
-    timings, keep it (the staged copy takes its bytes)."""
+    """Name the notebook's paths relative to the root, drop per-cell timings, merge split stream
+    outputs; if the one in place differs only by its timings, keep it (the staged copy takes its
+    bytes)."""
     nb = nbformat.read(staged, as_version=4)
     meta = nb.metadata.setdefault("papermill", {})
     meta["input_path"], meta["output_path"] = str(notebook.relative_to(paths.ROOT)), str(executed)
@@ -106,6 +122,7 @@ def _tidy_notebook(staged: Path, notebook: Path, executed: Path) -> None:
         for key in _TIMINGS:
             cell.metadata.get("papermill", {}).pop(key, None)
         cell.metadata.pop("execution", None)
+        _coalesce_streams(cell)
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"  # papermill draws a new random id for it every time
     current = paths.ROOT / executed
