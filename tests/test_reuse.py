@@ -151,6 +151,7 @@ def test_a_case_repeats_the_stages_test_tasks_and_settings(tmp_path, monkeypatch
                                      spec, 7, 5, 0)  # the stage's seed 0 and 5 queries
     assert torch.equal(case.test.xq, expected.xq) and torch.equal(case.test.ys, expected.ys)
     assert case.data == "omniglot (fake)" and "7 test tasks x 5 queries/class, 3 test steps of 0.4" in case.scale("here")
+    assert case.scale("here").startswith(f"{case.trained.record['settings']['iterations']} iterations x ")  # not 3.0
     with pytest.raises(ParameterError, match="601 test tasks asked here, but train_omniglot tested it on 600"):
         reuse.load_case("train_omniglot", "maml-conv-5w1s", 601, param="omni_runs")
 

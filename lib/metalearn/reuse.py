@@ -165,7 +165,7 @@ def load_trained(stage: str, name: str, device: str = "cpu", param: str = "runs"
     scores = fewshot.read_scores(paths.input(f"data/scores/{stage}/{name}.csv"))[f"adapt@{settings['test_steps']}"]
     accuracy, ci95 = mean_ci95(scores.to_numpy())
     row = pd.Series(dict(accuracy=accuracy, ci95=ci95, steps=settings["test_steps"], iterations=settings["iterations"],
-                         meta_batch=settings["meta_batch"]))
+                         meta_batch=settings["meta_batch"]), dtype=object)  # counts stay ints (150, not 150.0)
     return Trained(dataset, spec, model.to(device), row, tested["tasks"], stage, name, record["identity"], record)
 
 
