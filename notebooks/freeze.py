@@ -65,7 +65,7 @@ require("none" in P.freezes and "1-4" in P.freezes, "freezes", "must include 'no
 import math
 
 import matplotlib.pyplot as plt
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its widget warning prints the absolute path of the venv
 import pandas as pd
 import torch
 from IPython.display import Markdown, display

@@ -91,7 +91,7 @@ import pandas as pd
 import scipy.stats
 import torch
 from IPython.display import Markdown, display
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its widget warning prints the absolute path of the venv
 
 from metalearn import hardware, papers, report, results, store
 
