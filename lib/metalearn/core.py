@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from .models import Net, Params, forward, hand_written_batch_norm
+from .models import Net, Params, flat, forward, hand_written_batch_norm
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ALGORITHMS = ("maml", "fomaml", "anil")
@@ -226,6 +226,30 @@ def meta_loss(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tens
         losses = torch.stack([loss for loss, _ in per_task])
         predictions = torch.stack([prediction for _, prediction in per_task])
     return losses.mean(), predictions
+
+
+def task_meta_gradients(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
+                        inner: InnerLoop, loss_fn: LossFn = mse, bn: str = "transductive",
+                        tasks: Sequence[int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per task, the gradient of its own query loss after adaptation (:func:`meta_loss` of that
+    task alone) with respect to ``params``, one task at a time.
+
+    xs, ys, xq, yq: as in :func:`meta_loss`, [T, ...]; ``tasks``: which of the T (default all).
+    Returns (gradients [n, P], flattened as :func:`models.flat` orders ``params``, zeros where a
+    parameter does not reach the loss; losses [n]; query predictions after adaptation
+    [n, Q, ...], detached). The mean of the rows is :func:`meta_loss`'s meta-gradient, summed in
+    an order of our choosing rather than autograd's; only one task's graph is alive at a time.
+    """
+    names = list(params)
+    rows, losses, predictions = [], [], []
+    for t in range(len(xs)) if tasks is None else tasks:
+        prediction = query_outputs(model, params, xs[t], ys[t], xq[t], inner, loss_fn, bn)[-1]
+        loss = loss_fn(prediction, yq[t])
+        grads = torch.autograd.grad(loss, [params[k] for k in names], allow_unused=True, materialize_grads=True)
+        rows.append(flat(dict(zip(names, grads))))
+        losses.append(loss.detach())
+        predictions.append(prediction.detach())
+    return torch.stack(rows), torch.stack(losses), torch.stack(predictions)
 
 
 # --- Reptile --------------------------------------------------------------------------

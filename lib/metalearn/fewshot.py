@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import core, models, paths, regimes, store, training
+from . import core, distributed, models, paths, regimes, store, training
 from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
 from .datasets import EpisodeSampler
 from .evaluation import NUMERICS, few_shot, few_shot_optimized
@@ -174,7 +174,8 @@ def reptile_optimizer(settings: Settings) -> InnerOptimizer:
 
 
 def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, settings: Settings,
-          seed: int, stage: str, config: dict, snapshots: Sequence[int] = (), suffix: str = "") -> list[dict]:
+          seed: int, stage: str, config: dict, snapshots: Sequence[int] = (), suffix: str = "",
+          workers: int = 1) -> list[dict]:
     """Train ``model`` in place as ``spec`` says; resumable. Returns the history.
 
     ``sampler`` draws training episodes (its ``k_shot``/``n_query`` are the training
@@ -186,7 +187,8 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     ``snapshots``: iterations after which a copy of the weights is kept (in the run's state, so
     a killed run keeps them) and finally written to ``data/models/<stage>/<run>@<iteration>.pt``
     (A-early). ``suffix`` tells apart runs of one spec in a stage (e.g. ``"-seed1"``): the run is
-    named ``<stage>-<spec.name><suffix>``.
+    named ``<stage>-<spec.name><suffix>``. ``workers``: ranks that share each meta-batch's tasks
+    (:func:`distributed.run_ranks`; pre-training runs in one process).
     """
     snapshots = sorted(set(snapshots))
     if any(not 1 <= i <= settings.iterations for i in snapshots):
@@ -200,15 +202,10 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
                          settings.meta_lr, seed, f"{stage}-{spec.init}-{spec.model}{episodic}",
                          {**config, "model": spec.model}, bn=settings.bn, checkpoint_every=settings.checkpoint_every,
                          log_every=settings.val_every)
-    name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix)
+    name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers)
     params = dict(model.named_parameters())
     trainable = model.head.parameters() if spec.algorithm in HEAD_ONLY else model.parameters()
     optimizer = None if spec.algorithm == "reptile" else torch.optim.Adam(trainable, lr=settings.meta_lr)
-    run = training.Run(name, key, model, seed, optimizer, settings.checkpoint_every)
-    training.cleanup_stale(name, run.path)
-    if run.resumed_from:
-        print(f"{spec.name}: resuming at iteration {run.resumed_from}")
-
     if spec.algorithm == "reptile":
         if sampler.k_shot != settings.train_shots:
             raise ValueError(f"run {spec.name}: Reptile trains on {settings.train_shots} shots per class, but "
@@ -221,42 +218,59 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
             order = torch.rand(settings.meta_batch, settings.inner_steps, n_train, generator=gen).argsort(-1)
             return [(x, y, idx[:, :settings.inner_batch]) for x, y, idx in zip(batch.xs, batch.ys, order)]
 
-        def update(run):
+        def update(run, group):
             eps = settings.meta_step * (1 - run.iteration / settings.iterations)
-            return training.reptile_step(run, sample, opt, eps, keep_state=False, loss_fn=loss_of(spec))
+            return training.reptile_step(run, sample, opt, eps, keep_state=False, loss_fn=loss_of(spec), group=group)
         test_inner = None
     else:
         train_inner = inner_loop(spec, params, settings.inner_steps, settings.inner_lr)
         test_inner = train_inner
 
-        def update(run):
+        def update(run, group):
             return training.maml_step(run, lambda gen: sampler.batch(settings.meta_batch, gen), train_inner,
-                                      loss_of(spec), bn=settings.bn)
+                                      loss_of(spec), bn=settings.bn, group=group)
 
-    def step(run):
-        metrics = update(run)
-        if run.iteration + 1 in snapshots:
-            run.extra.setdefault("snapshots", {})[run.iteration + 1] = {
-                k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        if (run.iteration + 1) % settings.val_every == 0 or run.iteration + 1 == settings.iterations:
-            metrics.update(validate(spec, model, val, settings, test_inner))
-        return metrics
+    def loop(group: distributed.Group | None) -> tuple[list[dict], dict]:
+        writes = group is None or group.writes
+        run = training.Run(name, key, model, seed, optimizer, settings.checkpoint_every, writes=writes)
+        if writes:
+            training.cleanup_stale(name, run.path)
+            if run.resumed_from:
+                print(f"{spec.name}: resuming at iteration {run.resumed_from}")
 
-    history = run.train(settings.iterations, step, log_every=settings.val_every, desc=spec.name + suffix)
-    for iteration, state in run.extra.get("snapshots", {}).items():
+        def step(run):
+            metrics = update(run, group)
+            if run.iteration + 1 in snapshots:
+                run.extra.setdefault("snapshots", {})[run.iteration + 1] = {
+                    k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            # every rank validates (the others would wait for rank 0 anyway): equal histories everywhere
+            if (run.iteration + 1) % settings.val_every == 0 or run.iteration + 1 == settings.iterations:
+                metrics.update(validate(spec, model, val, settings, test_inner))
+            return metrics
+
+        return (run.train(settings.iterations, step, log_every=settings.val_every, desc=spec.name + suffix),
+                run.extra.get("snapshots", {}))
+
+    history, kept = distributed.run_ranks(workers, loop)
+    for iteration, state in kept.items():
         with paths.atomic_write(paths.output(snapshot_file(stage, spec.name + suffix, iteration)), "wb") as handle:
             torch.save(state, handle)
     return history
 
 
 def run_identity(spec: Spec, settings: Settings, seed: int, stage: str, config: dict,
-                 snapshots: Sequence[int] = (), suffix: str = "") -> tuple[str, dict]:
+                 snapshots: Sequence[int] = (), suffix: str = "", workers: int = 1) -> tuple[str, dict]:
     """The run's name (``<stage>-<spec.name><suffix>``) and the settings that key it
     (:func:`training.run_key`): ``config`` (the stage's data and network), the spec, the training
-    settings that bear on it (:func:`settings_of_run`), the seed and the kept iterations."""
+    settings that bear on it (:func:`settings_of_run`), the seed and the kept iterations, and for
+    the MAML family trained on several ranks, that its meta-gradient is summed task by task
+    (:func:`training.maml_step`: the same for any number of ranks, equal to one process's to
+    rounding only). Reptile on several ranks computes exactly what one process does."""
     snapshots = sorted(set(snapshots))
+    ordered = workers > 1 and spec.algorithm != "reptile"
     return (f"{stage}-{spec.name}{suffix}", {**config, **asdict(spec), **settings_of_run(spec, settings), "seed": seed,
-                                             **({"snapshots": snapshots} if snapshots else {})})
+                                             **({"snapshots": snapshots} if snapshots else {}),
+                                             **({"meta_gradient": "summed task by task"} if ordered else {})})
 
 
 #: settings that only some runs use: Reptile's own, and pre-training's (runs with an ``init``)
@@ -355,7 +369,7 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
                settings_of: Callable[[Spec], Settings], n_val_tasks: int, val_queries: int, seed: int,
                stage: str, config: dict, device: str = "cpu", snapshots: Sequence[int] = (),
                suffix: str = "", about: dict | None = None,
-               same_run_in: str | None = None) -> tuple[dict[Spec, Trained], pd.DataFrame]:
+               same_run_in: str | None = None, workers: int = 1) -> tuple[dict[Spec, Trained], pd.DataFrame]:
     """Train every run, or take its trained model from an earlier execution of the stage.
 
     A run's weights go to ``data/models/<stage>/<run><suffix>.pt`` (and its ``snapshots``, see
@@ -371,15 +385,23 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
     Each run starts from the model initialised with ``seed`` (on the CPU, then moved to
     ``device``, where the episodes must be too), draws training episodes from
     ``episodes("train", ...)`` and is validated on ``n_val_tasks`` fixed episodes of
-    ``episodes("val", ...)``. Weights are saved as CPU tensors. Returns ({spec: Trained},
-    the histories in one frame with a ``run`` column).
+    ``episodes("val", ...)``. Weights are saved as CPU tensors. ``workers``: ranks sharing each
+    meta-batch (:mod:`metalearn.distributed`; at most the meta-batch, else a ParameterError naming
+    ``workers``; under ``torchrun``, the launcher's ranks); the record says how many trained the run. Returns ({spec: Trained}, the
+    histories in one frame with a ``run`` column).
     """
     trained, histories = {}, []
     config = {**config, "device": device}
+    workers = distributed.ranks(workers)
     for spec in specs:
         settings = settings_of(spec)
+        require(workers == 1 or torch.device(device).type == "cpu" or distributed.launched(), "workers",
+                f"shares training among forked CPU processes: use 1 with device {device} (or launch with torchrun)")
+        require(1 <= workers <= settings.meta_batch, "workers",
+                f"must lie in 1..{settings.meta_batch} for run {spec.name}: the ranks share the tasks of its meta-batch "
+                f"of {settings.meta_batch}, got {workers}")
         model = models.init_model(lambda: build_model(spec, dataset, filters), seed).to(device)
-        name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix)
+        name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers)
         identity = {"run": name, **key, "numerics": training.NUMERICS}
         run = spec.name + suffix
         record_file, weights = f"data/models/{stage}/{run}.json", model_file(stage, run)
@@ -395,13 +417,13 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
             queries = 1 if spec.algorithm == "reptile" else settings.train_queries
             val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
             history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
-                            snapshots, suffix)
+                            snapshots, suffix, workers)
             with paths.atomic_write(paths.output(weights), "wb") as handle:
                 torch.save({k: v.cpu() for k, v in model.state_dict().items()}, handle)
             kept = [snapshot_file(stage, run, i) for i in sorted(set(snapshots))]
             record = store.save(record_file, identity, [weights, *kept], stage=stage, run=run, spec=spec.name,
                                 dataset=dataset, seed=seed, filters=filters, settings=asdict(settings),
-                                snapshots=sorted(set(snapshots)), history=history, **(about or {}))
+                                snapshots=sorted(set(snapshots)), workers=workers, history=history, **(about or {}))
         trained[spec] = Trained(model, settings, record)
         histories.append(pd.DataFrame(record["history"]).assign(run=run))
     return trained, pd.concat(histories, ignore_index=True)

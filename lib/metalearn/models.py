@@ -184,6 +184,16 @@ def params_of(model: nn.Module, requires_grad: bool = True) -> Params:
     return {k: v.detach().clone().requires_grad_(requires_grad) for k, v in model.named_parameters()}
 
 
+def flat(params: Params) -> Tensor:
+    """{name: tensor} -> one vector [P], in the dict's order."""
+    return torch.cat([t.reshape(-1) for t in params.values()])
+
+
+def unflat(vector: Tensor, like: Params) -> Params:
+    """A vector [P] -> {name: tensor} shaped as ``like`` (the inverse of :func:`flat`)."""
+    return {k: piece.view_as(t) for (k, t), piece in zip(like.items(), vector.split([t.numel() for t in like.values()]))}
+
+
 def forward(model: nn.Module, params: Params, x: Tensor, **kwargs) -> Tensor:
     """``model(x, **kwargs)`` with ``params`` in place of the model's own parameters."""
     return functional_call(model, params, (x,), kwargs)

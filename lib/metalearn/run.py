@@ -16,7 +16,9 @@ everything in it); the stage's outputs are ``persist: true`` there, so DVC does 
 delete them first. A stage that fails (a bad parameter, bad data, an error, a kill)
 therefore leaves its previous outputs byte for byte as they were; the failed notebook
 is kept in ``reports/.failed/`` for reading. A notebook that writes a file no output
-declares fails the same way.
+declares fails the same way. Launched by ``torchrun`` (``RANK`` set), every rank executes the
+notebook (the training stages share each meta-batch among the ranks, :mod:`metalearn.distributed`)
+and only rank 0 moves its outputs into place.
 
 The executed notebook names its paths relative to the root, and when it differs from
 the one already in place only by papermill's timings, the one in place is kept: a
@@ -178,7 +180,8 @@ def run_stage(stage: str, params_file: Path = paths.PARAMS) -> Path:
     section = load_section(stage, params_file)
     check_keys(stage, section, notebook)
 
-    staging = paths.REPORTS / f".staging-{stage}"
+    rank = int(os.environ.get("RANK", "0"))  # launched by torchrun: every rank executes, rank 0 publishes
+    staging = paths.REPORTS / (f".staging-{stage}" + (f"-rank{rank}" if rank else ""))
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     executed = Path("reports") / stage / f"{stage}.ipynb"
@@ -197,7 +200,7 @@ def run_stage(stage: str, params_file: Path = paths.PARAMS) -> Path:
             progress_bar=False,
         )
         _tidy_notebook(staging / executed, notebook, executed)
-        moved = _move_outputs(stage, staging)
+        moved = _move_outputs(stage, staging) if rank == 0 else []
     except BaseException:
         failed = paths.REPORTS / ".failed" / f"{stage}.ipynb"
         if (staging / executed).exists():

@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from . import paths, store
 from .hardware import describe
-from .core import meta_loss, mse, optimize, reptile_update
-from .models import forward, init_model
+from .core import meta_loss, mse, optimize, reptile_update, task_meta_gradients
+from .distributed import Group, ordered_sum
+from .models import flat, forward, init_model, unflat
 
 
 #: The version of the study's numerics: every trained weight, training history and test score
@@ -47,11 +48,13 @@ def run_key(name: str, config: dict) -> str:
 class Run:
     """Training state that survives a kill: ``model``, ``optimizer`` (optional), ``gen``
     (the RNG for tasks), ``extra`` (any other state, e.g. Reptile's inner-optimiser
-    state), ``iteration`` and ``history`` (one dict of metrics per logged iteration)."""
+    state), ``iteration`` and ``history`` (one dict of metrics per logged iteration).
+    ``writes`` False: checkpoints are not written and progress is not shown (a data-parallel
+    rank other than 0, :mod:`metalearn.distributed`); it still resumes from rank 0's."""
 
     def __init__(self, name: str, config: dict, model: nn.Module, seed: int,
                  optimizer: torch.optim.Optimizer | None = None, checkpoint_every: int = 500,
-                 work_dir: Path | None = None):
+                 work_dir: Path | None = None, writes: bool = True):
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         self.name = name
@@ -63,6 +66,7 @@ class Run:
         self.history: list[dict] = []
         self.window: dict[str, list[float]] = {}
         self.checkpoint_every = checkpoint_every
+        self.writes = writes  # False: a rank other than 0 of a data-parallel run (no checkpoints, no progress)
         self.path = (work_dir or paths.WORK) / f"{run_key(name, config)}.pt"
         self.resumed_from = 0
         if self.path.exists():
@@ -81,6 +85,8 @@ class Run:
         }
 
     def save(self) -> None:
+        if not self.writes:
+            return
         with paths.atomic_write(self.path, "wb") as handle:
             torch.save(self._state(), handle)
 
@@ -105,7 +111,7 @@ class Run:
         and then, e.g. a validation score, are averaged over the times they came).
         """
         with tqdm(total=n_iterations, initial=self.iteration, desc=desc or self.name,
-                  mininterval=2.0, smoothing=0.05) as bar:
+                  mininterval=2.0, smoothing=0.05, disable=not self.writes) as bar:
             while self.iteration < n_iterations:
                 metrics = step(self)
                 bad = {k: v for k, v in (metrics or {}).items() if isinstance(v, float) and not math.isfinite(v)}
@@ -152,25 +158,43 @@ def cleanup_stale(name: str, keep: Path, work_dir: Path | None = None) -> None:
 # --- one iteration of each kind of training; ``sample(gen)`` draws a batch of tasks ----
 
 def maml_step(run: Run, sample: Callable, inner, loss_fn=None, vectorize: bool = False,
-              bn: str = "transductive") -> dict:
+              bn: str = "transductive", group: Group | None = None) -> dict:
     """One meta-iteration of MAML / FOMAML / ANIL (``inner`` from :func:`core.inner_loop`).
 
     ``sample(gen)`` returns a :class:`tasks.Batch` (support [T, K, ...], query [T, Q, ...]).
     Logs the query loss after adaptation, averaged over the meta-batch, and for
     classification (integer labels) the query accuracy. The optimiser steps only the
     parameters it was given (e.g. the head alone for random features).
+
+    ``group`` (:mod:`metalearn.distributed`): this rank computes the meta-gradients of its share
+    of the tasks one by one (:func:`core.task_meta_gradients`), the ranks exchange them, and
+    every rank steps with their mean summed in task order: the same numbers for any number of
+    ranks, equal to the plain path (``group`` None, autograd's order) to rounding.
     """
     batch = sample(run.gen)
     params = dict(run.model.named_parameters())
-    loss, predictions = meta_loss(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
-                                  loss_fn or mse, vectorize=vectorize, bn=bn)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if group is None:
+        loss, predictions = meta_loss(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
+                                      loss_fn or mse, vectorize=vectorize, bn=bn)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        metrics = {"loss": loss.item()}
+        if not batch.yq.is_floating_point():
+            metrics["accuracy"] = (predictions.argmax(-1) == batch.yq).float().mean().item()
+        return metrics
+    n_tasks, mine = len(batch.xs), group.share(len(batch.xs))
+    classify = not batch.yq.is_floating_point()
+    grads, losses, predictions = task_meta_gradients(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq,
+                                                     inner, loss_fn or mse, bn, mine)
+    hits = (predictions.argmax(-1) == batch.yq[mine]).flatten(1).to(grads.dtype).mean(1) if classify else 0 * losses
+    # one row per task: meta-gradient [P], loss, accuracy; all tasks' rows on every rank, in task order
+    rows = group.gather(torch.cat([grads, losses[:, None].to(grads.dtype), hits[:, None]], 1), n_tasks)
+    mean = ordered_sum(rows) / n_tasks
+    for p, g in zip(params.values(), unflat(mean[:-2], params).values()):
+        p.grad = g.clone()
     run.optimizer.step()
-    metrics = {"loss": loss.item()}
-    if not batch.yq.is_floating_point():
-        metrics["accuracy"] = (predictions.argmax(-1) == batch.yq).float().mean().item()
-    return metrics
+    return {"loss": mean[-2].item(), **({"accuracy": mean[-1].item()} if classify else {})}
 
 
 def supervised_step(run: Run, sample: Callable, loss_fn=None) -> dict:
@@ -187,30 +211,40 @@ def supervised_step(run: Run, sample: Callable, loss_fn=None) -> dict:
 
 
 def reptile_step(run: Run, sample: Callable, optimizer, step_size: float, keep_state: bool,
-                 loss_fn=None) -> dict:
+                 loss_fn=None, group: Group | None = None) -> dict:
     """One Reptile meta-iteration over the tasks that ``sample(gen)`` returns.
 
     ``sample(gen)`` returns a list of (x [n, ...], y [n, ...], batches [k, b]) per task.
     The inner optimiser's state continues across tasks when ``keep_state`` (kept in
     ``run.extra['inner_state']``, so it is checkpointed), else starts fresh per task.
     Logs the mean inner loss of the last inner step before the update.
+    ``group``: this rank adapts its share of the tasks and the ranks exchange the adapted
+    weights (:mod:`metalearn.distributed`); the update is the same computation on the same
+    numbers as in one process. Tasks that continue one optimiser state run in one process only.
     """
     loss_fn = loss_fn or mse
+    group = group or Group()
+    if keep_state and group.world > 1:
+        raise ValueError("Reptile with one inner-optimiser state across tasks (keep_state) adapts the tasks one "
+                         "after another: it cannot be shared among ranks")
     theta = {k: v.detach() for k, v in run.model.named_parameters()}
-    adapted, losses = [], []
-    for x, y, batches in sample(run.gen):
+    tasks = sample(run.gen)
+    rows = []
+    for x, y, batches in (tasks[t] for t in group.share(len(tasks))):
         state = run.extra.get("inner_state") if keep_state else None
         phi, state = optimize(run.model, theta, x, y, batches, optimizer, state, loss_fn)
         if keep_state:
             run.extra["inner_state"] = state
-        adapted.append(phi)
         with torch.no_grad():
-            losses.append(loss_fn(forward(run.model, phi, x), y).item())
-    new = reptile_update(theta, adapted, step_size)
+            loss = loss_fn(forward(run.model, phi, x), y)
+        weights = flat(phi)
+        rows.append(torch.cat([weights, loss.reshape(1).to(weights.dtype)]))  # adapted weights [P], loss
+    rows = group.gather(torch.stack(rows), len(tasks))
+    new = reptile_update(theta, [unflat(row[:-1], theta) for row in rows], step_size)
     with torch.no_grad():
         for name, p in run.model.named_parameters():
             p.copy_(new[name])
-    return {"loss": sum(losses) / len(losses)}
+    return {"loss": sum(row[-1].item() for row in rows) / len(rows)}
 
 
 def train_reptile(name: str, config: dict, model: nn.Module, seed: int, sample: Callable,
