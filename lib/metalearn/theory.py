@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -58,7 +59,10 @@ def _loss_on(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[Params], Tenso
 
 def hvp(model: nn.Module, params: Params, x: Tensor, y: Tensor, v: Params) -> Params:
     """Hessian of the loss on (x, y) at ``params`` times ``v`` (forward-over-reverse)."""
-    return jvp(grad(_loss_on(model, x, y)), (params,), (v,))[1]
+    with warnings.catch_warnings():  # torch's forward AD scripts a helper on first use and warns about its
+        # own deprecated torch.jit.script, naming the install's absolute path in every executed notebook
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        return jvp(grad(_loss_on(model, x, y)), (params,), (v,))[1]
 
 
 def reptile_k2_terms(model: nn.Module, params: Params, batch1: tuple[Tensor, Tensor],
