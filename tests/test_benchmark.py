@@ -17,12 +17,7 @@ MINI = B.Setting("miniimagenet", 3, 2, 1, 2, 2, inner_lr=0.01, test_steps=2, fil
 PEERS_MISSING = {name: why for name, why in B.peer_status().items() if why}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/testenv.py
 
 
 # --- settings ---------------------------------------------------------------------------

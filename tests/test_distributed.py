@@ -4,7 +4,6 @@ Ranks here are forked processes on this machine talking through gloo, as in the 
 stages. Every test runs with one thread per process, so a task computed by a rank is computed
 exactly as one process computes it and the comparisons between rank counts can be bit for bit.
 """
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,13 +21,7 @@ from metalearn.tasks import Batch
 IMAGES = torch.randint(0, 256, (12, 6, 14, 14), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    assert not multiprocessing.active_children()  # no rank outlives its run
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/testenv.py
 
 
 def test_shares_cover_the_tasks_in_order_and_differ_by_at_most_one():

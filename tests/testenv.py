@@ -5,10 +5,13 @@ Notebooks run (through nbval) in the order of the pipeline's stages in dvc.yaml,
 stage reads what the stages before it wrote into the same temporary folder
 (``metalearn.paths.input``): e.g. the training notebooks read the data ``prepare`` made.
 """
+import multiprocessing
 import os
 import tempfile
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 #: Values the test suite runs smaller than the notebooks' own smoke defaults, appended to each
@@ -44,3 +47,14 @@ def pytest_collection_modifyitems(session, config, items):
         cell, stem = getattr(item, "cell", None), Path(str(item.fspath)).stem
         if cell is not None and stem in SMOKE and "parameters" in cell.metadata.get("tags", []):
             cell.source += "".join(f"\n{key} = {value!r}  # tests/testenv.py SMOKE" for key, value in SMOKE[stem].items())
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (timings and forked ranks compare like with like), restored after;
+    no forked process may outlive it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    assert not multiprocessing.active_children()
