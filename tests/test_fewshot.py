@@ -514,3 +514,23 @@ def test_run_refuses_a_diverged_metric(tmp_path):
     run = training.Run("d", {}, models.mlp([1, 2, 1]), seed=0, work_dir=tmp_path)
     with pytest.raises(FloatingPointError, match="diverged at iteration 2"):
         run.train(5, lambda r: {"loss": 1.0 if r.iteration == 0 else float("nan")})
+
+
+def test_more_iterations_continue_a_finished_maml_run_to_the_weights_of_the_longer_run(monkeypatch, tmp_path):
+    """Extendable runs: a MAML run of 6 iterations given 12 resumes its checkpoint and ends with the weights
+    (and history) of the 12-iteration run trained at once; kept iterations come along. Reptile, whose outer
+    step anneals over its total, starts again."""
+    twelve = dataclasses.replace(SETTINGS["maml"], iterations=12)
+    at_once, at_once_history, _ = train_run(monkeypatch, tmp_path / "a", "maml", settings=twelve, snapshots=(3, 12))
+    train_run(monkeypatch, tmp_path / "b", "maml", snapshots=(3,))
+    extended, history, calls = train_run(monkeypatch, tmp_path / "b", "maml", settings=twelve, snapshots=(3, 12))
+    assert calls == 6  # only the iterations the shorter run had not done
+    assert all(torch.equal(v, extended.state_dict()[k]) for k, v in at_once.state_dict().items())
+    assert history == at_once_history
+    with pytest.raises(ValueError, match=r"at iteration 12, which did not keep the weights after iterations \[2\]"):
+        train_run(monkeypatch, tmp_path / "b", "maml", settings=dataclasses.replace(twelve, iterations=15),
+                  snapshots=(2,))
+    train_run(monkeypatch, tmp_path / "c", "reptile")
+    _, _, calls = train_run(monkeypatch, tmp_path / "c", "reptile",
+                            settings=dataclasses.replace(SETTINGS["reptile"], iterations=8))
+    assert calls == 8 and len(list((tmp_path / "c").glob("*.pt"))) == 1  # from the start; the old checkpoint gone

@@ -181,7 +181,10 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     ``sampler`` draws training episodes (its ``k_shot``/``n_query`` are the training
     shots and queries); ``val`` is a fixed batch of validation tasks, scored every
     ``val_every`` iterations after test-time adaptation (``val_loss``, ``val_accuracy``).
-    ``config`` (with the spec and settings) keys the checkpoint in ``data/work``.
+    ``config`` (with the spec and settings) keys the checkpoint in ``data/work``
+    (:func:`checkpoint_identity`: a MAML-family run given more iterations continues the
+    checkpoint of the same run trained for fewer, and ends with the weights of one trained
+    that long at once).
     A run with an ``init`` first pre-trains the body (:func:`regimes.pretrain`, on the same
     sampler; multiclass pre-training is shared by every run of the stage with that model).
     ``snapshots``: iterations after which a copy of the weights is kept (in the run's state, so
@@ -232,7 +235,13 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
 
     def loop(group: distributed.Group | None) -> tuple[list[dict], dict]:
         writes = group is None or group.writes
-        run = training.Run(name, key, model, seed, optimizer, settings.checkpoint_every, writes=writes)
+        run = training.Run(name, checkpoint_identity(spec, key), model, seed, optimizer, settings.checkpoint_every,
+                           writes=writes)
+        lost = [i for i in snapshots if i <= run.iteration and i not in run.extra.get("snapshots", {})]
+        if lost:
+            raise ValueError(f"run {spec.name}{suffix} continues its checkpoint {run.path} at iteration {run.iteration}, "
+                             f"which did not keep the weights after iterations {lost}: delete the checkpoint to "
+                             "train again from the start")
         if writes:
             training.cleanup_stale(name, run.path)
             if run.resumed_from:
@@ -252,10 +261,26 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
                 run.extra.get("snapshots", {}))
 
     history, kept = distributed.run_ranks(workers, loop)
-    for iteration, state in kept.items():
+    for iteration in snapshots:  # those asked for (a continued checkpoint may hold others)
         with paths.atomic_write(paths.output(snapshot_file(stage, spec.name + suffix, iteration)), "wb") as handle:
-            torch.save(state, handle)
+            torch.save(kept[iteration], handle)
     return history
+
+
+#: what a MAML-family run's checkpoint is not keyed by: the first N iterations of a run do not depend
+#: on how many follow (constant step sizes, Adam) nor on which iterations' weights are kept
+EXTENDABLE = ("iterations", "snapshots")
+
+
+def checkpoint_identity(spec: Spec, key: dict) -> dict:
+    """What keys the run's checkpoint in ``data/work``: its identity (:func:`run_identity`) less
+    :data:`EXTENDABLE` for the MAML family, so raising ``iterations`` continues a finished shorter
+    run instead of starting again (bit for bit the weights of the longer run trained at once; its
+    history too when the shorter one ended on a multiple of ``val_every``). Reptile keeps its total:
+    its outer step anneals to 0 over it."""
+    if spec.algorithm == "reptile":
+        return key
+    return {k: v for k, v in key.items() if k not in EXTENDABLE}
 
 
 def run_identity(spec: Spec, settings: Settings, seed: int, stage: str, config: dict,
