@@ -3,6 +3,7 @@
 #   make repro              regenerate every report at the default (2-core CPU) scale
 #   make repro SCALE=paper  the papers' settings (params-paper.yaml copied onto params.yaml)
 #   make test               the test suite (pytest: library tests + every notebook through nbval)
+#   make campaign           the long training campaign (params-campaign.yaml; hours, resumable) and its report
 #   make bench-peers        the speed benchmark's optional peers (learn2learn, higher) into the venv
 PYTHON ?= python3.11
 VENV := .venv
@@ -10,7 +11,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 SCALE ?= default
 export PATH := $(BIN):$(PATH)
 
-.PHONY: repro test env sync bench-peers
+.PHONY: repro test env sync bench-peers campaign
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +27,14 @@ ifeq ($(SCALE),paper)
 else ifneq ($(SCALE),default)
 	$(error SCALE must be 'default' or 'paper', got '$(SCALE)')
 endif
-	dvc repro
+	dvc repro summarize
 	dvc metrics show
+
+# The campaign's stages are not upstream of summarize: `make repro` never starts them. While the campaign
+# trains (DVC holds its lock), `python -m metalearn.run report_campaign` shows where each run stands.
+campaign: env
+	dvc repro campaign_miniimagenet campaign_omniglot
+	dvc repro -s report_campaign
 
 test: env
 	$(BIN)/python -m pytest

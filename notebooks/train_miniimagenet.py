@@ -45,6 +45,8 @@
 # papers' numbers; editing that report never re-executes this stage.
 
 # %% tags=["parameters"]
+stage = "train_miniimagenet"  # the DVC stage this execution is (the runner sets it): names every output and run
+keep_checkpoints = False  # checkpoints in data/checkpoints/ (committed; the campaign) rather than data/work/
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
 threads = 2               # torch CPU threads
 workers = 1               # processes sharing each meta-batch's tasks (CPU; metalearn.distributed). 2 on 2 cores
@@ -84,7 +86,7 @@ checkpoint_every = 50     # iterations between checkpoints (a killed run resumes
 from metalearn import fewshot
 from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
 
-P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1),
+P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1), stage=Str(), keep_checkpoints=Bool(),
           device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"), filters=Int(min=1),
           runs=List(Str(fewshot.Spec.parse), unique=True), iterations=Int(min=1), meta_batch_1shot=Int(min=1),
           meta_batch_5shot=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
@@ -107,7 +109,7 @@ from metalearn import datasets, hardware, paths
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
-STAGE, DATASET = "train_miniimagenet", "miniimagenet"
+STAGE, DATASET = P.stage, "miniimagenet"
 data = datasets.load(paths.input(f"data/prepared/{P.prepared}.npz"))
 images = {split: torch.from_numpy(data[f"{split}_images"]).to(P.device) for split in ("train", "val", "test")}
 per_class = {split: x.shape[1] for split, x in images.items()}
@@ -123,8 +125,9 @@ pd.DataFrame({s: {"classes": x.shape[0], "images per class": x.shape[1]} for s, 
 # %% [markdown]
 # ## Training
 #
-# Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
-# `data/models/train_miniimagenet/<run>.pt` with a record `<run>.json` of how it was trained
+# Each run checkpoints to `data/work/` (`data/checkpoints/` with `keep_checkpoints`) and resumes after a
+# kill, or continues a shorter run of its own given more iterations; its final weights go to
+# `data/models/<stage>/<run>.pt` with a record `<run>.json` of how it was trained
 # (its settings, seed, data and training history). A run whose record from an earlier execution
 # has the same settings and numerics version (`metalearn.training.NUMERICS`) is not trained
 # again: the committed models are used as they are.
@@ -145,7 +148,8 @@ def settings_of(spec):
 episodes = fewshot.episode_factory(images, None, P.seed)
 config = {"filters": P.filters, "data": DATA, "fingerprint": FINGERPRINT}
 trained, _ = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks, P.test_queries,
-                                P.seed, STAGE, config, P.device, about={"data": DATA, "hardware": HARDWARE}, workers=P.workers)
+                                P.seed, STAGE, config, P.device, about={"data": DATA, "hardware": HARDWARE}, workers=P.workers,
+                                work_dir=paths.checkpoints(P.keep_checkpoints))
 
 # %% [markdown]
 # ## Test: per-task scores on the fixed test tasks

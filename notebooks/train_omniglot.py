@@ -36,6 +36,8 @@
 # `params-paper.yaml` the papers'.
 
 # %% tags=["parameters"]
+stage = "train_omniglot"  # the DVC stage this execution is (the runner sets it): names every output and run
+keep_checkpoints = False  # checkpoints in data/checkpoints/ (committed; the campaign) rather than data/work/
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
 threads = 2               # torch CPU threads
 workers = 1               # processes sharing each meta-batch's tasks (CPU; metalearn.distributed). 2 on 2 cores
@@ -75,9 +77,9 @@ checkpoint_every = 100    # iterations between checkpoints (a killed run resumes
 
 # %%
 from metalearn import fewshot
-from metalearn.params import Choice, Float, Int, List, Str, check, require
+from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
 
-P = check(globals(), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1), device=Choice("cpu", "cuda"), split=Choice("maml", "official"),
+P = check(globals(), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1), stage=Str(), keep_checkpoints=Bool(), device=Choice("cpu", "cuda"), split=Choice("maml", "official"),
           bn=Choice("transductive", "inductive"), filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True),
           iterations_5way=Int(min=1), iterations_20way=Int(min=1), meta_batch_5way=Int(min=1),
           meta_batch_20way=Int(min=1), inner_steps_5way=Int(min=1), inner_steps_20way=Int(min=1),
@@ -101,7 +103,7 @@ from metalearn import datasets, hardware, paths
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
-STAGE, DATASET = "train_omniglot", "omniglot"
+STAGE, DATASET = P.stage, "omniglot"
 data = datasets.load(paths.input("data/prepared/omniglot.npz"))
 images = torch.from_numpy(data["images"]).to(P.device)
 classes = datasets.omniglot_split(data, P.split, seed=1)
@@ -113,8 +115,9 @@ pd.DataFrame({s: {"characters": len(c) // 4, "classes (x4 rotations)": len(c)} f
 # %% [markdown]
 # ## Training
 #
-# Each run checkpoints to `data/work/` and resumes after a kill; its final weights go to
-# `data/models/train_omniglot/<run>.pt` with a record `<run>.json` of how it was trained (its
+# Each run checkpoints to `data/work/` (`data/checkpoints/` with `keep_checkpoints`) and resumes after a
+# kill, or continues a shorter run of its own given more iterations; its final weights go to
+# `data/models/<stage>/<run>.pt` with a record `<run>.json` of how it was trained (its
 # settings, seed, data and training history). A run whose record from an earlier execution has
 # the same settings and numerics version (`metalearn.training.NUMERICS`) is not trained again:
 # the committed models are used as they are. Training loss and accuracy are means over the
@@ -143,7 +146,8 @@ episodes = fewshot.episode_factory(images, classes, P.seed)
 config = {"split": P.split, "filters": P.filters, "data": DATA, "fingerprint": FINGERPRINT}
 trained, _ = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
                                       P.test_queries, P.seed, STAGE, config, P.device,
-                                      about={"data": DATA, "hardware": HARDWARE}, workers=P.workers)
+                                      about={"data": DATA, "hardware": HARDWARE}, workers=P.workers,
+                                work_dir=paths.checkpoints(P.keep_checkpoints))
 
 # %% [markdown]
 # ## Test: per-task scores on the fixed test tasks

@@ -534,3 +534,22 @@ def test_more_iterations_continue_a_finished_maml_run_to_the_weights_of_the_long
     _, _, calls = train_run(monkeypatch, tmp_path / "c", "reptile",
                             settings=dataclasses.replace(SETTINGS["reptile"], iterations=8))
     assert calls == 8 and len(list((tmp_path / "c").glob("*.pt"))) == 1  # from the start; the old checkpoint gone
+
+
+def test_progress_reads_where_each_run_stands_from_its_checkpoint(monkeypatch, tmp_path):
+    """What reports/campaign.md is made of: a run's iteration, time and history, from its checkpoint."""
+    train_run(monkeypatch, tmp_path / "w", "maml")  # stage "test", 6 iterations, logged every 3
+    [found] = fewshot.progress("test", tmp_path / "w")
+    assert found["run"] == "maml-conv-3w1s" and found["iteration"] == 6 and found["seconds"] > 0
+    assert [h["iteration"] for h in found["history"]] == [3, 6]
+    assert fewshot.progress("other", tmp_path / "w") == []
+    assert fewshot.target_iterations({"iterations": 7}, fewshot.Spec.parse("maml-conv-5w1s")) == 7
+    omniglot = {"iterations_5way": 5, "iterations_20way": 20}
+    assert fewshot.target_iterations(omniglot, fewshot.Spec.parse("anil-conv-20w1s")) == 20
+    assert fewshot.target_iterations(omniglot, fewshot.Spec.parse("anil-conv-5w1s")) == 5
+    from metalearn import papers
+    assert papers.final_accuracies("omniglot maml conv 20w1s") == {"M-omni": 95.8, "A-anil": 93.7}
+    assert papers.final_accuracies("omniglot anil conv 5w1s") == {}
+    monkeypatch.setattr(metalearn.paths, "WORK", tmp_path / "data" / "work")
+    assert metalearn.paths.checkpoints() == tmp_path / "data/work"
+    assert metalearn.paths.checkpoints(kept=True) == tmp_path / "data/checkpoints"

@@ -3,6 +3,7 @@ import ast
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,17 +94,29 @@ def closure(modules: set[str]) -> set[str]:
     return seen
 
 
+_CMD = re.compile(r"^python -m metalearn\.run (\w+)(?: --notebook (\w+))?(?: --params ([\w.-]+))?$")
+
+
+def notebook_and_params(stage: str) -> tuple[str, str]:
+    """The notebook a stage runs and its parameters file, from its command in dvc.yaml (a campaign
+    stage runs a training notebook under its own name with params-campaign.yaml)."""
+    match = _CMD.match(DVC["stages"][stage]["cmd"])
+    assert match and match.group(1) == stage, DVC["stages"][stage]["cmd"]
+    return match.group(2) or stage, match.group(3) or "params.yaml"
+
+
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))
 def test_each_stage_runs_its_notebook_with_its_params_and_depends_on_every_module_it_runs(stage):
     spec = DVC["stages"][stage]
-    assert spec["cmd"] == f"python -m metalearn.run {stage}"
-    notebook = paths.NOTEBOOKS / f"{stage}.ipynb"
-    assert f"notebooks/{stage}.ipynb" in spec["deps"]
-    declared = set(papermill.inspect_notebook(str(notebook)))
-    assert set(PARAMS[stage]) == declared, "params.yaml section and the notebook's parameters cell differ"
-    assert spec["params"] == [stage]  # the whole section
+    name, params_file = notebook_and_params(stage)
+    notebook = paths.NOTEBOOKS / f"{name}.ipynb"
+    assert f"notebooks/{name}.ipynb" in spec["deps"]
+    declared = set(papermill.inspect_notebook(str(notebook))) - {"stage"}  # the runner sets `stage`
+    section = yaml.safe_load((paths.ROOT / params_file).read_text())[stage]
+    assert set(section) == declared, f"{params_file} section and the notebook's parameters cell differ"
+    assert spec["params"] == ([stage] if params_file == "params.yaml" else [{params_file: [stage]}])  # whole section
     lib_deps = {d.removeprefix("lib/metalearn/").removesuffix(".py") for d in spec["deps"] if d.startswith("lib/")}
-    runs = closure(metalearn_imports((paths.NOTEBOOKS / f"{stage}.py").read_text()) | RUNNER)
+    runs = closure(metalearn_imports((paths.NOTEBOOKS / f"{name}.py").read_text()) | RUNNER)
     assert lib_deps == runs, f"dvc.yaml: stage {stage} runs {sorted(runs - lib_deps)} without depending on them"
     for out in spec["outs"] + spec.get("metrics", []) + spec.get("plots", []):
         options = next(iter(out.values())) if isinstance(out, dict) else {}
@@ -132,10 +145,10 @@ def test_the_suites_smaller_smoke_values_are_parameters_and_agree_across_noteboo
     assert SMOKE["train_seeds_omniglot"]["filters"] == widths["omniglot"]  # and train_omniglot's
 
 
-@pytest.mark.parametrize("stage", sorted(DVC["stages"]))
-def test_notebook_and_its_py_twin_are_in_sync(stage):
-    ipynb = nbformat.read(paths.NOTEBOOKS / f"{stage}.ipynb", as_version=4)
-    py = jupytext.read(paths.NOTEBOOKS / f"{stage}.py")
+@pytest.mark.parametrize("notebook", sorted({notebook_and_params(stage)[0] for stage in DVC["stages"]}))
+def test_notebook_and_its_py_twin_are_in_sync(notebook):
+    ipynb = nbformat.read(paths.NOTEBOOKS / f"{notebook}.ipynb", as_version=4)
+    py = jupytext.read(paths.NOTEBOOKS / f"{notebook}.py")
     assert [c.source for c in ipynb.cells] == [c.source for c in py.cells], "run `make sync`"
     assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), "commit notebooks without outputs"
 
@@ -259,6 +272,34 @@ def test_a_succeeding_stage_replaces_its_outputs_with_booleans_intact_paths_rela
     run.run_stage("fake", params)  # an output is replaced as a whole: what the stage no longer writes goes
     assert (tmp_path / "data/models/fake/model.txt").read_text() == "y"
     assert not (tmp_path / "data/models/fake/stale.txt").exists()
+
+
+TWIN_DVC = """stages:
+  twin:
+    cmd: python -m metalearn.run twin --notebook named --params other.yaml
+    deps: [notebooks/named.ipynb]
+    params: [{other.yaml: [twin]}]
+    outs:
+    - reports/twin: {cache: false, persist: true}
+"""
+
+
+def test_a_stage_runs_another_notebook_under_its_own_name_with_its_own_params_file(tmp_path, monkeypatch):
+    """The campaign's stages: a training notebook run as another stage names its outputs by that stage."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("stage = 'named'\nvalue = ''", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("from metalearn import paths\n"
+                                          "paths.output(f'reports/{stage}/out.txt').write_text(value)")]
+    _fake_study(tmp_path, monkeypatch, "", declared=TWIN_DVC)
+    nbformat.write(nb, tmp_path / "notebooks" / "named.ipynb")
+    (tmp_path / "other.yaml").write_text("twin:\n  value: z\n")
+    run.run_stage("twin", tmp_path / "other.yaml", "named")
+    assert (tmp_path / "reports/twin/out.txt").read_text() == "z" and (tmp_path / "reports/twin/twin.ipynb").is_file()
+    assert not (tmp_path / "reports/named").exists()
+    (tmp_path / "other.yaml").write_text("twin:\n  value: z\n  stage: named\n")
+    with pytest.raises(ParameterError, match="'twin.stage' is set by the runner"):
+        run.run_stage("twin", tmp_path / "other.yaml", "named")
 
 
 def test_stream_outputs_split_by_flush_timing_are_merged():
@@ -390,7 +431,7 @@ def _stages_depending_on(path: str) -> set[str]:
 
 #: the stages that present what the papers say: they change with the papers' numbers, nothing else does
 PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "theory", "freeze", "similarity", "nav",
-              "cheetah", "benchmark", "summarize"}
+              "cheetah", "benchmark", "summarize", "report_campaign"}
 
 
 @pytest.mark.parametrize("path,expected", [

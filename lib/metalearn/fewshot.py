@@ -32,6 +32,7 @@ import json
 import re
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import pandas as pd
@@ -175,7 +176,7 @@ def reptile_optimizer(settings: Settings) -> InnerOptimizer:
 
 def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, settings: Settings,
           seed: int, stage: str, config: dict, snapshots: Sequence[int] = (), suffix: str = "",
-          workers: int = 1) -> list[dict]:
+          workers: int = 1, work_dir: Path | None = None) -> list[dict]:
     """Train ``model`` in place as ``spec`` says; resumable. Returns the history.
 
     ``sampler`` draws training episodes (its ``k_shot``/``n_query`` are the training
@@ -191,7 +192,8 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     a killed run keeps them) and finally written to ``data/models/<stage>/<run>@<iteration>.pt``
     (A-early). ``suffix`` tells apart runs of one spec in a stage (e.g. ``"-seed1"``): the run is
     named ``<stage>-<spec.name><suffix>``. ``workers``: ranks that share each meta-batch's tasks
-    (:func:`distributed.run_ranks`; pre-training runs in one process).
+    (:func:`distributed.run_ranks`; pre-training runs in one process). ``work_dir``: where the
+    meta-training checkpoint goes (default :data:`paths.WORK`; pre-training keeps its own there).
     """
     snapshots = sorted(set(snapshots))
     if any(not 1 <= i <= settings.iterations for i in snapshots):
@@ -236,14 +238,14 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     def loop(group: distributed.Group | None) -> tuple[list[dict], dict]:
         writes = group is None or group.writes
         run = training.Run(name, checkpoint_identity(spec, key), model, seed, optimizer, settings.checkpoint_every,
-                           writes=writes)
+                           work_dir, writes=writes)
         lost = [i for i in snapshots if i <= run.iteration and i not in run.extra.get("snapshots", {})]
         if lost:
             raise ValueError(f"run {spec.name}{suffix} continues its checkpoint {run.path} at iteration {run.iteration}, "
                              f"which did not keep the weights after iterations {lost}: delete the checkpoint to "
                              "train again from the start")
         if writes:
-            training.cleanup_stale(name, run.path)
+            training.cleanup_stale(name, run.path, work_dir)
             if run.resumed_from:
                 print(f"{spec.name}: resuming at iteration {run.resumed_from}")
 
@@ -394,7 +396,8 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
                settings_of: Callable[[Spec], Settings], n_val_tasks: int, val_queries: int, seed: int,
                stage: str, config: dict, device: str = "cpu", snapshots: Sequence[int] = (),
                suffix: str = "", about: dict | None = None,
-               same_run_in: str | None = None, workers: int = 1) -> tuple[dict[Spec, Trained], pd.DataFrame]:
+               same_run_in: str | None = None, workers: int = 1,
+               work_dir: Path | None = None) -> tuple[dict[Spec, Trained], pd.DataFrame]:
     """Train every run, or take its trained model from an earlier execution of the stage.
 
     A run's weights go to ``data/models/<stage>/<run><suffix>.pt`` (and its ``snapshots``, see
@@ -412,7 +415,8 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
     ``episodes("train", ...)`` and is validated on ``n_val_tasks`` fixed episodes of
     ``episodes("val", ...)``. Weights are saved as CPU tensors. ``workers``: ranks sharing each
     meta-batch (:mod:`metalearn.distributed`; at most the meta-batch, else a ParameterError naming
-    ``workers``; under ``torchrun``, the launcher's ranks); the record says how many trained the run. Returns ({spec: Trained}, the
+    ``workers``; under ``torchrun``, the launcher's ranks); the record says how many trained the run.
+    ``work_dir``: where the checkpoints go (:func:`train`). Returns ({spec: Trained}, the
     histories in one frame with a ``run`` column).
     """
     trained, histories = {}, []
@@ -442,7 +446,7 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
             queries = 1 if spec.algorithm == "reptile" else settings.train_queries
             val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
             history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
-                            snapshots, suffix, workers)
+                            snapshots, suffix, workers, work_dir)
             with paths.atomic_write(paths.output(weights), "wb") as handle:
                 torch.save({k: v.cpu() for k, v in model.state_dict().items()}, handle)
             kept = [snapshot_file(stage, run, i) for i in sorted(set(snapshots))]
@@ -577,6 +581,26 @@ def same_weights(model: nn.Module, path) -> bool | None:
     theirs = torch.load(path, map_location="cpu", weights_only=True)
     ours = model.state_dict()
     return ours.keys() == theirs.keys() and all(torch.equal(ours[k].cpu(), theirs[k]) for k in theirs)
+
+
+def progress(stage: str, work_dir: Path) -> list[dict]:
+    """Where each run of ``stage`` stands, read from its checkpoint in ``work_dir`` (while the stage
+    trains, or after): one dict per checkpoint ``<stage>-<run>-<key>.pt`` (:class:`training.Run`)
+    with the run's name, its iteration, the seconds it has trained and its history."""
+    out = []
+    for file in sorted(work_dir.glob(f"{stage}-*.pt")):
+        state = torch.load(file, map_location="cpu", weights_only=False)
+        out.append({"run": file.stem.removeprefix(f"{stage}-").rsplit("-", 1)[0], "iteration": state["iteration"],
+                    "seconds": state.get("seconds", 0.0), "history": state["history"]})
+    return out
+
+
+def target_iterations(section: dict, spec: Spec) -> int:
+    """The iterations a training stage's parameters (``section``) give the MAML-family run ``spec``:
+    ``iterations`` (MiniImageNet), or ``iterations_5way`` / ``iterations_20way`` (Omniglot)."""
+    if "iterations" in section:
+        return section["iterations"]
+    return section["iterations_5way" if spec.n_way == 5 else "iterations_20way"]
 
 
 def glance(trained: dict[Spec, Trained], scores: dict[Spec, pd.DataFrame]) -> pd.DataFrame:

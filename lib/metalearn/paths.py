@@ -54,6 +54,15 @@ SCRATCH = REPORTS / ".scratch"
 #: (``METALEARN_WORK`` moves it, e.g. for the tests; a notebook run by hand keeps its own)
 WORK = Path(os.environ.get("METALEARN_WORK")
             or (DATA / "work" if os.environ.get(STAGING_ENV) else SCRATCH / "data" / "work"))
+
+
+def checkpoints(kept: bool = False) -> Path:
+    """Where training checkpoints go: :data:`WORK` (git-ignored), or with ``kept`` its sibling
+    ``checkpoints/`` (``data/checkpoints/`` under the pipeline: committed with the study, neither
+    ignored nor a DVC output, so that a long campaign continues on another machine)."""
+    return WORK.with_name("checkpoints") if kept else WORK
+
+
 #: the mode of every file the study writes (readable by everyone, whatever mkstemp chose)
 FILE_MODE = 0o644
 

@@ -1,11 +1,14 @@
 """Run one stage: execute ``notebooks/<stage>.ipynb`` with papermill.
 
-    python -m metalearn.run <stage> [--params params.yaml]
+    python -m metalearn.run <stage> [--params params.yaml] [--notebook <name>]
 
 Parameters come from the ``<stage>:`` section of ``params.yaml`` and go to papermill
 as Python values (so ``false`` stays a boolean). Before any compute the section's
 keys are checked against the notebook's ``parameters`` cell: a misspelled key stops
-the stage with a message naming it.
+the stage with a message naming it. ``--notebook`` runs another stage's notebook under
+this stage's name (the campaign's stages are the training notebooks at another scale,
+``params-campaign.yaml``): a notebook with a ``stage`` parameter is given the stage's
+name, which names its outputs.
 
 The notebook executes with every output redirected to a staging folder (see
 :func:`metalearn.paths.output`) and the study's own ``lib/`` first on its import path
@@ -62,11 +65,14 @@ def load_section(stage: str, params_file: Path) -> dict:
     return section
 
 
-def check_keys(stage: str, section: dict, notebook: Path) -> None:
-    """Every key of ``section`` must be a parameter of ``notebook``'s parameters cell."""
+def check_keys(stage: str, section: dict, notebook: Path) -> dict:
+    """Every key of ``section`` must be a parameter of ``notebook``'s parameters cell, except
+    ``stage``, which the runner sets. Returns the notebook's parameters."""
     declared = papermill.inspect_notebook(str(notebook))
     if not declared:
         raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
+    if "stage" in section:
+        raise ParameterError(f"parameter '{stage}.stage' is set by the runner (the stage's name): remove it")
     for key in section:
         if key not in declared:
             close = difflib.get_close_matches(key, declared, n=1)
@@ -75,6 +81,7 @@ def check_keys(stage: str, section: dict, notebook: Path) -> None:
                 f"parameter '{stage}.{key}' is not a parameter of {notebook.relative_to(paths.ROOT)}{hint}; "
                 f"it takes: {', '.join(declared)}"
             )
+    return declared
 
 
 def declared_outputs(stage: str) -> list[str] | None:
@@ -172,13 +179,15 @@ def _move_outputs(stage: str, staging: Path) -> list[Path]:
     return [Path(d) for d in declared]
 
 
-def run_stage(stage: str, params_file: Path = paths.PARAMS) -> Path:
-    """Execute the stage's notebook; returns the executed notebook's path."""
-    notebook = paths.NOTEBOOKS / f"{stage}.ipynb"
+def run_stage(stage: str, params_file: Path = paths.PARAMS, notebook_name: str | None = None) -> Path:
+    """Execute the stage's notebook (``notebooks/<notebook_name or stage>.ipynb``); returns the
+    executed notebook's path."""
+    notebook = paths.NOTEBOOKS / f"{notebook_name or stage}.ipynb"
     if not notebook.is_file():
         raise FileNotFoundError(f"no notebook for stage '{stage}': {notebook} does not exist")
     section = load_section(stage, params_file)
-    check_keys(stage, section, notebook)
+    if "stage" in check_keys(stage, section, notebook):
+        section = {**section, "stage": stage}
 
     rank = int(os.environ.get("RANK", "0"))  # launched by torchrun: every rank executes, rank 0 publishes
     staging = paths.REPORTS / (f".staging-{stage}" + (f"-rank{rank}" if rank else ""))
@@ -224,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", help="stage name = notebook name = params.yaml section")
     parser.add_argument("--params", type=Path, default=paths.PARAMS, help="parameters file (default params.yaml)")
+    parser.add_argument("--notebook", help="the notebook to run (default: the stage's name)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        run_stage(args.stage, args.params)
+        run_stage(args.stage, args.params, args.notebook)
     except (ParameterError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

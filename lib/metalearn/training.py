@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +49,8 @@ def run_key(name: str, config: dict) -> str:
 class Run:
     """Training state that survives a kill: ``model``, ``optimizer`` (optional), ``gen``
     (the RNG for tasks), ``extra`` (any other state, e.g. Reptile's inner-optimiser
-    state), ``iteration`` and ``history`` (one dict of metrics per logged iteration).
+    state), ``iteration``, ``history`` (one dict of metrics per logged iteration) and ``seconds`` (wall
+    time of the iterations done, over every execution that continued the run).
     ``writes`` False: checkpoints are not written and progress is not shown (a data-parallel
     rank other than 0, :mod:`metalearn.distributed`); it still resumes from rank 0's."""
 
@@ -65,6 +67,7 @@ class Run:
         self.iteration = 0
         self.history: list[dict] = []
         self.window: dict[str, list[float]] = {}
+        self.seconds = 0.0  # wall time spent in train(), over every execution that continued this run
         self.checkpoint_every = checkpoint_every
         self.writes = writes  # False: a rank other than 0 of a data-parallel run (no checkpoints, no progress)
         self.path = (work_dir or paths.WORK) / f"{run_key(name, config)}.pt"
@@ -82,6 +85,7 @@ class Run:
             "iteration": self.iteration,
             "history": self.history,
             "window": self.window,
+            "seconds": self.seconds,
         }
 
     def save(self) -> None:
@@ -100,6 +104,7 @@ class Run:
         self.iteration = state["iteration"]
         self.history = state["history"]
         self.window = state["window"]
+        self.seconds = state.get("seconds", 0.0)
 
     def train(self, n_iterations: int, step: Callable[["Run"], dict | None], log_every: int = 100,
               desc: str | None = None) -> list[dict]:
@@ -113,6 +118,7 @@ class Run:
         with tqdm(total=n_iterations, initial=self.iteration, desc=desc or self.name,
                   mininterval=2.0, smoothing=0.05, disable=not self.writes) as bar:
             while self.iteration < n_iterations:
+                start = time.perf_counter()
                 metrics = step(self)
                 bad = {k: v for k, v in (metrics or {}).items() if isinstance(v, float) and not math.isfinite(v)}
                 if bad:
@@ -125,6 +131,7 @@ class Run:
                     self.history.append({"iteration": self.iteration,
                                          **{k: sum(v) / len(v) for k, v in self.window.items()}})
                     self.window = {}
+                self.seconds += time.perf_counter() - start
                 if self.iteration % self.checkpoint_every == 0 or self.iteration == n_iterations:
                     self.save()
                 bar.update(1)

@@ -1,0 +1,105 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The training campaign: where each run stands (issue 18)
+#
+# The campaign trains MAML and ANIL at the papers' per-iteration settings (queries, meta-batch,
+# inner steps, step sizes, data; `params-campaign.yaml`) with only the number of iterations
+# reduced: the stages `campaign_miniimagenet` and `campaign_omniglot` run the training notebooks
+# under those names, each run continuing from its checkpoint in `data/checkpoints/` (committed as
+# the campaign goes, so it continues on another machine). This report reads those checkpoints,
+# while the campaign trains or after: each run's iteration against its target, the seconds it
+# has taken per iteration on the machines that trained it, the hours it still needs at that
+# pace, and its validation accuracy against meta-iterations with the papers' final test
+# accuracies marked (validation tasks are not the papers' test tasks: the marks say how far a
+# curve is from where the papers ended, not whether it got there). A finished stage's test
+# scores on 600 fixed tasks are in `data/scores/<stage>/`.
+
+# %% tags=["parameters"]
+stages = ["campaign_miniimagenet", "campaign_omniglot"]  # the campaign's training stages
+params_file = "params-campaign.yaml"  # where their parameters (and so each run's target iterations) are
+
+# %%
+from metalearn.params import List, Str, check
+
+P = check(globals(), stages=List(Str(), unique=True), params_file=Str())
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from metalearn import fewshot, papers, paths, report
+from metalearn.run import load_section
+
+STAGE = "report_campaign"
+CHECKPOINTS = paths.checkpoints(kept=True)
+sections = {stage: load_section(stage, paths.ROOT / P.params_file) for stage in P.stages}
+rows, curves = [], {}
+for stage, section in sections.items():
+    dataset = "miniimagenet" if "prepared" in section else "omniglot"
+    found = {p["run"]: p for p in fewshot.progress(stage, CHECKPOINTS)}
+    for name in section["runs"]:
+        spec, state = fewshot.Spec.parse(name), found.get(name)
+        target = fewshot.target_iterations(section, spec)
+        done = state["iteration"] if state else 0
+        pace = state["seconds"] / done if done else float("nan")
+        last = [h for h in (state["history"] if state else []) if "val_accuracy" in h]
+        rows.append({"stage": stage, "run": name, "iteration": done, "target": target,
+                     "validation accuracy (%)": 100 * last[-1]["val_accuracy"] if last else float("nan"),
+                     "seconds per iteration": pace, "hours left": max(target - done, 0) * pace / 3600,
+                     "papers (final test accuracy, %)": ", ".join(
+                         f"{e} {v:g}" for e, v in papers.final_accuracies(f"{dataset} {spec.algorithm} conv "
+                                                                           f"{spec.setting}").items())})
+        curves[(stage, name)] = pd.DataFrame(last)
+table = pd.DataFrame(rows)
+report.save_table(table.to_dict("records"), f"reports/{STAGE}/progress.csv")
+table.round(2)
+
+# %%
+fig, axes = plt.subplots(1, len(P.stages), figsize=(6 * len(P.stages), 4), squeeze=False)
+for ax, stage in zip(axes[0], P.stages):
+    for i, name in enumerate(sections[stage]["runs"]):
+        curve = curves[(stage, name)]
+        if len(curve):
+            ax.plot(curve["iteration"], 100 * curve["val_accuracy"], color=f"C{i}", label=name)
+        dataset = "miniimagenet" if "prepared" in sections[stage] else "omniglot"
+        spec = fewshot.Spec.parse(name)
+        for value in papers.final_accuracies(f"{dataset} {spec.algorithm} conv {spec.setting}").values():
+            ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=0.8)
+    ax.set(title=stage, xlabel="meta-iteration", ylabel="validation accuracy (%)", ylim=(0, 100))
+    if any(len(curves[(stage, name)]) for name in sections[stage]["runs"]):
+        ax.legend(fontsize=7)
+fig.suptitle("Campaign: validation accuracy after test-time adaptation (dashed: the papers' final test accuracy)",
+             fontsize=8)
+report.save_figure(fig, f"reports/{STAGE}/validation.png")
+
+# %%
+lines = [f"| {r['stage']} | {r['run']} | {r['iteration']} / {r['target']} | "
+         f"{r['validation accuracy (%)']:.1f} | {r['seconds per iteration']:.2f} | {r['hours left']:.1f} | "
+         f"{r['papers (final test accuracy, %)'] or '-'} |" for r in rows]
+text = ("# The training campaign: where each run stands\n\n"
+        f"Read from the checkpoints in `data/checkpoints/` by the `{STAGE}` stage; settings in `{P.params_file}` "
+        "(the papers' per-iteration settings, fewer iterations). Hours left: at the run's own pace so far "
+        "(seconds per iteration over every machine that trained it; nan: not started). Validation accuracy: "
+        "the last validation of the run on its stage's fixed validation tasks ("
+        + ", ".join(f"{stage}: {section['n_val_tasks']}" for stage, section in sections.items())
+        + "), not the test accuracy; the papers' numbers are final test accuracies after their full training.\n\n"
+        "| stage | run | iteration / target | validation accuracy (%) | seconds per iteration | hours left | "
+        "papers (final test accuracy, %) |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
+        f"![validation accuracy](report_campaign/validation.png)\n")
+with paths.atomic_write(paths.output("reports/campaign.md")) as handle:
+    handle.write(text)
+print(text)
