@@ -252,7 +252,8 @@ def test_cca_refuses_when_units_reach_data_points(method, p):
 
 def test_cca_allowed_just_below_limit_and_cka_never_refuses():
     X, Y = randn(30, 28, seed=36), randn(30, 5, seed=37)
-    assert compare(X, Y, "cca").kept_x == 28
+    with pytest.warns(sim.ForcedCorrelationWarning):  # allowed, but 28 + 5 > 29 forces 4 correlations to 1
+        assert compare(X, Y, "cca").kept_x == 28
     Xw = randn(30, 40, seed=38)
     for m in CKAS:
         assert 0 <= compare(Xw, Y, m).value <= 1
@@ -320,4 +321,63 @@ def test_module_imports_only_torch_and_stdlib():
     tree = ast.parse(Path(sim.__file__).read_text())
     roots = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert roots <= {"__future__", "dataclasses", "typing", "torch"}
+    assert roots <= {"__future__", "dataclasses", "typing", "torch", "warnings"}
+
+
+# ------------------------------------------------------------------ R^2_CCA, centring, bandwidth rule, forced correlations
+def test_mean_squared_cca_of_prescribed_correlations():
+    n, rho = 200, torch.tensor([0.95, 0.7, 0.4, 0.1], dtype=F64)
+    Q = whitened(n, 8, seed=40)
+    X = Q[:, :4] @ randn(4, 4, seed=41)
+    Y = (rho * Q[:, :4] + torch.sqrt(1 - rho**2) * Q[:, 4:]) @ randn(4, 4, seed=42)
+    assert compare(X, Y, "cca_r2").value == pytest.approx((rho**2).mean().item(), abs=1e-10)
+    assert compare(X, Y, "cca_r2").value < compare(X, Y, "cca").value  # squares of numbers below 1
+
+
+def test_uncentred_scores_count_a_shared_offset_and_agree_on_centred_data():
+    X, Y = randn(300, 5, seed=43), randn(300, 4, seed=44)  # independent
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    for method in ("cca", "cka"):
+        assert compare(Xc, Yc, method, centre=False).value == pytest.approx(compare(Xc, Yc, method).value, abs=1e-10)
+    shifted = compare(X + 50.0, Y + 50.0, "cka", centre=False).value
+    assert shifted > 0.99 and compare(X + 50.0, Y + 50.0, "cka").value < 0.1  # the offset is all they share
+    assert compare(X + 50.0, Y + 50.0, "cca", centre=False).kept_x == 5
+
+
+def test_rbf_bandwidth_rule_of_the_original_cka_code():
+    X = randn(9, 3, seed=45)  # odd n^2 = 81 entries: numpy's median is the middle one
+    D2 = squareform(pdist(X.numpy(), "sqeuclidean"))
+    sigma = 0.8 * np.sqrt(np.median(D2))
+    expected = np.exp(-D2 / (2 * sigma**2))
+    assert np.allclose(sim.rbf_gram(X, 0.8, "kornblith").numpy(), expected, atol=1e-12)
+    assert not np.allclose(sim.rbf_gram(X, 0.8, "pairs").numpy(), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown sigma_rule"):
+        sim.rbf_gram(X, 0.8, "mean")
+
+
+def test_cca_warns_when_kept_directions_force_correlations_to_one():
+    X, Y = randn(20, 10, seed=46), randn(20, 10, seed=47)  # independent; 10 + 10 > n - 1 = 19
+    with pytest.warns(sim.ForcedCorrelationWarning, match="at least 1 canonical correlations are 1"):
+        rho = sim.cca(X, Y)
+    assert rho[0] == pytest.approx(1.0, abs=1e-8)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compare(randn(200, 10, seed=48), randn(200, 10, seed=49), "cca")  # far below: silent
+
+
+# ------------------------------------------------------------------ chance levels
+def test_chance_of_independent_data_is_the_score_itself_and_far_below_a_real_relation():
+    X, Y = randn(100, 20, seed=50), randn(100, 20, seed=51)
+    level = sim.chance(X, Y, "cca", permutations=30, seed=3)
+    assert level == sim.chance(X, Y, "cca", permutations=30, seed=3)  # seeded
+    assert len(level.values) == 30 and level.std > 0
+    assert abs(compare(X, Y, "cca").value - level.mean) < 4 * level.std  # no relation: indistinguishable
+    assert 0.3 < level.mean < 0.5  # mean CCA of independent 100 x 20 pairs is far from 0 (about 0.39)
+    related = X @ randn(20, 20, seed=52)  # the same information
+    assert compare(X, related, "cca").value == pytest.approx(1.0)
+    assert sim.chance(X, related, "cca").mean < 0.5
+    wide = sim.chance(randn(100, 64, seed=53), randn(100, 64, seed=54), "cka", permutations=5)
+    assert wide.mean > 0.3  # CKA of independent wide matrices: far from 0 as well
+    with pytest.raises(ValueError, match="at least 2 permutations"):
+        sim.chance(X, Y, permutations=1)

@@ -7,7 +7,8 @@ converted on their own device) with data points in rows. Every function takes ac
 
 Conv activations (N, C, H, W) are folded by conv_to_points into (N*H*W, C): each spatial
 position is a data point, each channel a unit, as in Raghu et al. 2019, App. B.2. Scores
-are in [0, 1], 1 meaning identical up to the measure's invariances. Entry point: compare.
+are in [0, 1], 1 meaning identical up to the measure's invariances. Entry point: compare;
+its chance level (the same score with the pairing of data points broken): chance.
 
 Tolerances (module constants, each overridable by keyword):
     EPSILON = 1e-10   CCA drops singular directions of the centred data whose variance is
@@ -15,15 +16,20 @@ Tolerances (module constants, each overridable by keyword):
                       units, counted separately, are columns that are exactly constant.)
     KEEP = 0.99       SVCCA keeps the fewest top singular directions explaining >= KEEP of
                       the variance.
-    SIGMA_FRAC = 0.8  RBF CKA bandwidth: sigma = SIGMA_FRAC * median pairwise distance.
+    SIGMA_FRAC = 0.8  RBF CKA bandwidth: sigma = SIGMA_FRAC * median pairwise distance
+                      (SIGMA_RULES: "pairs", the median distance over pairs i < j; or
+                      "kornblith", the square root of the median squared distance over all
+                      n^2 entries, diagonal included, as the original CKA code).
 
 The CCA family refuses (ValueError) when a side keeps >= n - 1 directions: centred data live
 in n - 1 dimensions, which such a side fills, so every canonical correlation is trivially 1.
-Fewer but still many directions bias CCA upwards too (kx + ky > n - 1 forces some
-correlations to 1): aim for n >= 10x the units.
+Fewer but still many directions bias CCA upwards too: when kx + ky > n - 1, at least
+kx + ky - (n - 1) canonical correlations are 1 whatever the data, and compare warns
+(ForcedCorrelationWarning). Aim for n >= 10x the units.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +38,14 @@ from torch import Tensor
 EPSILON = 1e-10
 KEEP = 0.99
 SIGMA_FRAC = 0.8
-METHODS = ("cca", "svcca", "pwcca", "cka", "cka_rbf", "cka_debiased")
+SIGMA_RULES = ("pairs", "kornblith")
+#: mean CCA, mean squared CCA (R^2_CCA), SVCCA, PWCCA, linear / RBF / debiased linear CKA
+METHODS = ("cca", "cca_r2", "svcca", "pwcca", "cka", "cka_rbf", "cka_debiased")
+
+
+class ForcedCorrelationWarning(UserWarning):
+    """The kept directions of X and Y add up to more than n - 1: some correlations are 1 by
+    construction."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,10 @@ def dead_units(X: Tensor) -> int:
     return int((X == X[:1]).all(dim=0).sum())
 
 
-def prepare(X, Y, min_n: int = 2) -> tuple[Tensor, Tensor]:
-    """Check, fold, convert and centre a pair -> Xc (n, p1), Yc (n, p2), float64. ValueError
-    if: not 2-D after folding, empty, NaN/inf, n differs, devices differ, n < min_n, or a
-    side has every unit dead."""
+def prepare(X, Y, min_n: int = 2, centre: bool = True) -> tuple[Tensor, Tensor]:
+    """Check, fold, convert and centre a pair -> Xc (n, p1), Yc (n, p2), float64 (``centre``
+    False: not centred). ValueError if: not 2-D after folding, empty, NaN/inf, n differs,
+    devices differ, n < min_n, or a side has every unit dead."""
     X, Y = _matrix(X, "X"), _matrix(Y, "Y")
     n = X.shape[0]
     if Y.shape[0] != n:
@@ -103,7 +116,7 @@ def prepare(X, Y, min_n: int = 2) -> tuple[Tensor, Tensor]:
         if dead_units(A) == A.shape[1]:
             raise ValueError(f"{name} has no variance: all {A.shape[1]} units are constant "
                              f"over the n={n} data points")
-    return center(X), center(Y)
+    return (center(X), center(Y)) if centre else (X, Y)
 
 
 # -------------------------------------------------------------------------------- CCA
@@ -138,6 +151,10 @@ def _cca(Xc: Tensor, Yc: Tensor, epsilon: float) -> tuple[Tensor, Tensor, int, i
             f"units and Y keeps {ky} of {Yc.shape[1]} units; a side keeping >= n-1={n - 1} "
             "fills the centred data space, so every canonical correlation is trivially 1. "
             "Use more data points or fewer units (e.g. svcca).")
+    if kx + ky > n - 1:
+        warnings.warn(f"CCA: X keeps {kx} and Y {ky} directions of n={n} data points: at least {kx + ky - (n - 1)} "
+                      "canonical correlations are 1 whatever the data; use more data points or fewer units",
+                      ForcedCorrelationWarning, stacklevel=3)
     U, rho, _ = torch.linalg.svd(Qx.T @ Qy, full_matrices=False)
     return rho.clamp(0.0, 1.0), Qx @ U, kx, ky
 
@@ -177,13 +194,19 @@ def _linear_cka(Xc: Tensor, Yc: Tensor) -> Tensor:
     return norm(Yc.T @ Xc) ** 2 / (norm(Xc.T @ Xc) * norm(Yc.T @ Yc))
 
 
-def rbf_gram(Xc: Tensor, sigma_frac: float = SIGMA_FRAC) -> Tensor:
-    """(n, p) -> (n, n) K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)), with sigma = sigma_frac *
-    the (lower) median of ||x_i - x_j|| over pairs i < j. (Kornblith et al. 2019 take the
-    median squared distance over all n^2 entries, diagonal included.)"""
+def rbf_gram(Xc: Tensor, sigma_frac: float = SIGMA_FRAC, sigma_rule: str = "pairs") -> Tensor:
+    """(n, p) -> (n, n) K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)), with sigma = sigma_frac * a
+    median distance: ``sigma_rule="pairs"``, the (lower) median of ||x_i - x_j|| over pairs
+    i < j; ``"kornblith"``, the square root of the median of ||x_i - x_j||^2 over all n^2
+    entries, diagonal included (the original CKA code, Kornblith et al. 2019)."""
+    if sigma_rule not in SIGMA_RULES:
+        raise ValueError(f"unknown sigma_rule {sigma_rule!r}; choose from {SIGMA_RULES}")
     D2 = torch.cdist(Xc, Xc, compute_mode="donot_use_mm_for_euclid_dist") ** 2  # exact zeros
-    pairs = torch.ones_like(D2, dtype=torch.bool).triu(diagonal=1)
-    median = D2[pairs].sqrt().median()
+    if sigma_rule == "kornblith":
+        median = D2.flatten().quantile(0.5).sqrt()  # numpy's median: the mean of the middle two
+    else:
+        pairs = torch.ones_like(D2, dtype=torch.bool).triu(diagonal=1)
+        median = D2[pairs].sqrt().median()
     if median == 0:
         raise ValueError("RBF CKA: the median pairwise distance is 0 (most data points "
                          "coincide), so the bandwidth is undefined")
@@ -195,9 +218,9 @@ def _centre_gram(K: Tensor) -> Tensor:
     return K - K.mean(0, keepdim=True) - K.mean(1, keepdim=True) + K.mean()
 
 
-def _rbf_cka(Xc: Tensor, Yc: Tensor, sigma_frac: float) -> Tensor:
+def _rbf_cka(Xc: Tensor, Yc: Tensor, sigma_frac: float, sigma_rule: str = "pairs") -> Tensor:
     """Centred (n, p1), (n, p2) -> <HKH, HLH>_F / (||HKH||_F ||HLH||_F); O(n^2) memory."""
-    K, L = _centre_gram(rbf_gram(Xc, sigma_frac)), _centre_gram(rbf_gram(Yc, sigma_frac))
+    K, L = (_centre_gram(rbf_gram(A, sigma_frac, sigma_rule)) for A in (Xc, Yc))
     return (K * L).sum() / torch.sqrt((K * K).sum() * (L * L).sum())
 
 
@@ -242,29 +265,57 @@ def debiased_linear_cka(X, Y) -> float:
 
 # ---------------------------------------------------------------------------- compare
 def compare(X, Y, method: str = "cca", *, epsilon: float = EPSILON, keep: float = KEEP,
-            sigma_frac: float = SIGMA_FRAC) -> Similarity:
+            sigma_frac: float = SIGMA_FRAC, sigma_rule: str = "pairs", centre: bool = True) -> Similarity:
     """X (n, p1) or (N, C, H, W), Y likewise -> Similarity for one of METHODS.
 
-    kept_x / kept_y: for "svcca" the top singular directions kept; for "cca" / "pwcca"
-    the directions above epsilon; for the CKAs, which drop nothing, the numerical rank
-    (above epsilon), for information.
+    kept_x / kept_y: for "svcca" the top singular directions kept; for "cca" / "cca_r2" /
+    "pwcca" the directions above epsilon; for the CKAs, which drop nothing, the numerical rank
+    (above epsilon), for information. ``centre`` False: the units are not centred first
+    (uncentred CCA / CKA: a constant offset then counts as a shared direction).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    Xc, Yc = prepare(X, Y, min_n=4 if method == "cka_debiased" else 2)
+    Xc, Yc = prepare(X, Y, min_n=4 if method == "cka_debiased" else 2, centre=centre)
     if method == "svcca":
         rho, _, kx, ky = _cca(svd_reduce(Xc, keep), svd_reduce(Yc, keep), epsilon)
         value = rho.mean()
-    elif method in ("cca", "pwcca"):
+    elif method in ("cca", "cca_r2", "pwcca"):
         rho, H, kx, ky = _cca(Xc, Yc, epsilon)
-        value = rho.mean() if method == "cca" else _pwcca(rho, H, Xc)
+        value = {"cca": rho.mean, "cca_r2": lambda: (rho ** 2).mean(), "pwcca": lambda: _pwcca(rho, H, Xc)}[method]()
     else:
         kx, ky = basis(Xc, epsilon).shape[1], basis(Yc, epsilon).shape[1]
         if method == "cka":
             value = _linear_cka(Xc, Yc)
         elif method == "cka_rbf":
-            value = _rbf_cka(Xc, Yc, sigma_frac)
+            value = _rbf_cka(Xc, Yc, sigma_frac, sigma_rule)
         else:
             value = _debiased_cka(Xc, Yc)
     return Similarity(method, float(value), Xc.shape[0], Xc.shape[1], Yc.shape[1],
                       dead_units(Xc), dead_units(Yc), kx, ky)
+
+
+# ----------------------------------------------------------------------------- chance
+@dataclass(frozen=True)
+class Chance:
+    """The chance level of a score: its mean and standard deviation over ``permutations``
+    random re-pairings of the data points (:func:`chance`), and every value."""
+
+    mean: float
+    std: float
+    values: tuple[float, ...]
+
+
+def chance(X, Y, method: str = "cca", permutations: int = 20, seed: int = 0, **options) -> Chance:
+    """The score of :func:`compare` (``method`` and its ``options``) when X's data points are
+    paired with Y's at random: X (n, p1) against Y's rows permuted, ``permutations`` times
+    (seeded). Same shapes, same marginal statistics of each side, no correspondence: what the
+    score is worth by chance (for conv activations the folded points are permuted). A score
+    means something only as far as it stands above this."""
+    if permutations < 2:
+        raise ValueError(f"need at least 2 permutations for a mean and a spread, got {permutations}")
+    Yp = _matrix(Y, "Y")
+    gen = torch.Generator().manual_seed(seed)
+    values = tuple(compare(X, Yp[torch.randperm(len(Yp), generator=gen).to(Yp.device)], method, **options).value
+                   for _ in range(permutations))
+    scores = torch.tensor(values, dtype=torch.float64)
+    return Chance(float(scores.mean()), float(scores.std()), values)
