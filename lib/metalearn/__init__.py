@@ -8,7 +8,8 @@ Models: ``models``. Core: ``core`` (MAML / FOMAML / ANIL inner loop, Reptile upd
 ``theory`` (closed forms the core is checked against). Runs: ``fewshot`` (image runs),
 ``regimes`` (training without an inner loop), ``rl`` and ``cheetah`` (meta-RL). Analyses:
 ``reuse`` (feature reuse), ``similarity`` (CCA / CKA). Presentation: ``accuracy`` and ``seeds``
-(image runs and runs over seeds as the reports show them), ``report``, ``results``, ``papers``.
+(image runs and runs over seeds as the reports show them), ``report``, ``results``, ``papers``,
+``claims`` (verdicts on the papers' claims: a tested rule over the results).
 Bench: ``benchmark``. What computes never imports what presents (tests/test_pipeline.py).
 """
 __version__ = "0.1.0"
