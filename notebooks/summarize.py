@@ -17,8 +17,9 @@
 # # The study's results table
 #
 # Collects every stage's `reports/<stage>/results.csv` into `reports/results.csv`
-# (header `experiment,setting,metric,value,ci95,paper,scale`), and lists how long each
-# stage's notebook ran (papermill's record in the executed notebook).
+# (header `experiment,setting,metric,value,ci95,paper,scale`), judges the papers' claims on it
+# (`reports/claims.md`), and lists how long each stage's notebook ran (papermill's record in the
+# executed notebook).
 # Our numbers are in `value` (with `ci95`); the papers' own numbers only in `paper`.
 
 # %% tags=["parameters"]
@@ -42,7 +43,7 @@ import csv
 import nbformat
 import pandas as pd
 
-from metalearn import paths, results
+from metalearn import claims, paths, results
 
 rows, stage_of = [], []
 for stage in P.stages:
@@ -82,6 +83,22 @@ with paths.atomic_write(paths.output("reports/summary.md")) as handle:
                      + "".join(f"Scale ({stage}): " + "; or ".join(f"`{s}`" for s in each) + "\n\n"
                                for stage, each in scales.items()))
 beside[["experiment", "setting", "metric", "value", "ci95", "paper", "stage"]]
+
+# %% [markdown]
+# ## The papers' claims, judged
+#
+# Each claim of `metalearn.claims.CLAIMS` is a rule over rows of the table above (tested, in
+# `tests/test_claims.py`): *reproduced*, *contradicted*, *not testable at this scale* (the model
+# is no better than a random body with a NIL head, or the interval reaches the threshold) or
+# *not measured*. Written to `reports/claims.md`.
+
+# %%
+judged = claims.judge(claims.CLAIMS, rows)
+with paths.atomic_write(paths.output("reports/claims.md")) as handle:
+    handle.write(claims.markdown(judged))
+verdicts = pd.DataFrame(judged)
+print(verdicts.verdict.value_counts().to_string() if len(verdicts) else "no claims")
+verdicts[["id", "ours", "ci95", "threshold", "verdict", "why"]] if len(verdicts) else verdicts
 
 # %% [markdown]
 # ## How long each stage ran (every stage of the pipeline that has run)

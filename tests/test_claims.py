@@ -24,10 +24,13 @@ def test_verdict_reads_the_interval_against_the_threshold(value, ci, relation, t
 def test_a_model_no_better_than_its_control_tests_nothing():
     """MiniImageNet MAML 28.9 ± 0.7 against a random body with a NIL head 29.7 ± 0.7: not testable,
     whatever the threshold says; well above the control, the threshold decides."""
-    decided, why = verdict(28.9, 0.7, "<", 40.0, control=(29.7, 0.7))
+    decided, why = verdict(0.2, 0.5, "<", 1.0, control=((28.9, 0.7), (29.7, 0.7)))  # a freezing cost of that model
     assert decided == "not testable at this scale" and "control" in why
-    assert verdict(31.0, 0.7, ">", 20.0, control=(29.7, 0.7))[0] == "not testable at this scale"  # intervals touch
-    assert verdict(45.0, 0.7, ">", 40.0, control=(29.7, 0.7))[0] == "reproduced"
+    assert verdict(0.2, 0.5, "<", 1.0, control=((31.0, 0.7), (29.7, 0.7)))[0] == "not testable at this scale"  # touch
+    assert verdict(0.2, 0.5, "<", 1.0, control=((45.0, 0.7), (29.7, 0.7)))[0] == "reproduced"
+    assert verdict(-0.4, 0.5, "~", 1.0)[0] == "reproduced"           # [-0.9, 0.1] within +-1
+    assert verdict(2.5, 0.5, "~", 1.0)[0] == "contradicted"          # [2.0, 3.0] outside
+    assert verdict(1.0, 0.5, "~", 1.0)[0] == "not testable at this scale"
     with pytest.raises(ValueError, match="relation"):
         verdict(1.0, 0.1, "<=", 1.0)
     with pytest.raises(ValueError, match="finite"):
@@ -45,7 +48,14 @@ def test_judge_reads_results_rows_and_says_what_is_missing():
     missing = claims.judge([Claim("x", "p", "s", ("A-nothing", "a", "b"), ">", 0.0)], table)
     assert missing[0]["verdict"] == "not measured"
     uncontrolled = claims.judge([Claim("y", "p", "s", row, "<", 1.0, control=control)], table)
-    assert {g["verdict"] for g in uncontrolled} == {"not testable at this scale"}
+    assert {g["verdict"] for g in uncontrolled} == {"not testable at this scale"}  # no control row
+    model = ("M-mini", "miniimagenet maml conv 5w1s", "accuracy")
+    table += [{"experiment": "A-nil", "setting": control[1], "metric": control[2], "value": "29.7", "ci95": "0.8",
+               "scale": "s; other test"},
+              {"experiment": "M-mini", "setting": model[1], "metric": model[2], "value": "28.9", "ci95": "0.7",
+               "scale": "s (training); more"}]
+    controlled = claims.judge([Claim("y", "p", "s", row, "<", 1.0, control=control, model=model)], table)
+    assert controlled[0]["verdict"] == "not testable at this scale" and "not above its control" in controlled[0]["why"]
     with pytest.raises(ValueError, match="relation"):
         Claim("z", "p", "s", row, "≈", 1.0)
 
@@ -71,3 +81,23 @@ def test_paired_difference_is_the_one_sample_t_on_differences():
     assert got["ci95"] < 0.5  # far narrower than the unpaired spread of the tasks (about 5)
     with pytest.raises(ValueError, match="equal length"):
         claims.paired([1, 2, 3], [1, 2])
+
+
+def test_the_claims_page_says_what_the_rule_decided():
+    row = ("A-freeze", "omniglot maml conv 5w1s freeze 1-4", "cost vs none (points, paired)")
+    table = [{"experiment": row[0], "setting": row[1], "metric": row[2], "value": "20.8", "ci95": "1.8", "scale": "s"}]
+    judged = claims.judge([Claim("A-freeze omniglot", "ANIL paper", "freezing costs little", row, "<", 1.0),
+                           Claim("gone", "p", "s", ("X", "y", "z"), ">", 0.0)], table)
+    page = claims.markdown(judged)
+    assert "reproduced: 0; contradicted: 1; not testable at this scale: 0; not measured: 1" in page
+    assert "| A-freeze omniglot | ANIL paper | freezing costs little | 20.8 ± 1.8 | < 1 | **contradicted** |" in page
+    assert "| gone | p | s | - | > 0 | **not measured** |" in page
+
+
+def test_every_claim_names_a_row_the_study_can_make():
+    """The claims are rules over results rows of known experiment ids (a typo would read 'not measured')."""
+    from metalearn import results
+    for claim in claims.CLAIMS:
+        for row in (claim.row, claim.model, claim.control):
+            if row is not None:
+                assert row[0] in results.EXPERIMENTS, (claim.id, row)

@@ -1,10 +1,10 @@
 """Verdicts on the papers' claims: each claim a rule over rows of ``reports/results.csv``.
 
 A :class:`Claim` names the row that holds our number (experiment, setting, metric), what the
-paper states as a threshold and a direction (``value < 1`` for "freezing costs under a point"),
-and, where one exists, the row of a control the number must beat first (a random body with a
-NIL head, chance): a model no better than its control tests nothing. :func:`verdict` is the one
-rule, on the number's 95% interval:
+paper states as a threshold and a direction (``value < 1`` for "freezing costs under a point";
+``~``: ``|value| < threshold``), and, where one exists, the row of a control that the model the
+claim is about must beat first (its accuracy against a random body with a NIL head): a model no
+better than its control tests nothing. :func:`verdict` is the one rule, on the 95% intervals:
 
 =============================  ===============================================================
 reproduced                     the interval lies on the paper's side of the threshold
@@ -28,7 +28,7 @@ import numpy as np
 import scipy.stats
 
 VERDICTS = ("reproduced", "contradicted", "not testable at this scale", "not measured")
-RELATIONS = ("<", ">")
+RELATIONS = ("<", ">", "~")  # below, above, within +- the threshold
 
 Row = tuple[str, str, str]  # experiment, setting, metric
 
@@ -36,7 +36,8 @@ Row = tuple[str, str, str]  # experiment, setting, metric
 @dataclass(frozen=True)
 class Claim:
     """A paper's claim as a rule: our number at ``row`` is ``relation`` ``threshold`` (e.g.
-    ``("A-freeze", "...", "accuracy drop")``, ``"<"``, ``1.0``), once it beats ``control``."""
+    ``("A-freeze", "...", "cost vs none (points, paired)")``, ``"<"``, ``1.0``), once the model
+    it is about (``model``: the row of its accuracy; default ``row``) beats ``control``."""
 
     id: str
     source: str  # where the paper says it, e.g. "ANIL paper, Sec. 4.1"
@@ -45,6 +46,7 @@ class Claim:
     relation: str
     threshold: float
     control: Row | None = None
+    model: Row | None = None
 
     def __post_init__(self):
         if self.relation not in RELATIONS:
@@ -54,28 +56,40 @@ class Claim:
 
 
 def verdict(value: float, ci95: float, relation: str, threshold: float,
-            control: tuple[float, float] | None = None) -> tuple[str, str]:
+            control: tuple[tuple[float, float], tuple[float, float]] | None = None) -> tuple[str, str]:
     """(verdict, why) for a number ``value`` ± ``ci95`` against ``relation threshold``; ``control``:
-    (value, ci95) of the control the number must beat first (intervals apart, not touching)."""
+    ((value, ci95) of the model, (value, ci95) of its control), the model's interval to lie wholly
+    above the control's first."""
     if relation not in RELATIONS:
         raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
     if not math.isfinite(value):
         raise ValueError(f"the value must be finite, got {value}")
+    if control is not None:
+        (m_value, m_ci), (c_value, c_ci) = control
+        if not m_value - _half(m_ci) > c_value + _half(c_ci):
+            return ("not testable at this scale",
+                    f"the model ({m_value:.3g} ± {m_ci:.2g}) is not above its control ({c_value:.3g} ± {c_ci:.2g})")
     if not math.isfinite(ci95) or ci95 < 0:
         return "not testable at this scale", "the number has no confidence interval"
     low, high = value - ci95, value + ci95
-    if control is not None:
-        c_value, c_ci = control
-        c_high = c_value + (c_ci if math.isfinite(c_ci) else 0.0)
-        if not low > c_high:
-            return ("not testable at this scale",
-                    f"{value:.3g} ± {ci95:.2g} is not above its control's {c_value:.3g} ± {c_ci:.2g}")
+    interval = f"[{low:.3g}, {high:.3g}]"
+    if relation == "~":
+        if -threshold < low and high < threshold:
+            return "reproduced", f"{interval} within ± {threshold:g}"
+        if low > threshold or high < -threshold:
+            return "contradicted", f"{interval} outside ± {threshold:g}"
+        return "not testable at this scale", f"{interval} reaches past ± {threshold:g}"
     above, below = low > threshold, high < threshold
     if not (above or below):
-        return "not testable at this scale", f"the interval [{low:.3g}, {high:.3g}] contains {threshold:g}"
+        return "not testable at this scale", f"the interval {interval} contains {threshold:g}"
     holds = below if relation == "<" else above
-    side = f"[{low:.3g}, {high:.3g}] {'<' if below else '>'} {threshold:g}"
+    side = f"{interval} {'<' if below else '>'} {threshold:g}"
     return ("reproduced", side) if holds else ("contradicted", side)
+
+
+def _half(ci95: float) -> float:
+    """A half-width for the control test: none known counts as 0 (the interval is the point)."""
+    return ci95 if math.isfinite(ci95) else 0.0
 
 
 def judge(claims: Sequence[Claim], rows: Sequence[dict]) -> list[dict]:
@@ -99,17 +113,27 @@ def judge(claims: Sequence[Claim], rows: Sequence[dict]) -> list[dict]:
         for r in found[claim.row]:
             control = None
             if claim.control is not None:
-                same = [c for c in found.get(claim.control, []) if c["scale"] == r["scale"]] or found.get(claim.control)
-                if not same:
+                pair = [_at_scale(found.get(row, []), r["scale"]) for row in (claim.model or claim.row, claim.control)]
+                if None in pair:
                     out.append({**base, "ours": number(r["value"]), "ci95": number(r["ci95"]),
-                                "verdict": "not testable at this scale", "why": f"no control row {claim.control}",
-                                "scale": r["scale"]})
+                                "verdict": "not testable at this scale", "why": "no row of the model or its control "
+                                f"{claim.model or claim.row}, {claim.control}", "scale": r["scale"]})
                     continue
-                control = (number(same[0]["value"]), number(same[0]["ci95"]))
+                control = tuple((number(x["value"]), number(x["ci95"])) for x in pair)
             decided, why = verdict(number(r["value"]), number(r["ci95"]), claim.relation, claim.threshold, control)
             out.append({**base, "ours": number(r["value"]), "ci95": number(r["ci95"]), "verdict": decided,
                         "why": why, "scale": r["scale"]})
     return out
+
+
+def _at_scale(rows: list[dict], scale: str) -> dict | None:
+    """The row of the training a scale names: the same scale, else the one whose scale shares the
+    first clause (the training, e.g. "150 iterations x 2 tasks"), else None."""
+    for r in rows:
+        if r["scale"] == scale:
+            return r
+    head = scale.split(";")[0].removesuffix(" (training)")
+    return next((r for r in rows if r["scale"].split(";")[0].removesuffix(" (training)") == head), None)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -137,3 +161,52 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict:
     half = scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     p = scipy.stats.ttest_1samp(d, 0.0).pvalue if d.std(ddof=1) > 0 else (0.0 if d.mean() != 0 else 1.0)
     return {"difference": float(d.mean()), "ci95": float(half), "p": float(p), "n": len(d)}
+
+
+def _anil_paper_claims() -> list[Claim]:
+    """The ANIL paper's feature-reuse claims on the settings the study measures, each on MAML's
+    model, which must first beat a random body with a NIL head (no training of the body at all)."""
+    out = []
+    for dataset, setting in (("miniimagenet", "5w1s"), ("omniglot", "5w1s"), ("omniglot", "20w1s")):
+        where = f"{dataset} maml conv {setting}"
+        guard = dict(model=("A-anil", where, "accuracy"),
+                     control=("A-nil", f"{dataset} random conv {setting} nil-head", "accuracy"))
+        out.append(Claim(f"A-freeze {dataset} {setting}", "ANIL paper, Sec. 3.1, Table 1",
+                         "freezing the whole body at test time (only the head adapts) costs little accuracy "
+                         "(taken here as under 1 point, paired over the test tasks)",
+                         ("A-freeze", f"{where} freeze 1-4", "cost vs none (points, paired)"), "<", 1.0, **guard))
+        for layer in range(1, 5):
+            for metric in ("cca", "cka"):
+                out.append(Claim(f"A-cca {dataset} {setting} layer{layer} {metric}", "ANIL paper, Sec. 3.2, Fig. 2",
+                                 f"the body barely changes in the inner loop: {metric.upper()} of layer {layer} before "
+                                 "vs after adaptation above 0.9",
+                                 ("A-cca", f"{where} body.layer{layer} pre vs post", metric), ">", 0.9, **guard))
+        out.append(Claim(f"A-cca {dataset} {setting} head cca", "ANIL paper, Sec. 3.2, Fig. 2",
+                         "the head changes in the inner loop: CCA before vs after adaptation below 0.5",
+                         ("A-cca", f"{where} head pre vs post", "cca"), "<", 0.5, **guard))
+    return out
+
+
+#: the claims judged in reports/claims.md (more of the three papers' claims are to come: issue 16)
+CLAIMS: list[Claim] = _anil_paper_claims()
+
+
+def markdown(judged: list[dict]) -> str:
+    """reports/claims.md from :func:`judge`'s rows: the count of each verdict, then one table row per
+    claim and scale (ours ± 95% half-width, the paper's threshold, the verdict and why)."""
+    counts = {v: sum(j["verdict"] == v for j in judged) for v in VERDICTS}
+    lines = ["# The papers' claims, judged on our numbers", "",
+             "Generated by the `summarize` stage from `reports/results.csv` with the rule of "
+             "`metalearn.claims.verdict` (tested): *reproduced* when our 95% interval lies on the paper's side of "
+             "its threshold, *contradicted* when it lies on the other side, *not testable at this scale* when the "
+             "model is no better than its control (a random body with a NIL head) or the interval reaches the "
+             "threshold, *not measured* when the study has no such number. Each verdict holds at the scale named "
+             "in its row, not at the papers'.", "",
+             "; ".join(f"{v}: {n}" for v, n in counts.items()), "",
+             "| claim | source | the paper says | ours | threshold | verdict | why | scale |",
+             "|---|---|---|---|---|---|---|---|"]
+    for j in judged:
+        ours = "-" if math.isnan(j["ours"]) else f"{j['ours']:.3g}" + ("" if math.isnan(j["ci95"]) else f" ± {j['ci95']:.2g}")
+        lines.append(f"| {j['id']} | {j['source']} | {j['statement']} | {ours} | {j['threshold']} | **{j['verdict']}** "
+                     f"| {j['why']} | {j['scale']} |")
+    return "\n".join(lines) + "\n"
