@@ -82,12 +82,14 @@ for stage in loaded:
 #
 # `accuracy` is the mean over seeds, as the ANIL paper's Table 2 and 4 values are; its ± there
 # is not stated to be over seeds or tasks. Ours: the 95% CI over tasks, and the std over seeds
-# in its own row.
+# in its own row. ANIL minus MAML per setting, paired over the same test tasks, twice: with the
+# tasks' 95% half-width and with the seeds' (the claims table judges both).
 
 # %%
 rows, metrics = [], {}
 for stage, s in loaded.items():
     rows += seeds.result_rows(s.info["dataset"], summaries[stage], seeds.scale(s))
+    rows += seeds.contrast_rows(s.info["dataset"], scores[stage], seeds.scale(s))
     metrics[stage] = {f"{name}{'_nil' if head == 'nil' else ''}_{stat}": r[f"{stat} over seeds"]
                       for (name, head), r in summaries[stage].iterrows() for stat in ("mean", "std")}
 results.write(rows, STAGE)

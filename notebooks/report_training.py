@@ -91,12 +91,16 @@ for stage, table in tables.items():
 # ## Results beside the papers'
 #
 # The rows this report adds to `reports/results.csv`: ours (`value`, `ci95`) and the paper's
-# number where it gives one. Below them, the ordering claims per setting.
+# number where it gives one; then the paired differences (over the same test tasks) that the
+# papers' claims compare: ANIL - MAML, NIL head - adapted head, first-order - MAML, Reptile -
+# MAML, Reptile from multiclass - Reptile, and each other body - MAML's (NIL heads). Below them,
+# the ordering claims per setting.
 
 # %%
 rows, metrics = [], {}
 for stage, s in loaded.items():
     rows += accuracy.result_rows(s.info["dataset"], tables[stage], histories[stage], accuracy.scale(s))
+    rows += accuracy.contrast_rows(s, accuracy.contrasts(s.info["dataset"], s), accuracy.scale(s))
     metrics[stage] = accuracy.metrics(tables[stage])
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")

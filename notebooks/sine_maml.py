@@ -104,7 +104,7 @@ maml_inner = core.inner_loop("maml", models.params_of(models.mlp(sizes)), steps=
 maml, maml_hist = train(
     "maml", models.init_model(lambda: models.mlp(sizes), P.seed),
     lambda run: training.maml_step(run, lambda g: family.batch(P.meta_batch, P.k_train, P.k_train, g),
-                                   maml_inner, vectorize=True))
+                                   maml_inner, path="vmap"))
 
 
 def all_tasks_batch(gen, oracle=False):

@@ -50,6 +50,7 @@ keep_checkpoints = False  # checkpoints in data/checkpoints/ (committed; the cam
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
 threads = 2               # torch CPU threads
 workers = 1               # processes sharing each meta-batch's tasks (CPU; metalearn.distributed). 2 on 2 cores
+path = "loop"             # how a MAML-family meta-batch runs its tasks: "loop", "vmap" or "batched" (metalearn.batched; Conv4, workers 1)
                           # is faster; a MAML run on 2+ ranks sums its meta-gradient task by task: another run
 prepared = "miniimagenet"  # prepared copy: miniimagenet (100 images per class), miniimagenet_full_train (600 per training class)
 device = "cpu"            # cpu or cuda: where models train and episodes are drawn
@@ -86,7 +87,7 @@ checkpoint_every = 50     # iterations between checkpoints (a killed run resumes
 from metalearn import fewshot
 from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
 
-P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1), stage=Str(), keep_checkpoints=Bool(),
+P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), stage=Str(), keep_checkpoints=Bool(),
           device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"), filters=Int(min=1),
           runs=List(Str(fewshot.Spec.parse), unique=True), iterations=Int(min=1), meta_batch_1shot=Int(min=1),
           meta_batch_5shot=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
@@ -148,7 +149,7 @@ def settings_of(spec):
 episodes = fewshot.episode_factory(images, None, P.seed)
 config = {"filters": P.filters, "data": DATA, "fingerprint": FINGERPRINT}
 trained, _ = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks, P.test_queries,
-                                P.seed, STAGE, config, P.device, about={"data": DATA, "hardware": HARDWARE}, workers=P.workers,
+                                P.seed, STAGE, config, P.device, about={"data": DATA, "hardware": HARDWARE}, workers=P.workers, path=P.path,
                                 work_dir=paths.checkpoints(P.keep_checkpoints))
 
 # %% [markdown]

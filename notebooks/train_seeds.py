@@ -41,6 +41,7 @@ test_seed = 0             # seed of the fixed test episodes: train_miniimagenet'
 same_as_train_miniimagenet = False  # require seed test_seed to reproduce train_miniimagenet's model exactly
 threads = 2               # torch CPU threads
 workers = 1               # processes sharing each meta-batch's tasks (CPU; metalearn.distributed). 2 on 2 cores
+path = "loop"             # how a MAML-family meta-batch runs its tasks: "loop", "vmap" or "batched" (metalearn.batched; Conv4, workers 1)
                           # is faster; a MAML run on 2+ ranks sums its meta-gradient task by task: another run
 prepared = "miniimagenet"  # prepared copy: miniimagenet (100 images per class), miniimagenet_full_train (600 per training class)
 device = "cpu"            # cpu or cuda
@@ -68,7 +69,7 @@ from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
 
 P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"),
           seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), same_as_train_miniimagenet=Bool(),
-          threads=Int(min=1), workers=Int(min=1), device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"),
+          threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"),
           filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True), snapshots=List(Int(min=1), min_len=0, unique=True),
           iterations=Int(min=1), meta_batch_1shot=Int(min=1), meta_batch_5shot=Int(min=1), inner_steps=Int(min=1),
           inner_lr=Float(min=0, strict=True), test_steps=Int(min=1), train_queries=Int(min=1),
@@ -127,7 +128,7 @@ trained, scores = fewshot.train_seeds(
     P.runs, P.seeds, lambda seed: fewshot.episode_factory(images, None, seed), P.n_test_tasks, P.test_queries,
     P.test_seed, STAGE, {"fingerprint": FINGERPRINT}, dataset=DATASET, filters=P.filters, settings_of=settings_of,
     n_val_tasks=P.n_val_tasks, val_queries=P.test_queries, config=config, device=P.device, snapshots=P.snapshots,
-    about={"data": DATA, "hardware": HARDWARE}, workers=P.workers, same_run_in="train_miniimagenet")
+    about={"data": DATA, "hardware": HARDWARE}, workers=P.workers, path=P.path, same_run_in="train_miniimagenet")
 
 # %% [markdown]
 # ## Seed `test_seed` against train_miniimagenet's models

@@ -38,6 +38,7 @@ test_seed = 0             # seed of the fixed test episodes: train_omniglot's `s
 same_as_train_omniglot = False  # require seed test_seed to reproduce train_omniglot's model exactly
 threads = 2               # torch CPU threads
 workers = 1               # processes sharing each meta-batch's tasks (CPU; metalearn.distributed). 2 on 2 cores
+path = "loop"             # how a MAML-family meta-batch runs its tasks: "loop", "vmap" or "batched" (metalearn.batched; Conv4, workers 1)
                           # is faster; a MAML run on 2+ ranks sums its meta-gradient task by task: another run
 device = "cpu"            # cpu or cuda
 split = "maml"            # as in train_omniglot
@@ -61,7 +62,7 @@ from metalearn import fewshot
 from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
 
 P = check(globals(), seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), same_as_train_omniglot=Bool(),
-          threads=Int(min=1), workers=Int(min=1), device=Choice("cpu", "cuda"), split=Choice("maml", "official"),
+          threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), device=Choice("cpu", "cuda"), split=Choice("maml", "official"),
           bn=Choice("transductive", "inductive"), filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True),
           iterations=Int(min=1), meta_batch=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
           test_steps=Int(min=1), meta_lr=Float(min=0, strict=True), n_val_tasks=Int(min=1), val_every=Int(min=1),
@@ -113,7 +114,7 @@ trained, scores = fewshot.train_seeds(
     P.runs, P.seeds, lambda seed: fewshot.episode_factory(images, classes, seed), P.n_test_tasks, P.test_queries,
     P.test_seed, STAGE, {"fingerprint": FINGERPRINT, "split": P.split}, dataset=DATASET, filters=P.filters,
     settings_of=settings_of, n_val_tasks=P.n_val_tasks, val_queries=P.test_queries, config=config, device=P.device,
-    about={"data": DATA, "hardware": HARDWARE}, workers=P.workers, same_run_in="train_omniglot")
+    about={"data": DATA, "hardware": HARDWARE}, workers=P.workers, path=P.path, same_run_in="train_omniglot")
 
 # %% [markdown]
 # ## Seed `test_seed` against train_omniglot's models

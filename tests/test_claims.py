@@ -101,3 +101,19 @@ def test_every_claim_names_a_row_the_study_can_make():
         for row in (claim.row, claim.model, claim.control):
             if row is not None:
                 assert row[0] in results.EXPERIMENTS, (claim.id, row)
+
+
+def test_a_control_measured_once_guards_a_model_trained_on_another_budget():
+    """A random body's NIL head is measured once (its own training clause); Reptile's claim finds it."""
+    model = ("R-omni", "omniglot reptile conv 5w1s", "accuracy")
+    control = ("A-nil", "omniglot random conv 5w1s nil-head", "accuracy")
+    row = ("R-pretrain", "omniglot reptile from multiclass - reptile conv 5w1s", "difference (points, paired)")
+    table = [{"experiment": e, "setting": s, "metric": m, "value": v, "ci95": "1.0", "scale": scale}
+             for (e, s, m), v, scale in ((model, "67.5", "500 iterations x 5 tasks; t"),
+                                         (control, "41.9", "1000 iterations x 4 tasks; t"),
+                                         (row, "-0.7", "500 iterations x 5 tasks; t"))]
+    got = claims.judge([Claim("r", "p", "s", row, "~", 2.0, control=control, model=model)], table)
+    assert got[0]["verdict"] == "reproduced"  # [-1.7, 0.3] within +-2, the model above its control
+    table.append({**table[1], "scale": "300 iterations x 2 tasks; t"})  # two controls, neither the model's: no guess
+    assert claims.judge([Claim("r", "p", "s", row, "~", 2.0, control=control, model=model)], table)[0]["verdict"] == \
+        "not testable at this scale"

@@ -43,8 +43,8 @@ def unrolled_meta_gradient(net, params, data, adapt_names, first_order, lrs):
     return torch.autograd.grad(total / len(xs), list(params.values()))
 
 
-def core_meta_gradient(net, params, data, inner, vectorize=False):
-    loss, _ = core.meta_loss(net, params, *data, inner, vectorize=vectorize)
+def core_meta_gradient(net, params, data, inner, path="loop"):
+    loss, _ = core.meta_loss(net, params, *data, inner, path=path)
     return torch.autograd.grad(loss, list(params.values()))
 
 
@@ -118,7 +118,7 @@ def test_vectorized_tasks_equal_the_loop(setup):
     net, params, data = setup
     for algorithm in core.ALGORITHMS:
         inner = core.inner_loop(algorithm, params, STEPS, LR)
-        assert_close(core_meta_gradient(net, params, data, inner, vectorize=True),
+        assert_close(core_meta_gradient(net, params, data, inner, path="vmap"),
                      core_meta_gradient(net, params, data, inner), tol=1e-10)
 
 

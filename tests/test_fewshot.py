@@ -14,6 +14,7 @@ from metalearn import core, evaluation, fewshot, models, training
 from metalearn.datasets import EpisodeSampler
 from metalearn.models import forward
 from metalearn.tasks import Batch
+from metalearn.params import ParameterError
 
 N_WAY, K_SHOT, N_QUERY, T = 3, 2, 3, 3
 SIDE = 12
@@ -553,3 +554,33 @@ def test_progress_reads_where_each_run_stands_from_its_checkpoint(monkeypatch, t
     monkeypatch.setattr(metalearn.paths, "WORK", tmp_path / "data" / "work")
     assert metalearn.paths.checkpoints() == tmp_path / "data/work"
     assert metalearn.paths.checkpoints(kept=True) == tmp_path / "data/checkpoints"
+
+
+def test_a_run_on_the_batched_path_is_another_run_with_the_loops_weights_to_rounding(monkeypatch, tmp_path):
+    """path="batched" trains what the loop trains (float32, 6 iterations: equal to rounding), under its
+    own identity (its checkpoint is not the loop's); models it does not compute, and Reptile, take the
+    loop; several ranks with it are refused naming `path`."""
+    loop, loop_history, _ = train_run(monkeypatch, tmp_path / "a", "maml")
+    together, history, calls = train_run(monkeypatch, tmp_path / "a", "maml", path="batched")
+    assert calls == 6  # trained from the start: the loop's finished checkpoint is another run's
+    for k, v in loop.state_dict().items():
+        if not k.endswith("layer.bias"):  # a conv bias before batch norm has a meta-gradient of 0 but for
+            # rounding, which Adam turns into steps of its size: they differ, and change no output
+            torch.testing.assert_close(together.state_dict()[k], v, atol=1e-4, rtol=1e-3)
+    x = IMAGES[:6, 0, None].float() / 255
+    torch.testing.assert_close(together(x), loop(x), atol=1e-4, rtol=1e-4)
+    assert [h["iteration"] for h in history] == [h["iteration"] for h in loop_history]
+    spec, settings = fewshot.Spec.parse("maml-conv-3w1s"), SETTINGS["maml"]
+    conv = fewshot.build_model(spec, "omniglot", 4)
+    assert fewshot.meta_path(spec, conv, settings, "batched") == "batched"
+    assert fewshot.meta_path(spec, fewshot.build_model(fewshot.Spec.parse("maml-mlp-3w1s"), "omniglot", 4), settings,
+                             "batched") == "loop"
+    assert fewshot.meta_path(spec, conv, dataclasses.replace(settings, bn="inductive"), "batched") == "loop"
+    assert fewshot.meta_path(fewshot.Spec.parse("reptile-conv-3w1s"), conv, settings, "vmap") == "loop"
+    _, key = fewshot.run_identity(spec, settings, 0, "s", {}, path="batched")
+    assert key["meta_path"] == "batched" and "meta_path" not in fewshot.run_identity(spec, settings, 0, "s", {})[1]
+    with pytest.raises(ParameterError, match="path"):
+        fewshot.meta_path(spec, conv, settings, "fast")
+    with pytest.raises(ParameterError, match="use workers 1"):
+        fewshot.train_runs([spec], "omniglot", 4, None, lambda s: settings, 2, 1, 0, "s", {}, workers=2,
+                           path="batched")

@@ -178,8 +178,8 @@ def maml_problem():
     return net, (xs, ys, xq, yq)
 
 
-def lib_meta_gradient(net, params, data, inner, bn, vectorize):
-    loss, _ = core.meta_loss(net, params, *data, inner, core.cross_entropy, vectorize=vectorize, bn=bn)
+def lib_meta_gradient(net, params, data, inner, bn, path):
+    loss, _ = core.meta_loss(net, params, *data, inner, core.cross_entropy, path=path, bn=bn)
     return torch.autograd.grad(loss, list(params.values()))
 
 
@@ -194,12 +194,12 @@ def test_second_order_maml_with_batch_norm_is_exact_under_vmap(maml_problem, bn)
     net, data = maml_problem
     params = perturbed_params(net, seed=12)
     inner = core.inner_loop("maml", params, steps=2, lr=0.3)
-    vmapped = lib_meta_gradient(net, params, data, inner, bn, vectorize=True)
-    looped = lib_meta_gradient(net, params, data, inner, bn, vectorize=False)
+    vmapped = lib_meta_gradient(net, params, data, inner, bn, path="vmap")
+    looped = lib_meta_gradient(net, params, data, inner, bn, path="loop")
     assert all(torch.isfinite(g).all() for g in vmapped)
     assert_all_close(vmapped, looped, tol=1e-10)
     # the meta-gradient is really second order (so the comparison involves Hessian terms)
-    fo = lib_meta_gradient(net, params, data, core.inner_loop("fomaml", params, 2, 0.3), bn, vectorize=False)
+    fo = lib_meta_gradient(net, params, data, core.inner_loop("fomaml", params, 2, 0.3), bn, path="loop")
     assert max((a - b).abs().max() for a, b in zip(looped, fo)) > 1e-4
 
 
@@ -211,8 +211,8 @@ def test_second_order_meta_gradient_with_batch_norm_equals_an_unrolled_reference
     inner = core.inner_loop(algorithm, params, steps=2, lr=0.3)
     adapted = None if algorithm == "maml" else [k for k in params if k.startswith("head.")]
     expected = unrolled_meta_gradient(params, data, steps=2, lr=0.3, bn=bn, adapted=adapted)
-    for vectorize in (True, False):
-        assert_all_close(lib_meta_gradient(net, params, data, inner, bn, vectorize=vectorize), expected, tol=1e-10)
+    for path in core.PATHS if bn == "transductive" else ("loop", "vmap"):  # batched: transductive only
+        assert_all_close(lib_meta_gradient(net, params, data, inner, bn, path), expected, tol=1e-10)
     body = {k: g for k, g in zip(params, expected) if k.startswith("body.")}
     # a conv bias right before batch norm cancels out: its gradient is exactly zero ...
     assert all(g.abs().max() < 1e-12 for k, g in body.items() if k.endswith(".layer.bias"))

@@ -61,7 +61,7 @@ def training_runs() -> dict[str, tuple[float, float]]:
     net = models.init_model(lambda: models.mlp([1, 16, 16, 1]), 0)
     run = training.Run("numerics-sine", {}, net, 0, torch.optim.Adam(net.parameters(), 1e-2))
     inner = core.inner_loop("maml", models.params_of(net), steps=2, lr=0.01)
-    run.train(3, lambda r: training.maml_step(r, lambda g: sine.batch(4, 5, 5, g), inner, vectorize=True))
+    run.train(3, lambda r: training.maml_step(r, lambda g: sine.batch(4, 5, 5, g), inner, path="vmap"))
     out["maml-sine"] = fingerprint(net.state_dict())
     net = models.init_model(lambda: models.mlp([1, 16, 16, 1]), 0)
     run = training.Run("numerics-pretrained", {}, net, 0, torch.optim.Adam(net.parameters(), 1e-2))

@@ -140,3 +140,16 @@ def test_verdicts_name_each_run_and_the_anil_minus_maml_gap(scores):
     assert f"3w1s: ANIL - MAML = {d['difference']:+.1f}" in lines[-1]
     assert f"± {d['ci95']:.1f} (" in lines[-1] and f"± {d['ci95 over seeds']:.1f} over seeds" in lines[-1]
 
+
+
+def test_contrast_rows_give_anil_minus_maml_with_the_tasks_and_the_seeds_intervals(scores):
+    rows = seeds.contrast_rows("omniglot", scores, "{iterations} iterations x {meta_batch} tasks; 2 seeds")
+    assert [(r["experiment"], r["setting"], r["metric"]) for r in rows] == [
+        ("A-anil", "omniglot anil - maml conv 3w1s", "difference (points, paired)"),
+        ("A-anil", "omniglot anil - maml conv 3w1s", "difference (points, over seeds)")]
+    d = seeds.difference(scores, "anil-conv-3w1s", "maml-conv-3w1s")
+    assert float(rows[0]["value"]) == pytest.approx(d["difference"], rel=1e-5) == float(rows[1]["value"])
+    assert float(rows[0]["ci95"]) == pytest.approx(d["ci95"], rel=1e-5)
+    assert float(rows[1]["ci95"]) == pytest.approx(d["ci95 over seeds"], rel=1e-5)
+    assert rows[0]["scale"] == "7 iterations x 3 tasks; 2 seeds"
+    assert seeds.contrast_rows("omniglot", scores[scores.run != "maml-conv-3w1s"], "s") == []  # no MAML: no contrast

@@ -4,7 +4,8 @@ Pipeline: ``paths`` (every path, from one root), ``params`` (checking injected p
 ``run`` (the DVC stage runner), ``store`` (results that outlive a re-execution), ``hardware``.
 Data: ``datasets`` (Omniglot, MiniImageNet, episodes), ``tasks`` (sinusoid task families).
 Models: ``models``. Core: ``core`` (MAML / FOMAML / ANIL inner loop, Reptile update),
-``training`` (resumable runs), ``distributed`` (data-parallel meta-training over ranks), ``evaluation`` (learning curves, confidence intervals),
+``batched`` (a meta-batch's tasks in one set of operator calls), ``training`` (resumable runs),
+``distributed`` (data-parallel meta-training over ranks), ``evaluation`` (learning curves, confidence intervals),
 ``theory`` (closed forms the core is checked against). Runs: ``fewshot`` (image runs),
 ``regimes`` (training without an inner loop), ``rl`` and ``cheetah`` (meta-RL). Analyses:
 ``reuse`` (feature reuse), ``similarity`` (CCA / CKA). Presentation: ``accuracy`` and ``seeds``

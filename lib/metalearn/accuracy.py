@@ -149,6 +149,78 @@ def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale:
     return out
 
 
+def _head_scores(stage: Stage, run: str, head: str) -> pd.Series | None:
+    """A run's per-task accuracy (%) with ``head``: ``adapt`` after its test steps, or ``nil``
+    (None for a run that has no NIL score: Reptile's); None when the stage has no such run."""
+    if run not in stage.scores:
+        return None
+    column = "nil" if head == "nil" else f"adapt@{stage.records[run]['settings']['test_steps']}"
+    return stage.scores[run].get(column)
+
+
+def contrasts(dataset: str, stage: Stage) -> list[dict]:
+    """The paired differences the papers' claims are about, over the stage's fixed test tasks: per
+    setting, each of these whose two runs the stage has (a - b, in points):
+
+    ==========  ==============================================  =============================
+    experiment  a                                               b
+    ==========  ==============================================  =============================
+    A-anil      ANIL                                            MAML
+    A-nil       MAML / ANIL with a NIL head                     the same model, head adapted
+    M-*         first-order MAML                                MAML
+    R-*         Reptile                                         MAML
+    R-pretrain  Reptile from multiclass pre-training            Reptile
+    A-regimes   each other body (NIL head)                      MAML's body (NIL head)
+    ==========  ==============================================  =============================
+
+    Returns dicts {experiment, setting, a, b (the runs), difference, ci95 (paired 95% half-width
+    over tasks), n}; ``setting`` as in ``reports/results.csv``, e.g. "omniglot anil - maml conv 20w1s".
+    """
+    maml_id, reptile_id = ("M-omni", "R-omni") if dataset == "omniglot" else ("M-mini", "R-mini")
+    out = []
+
+    def add(experiment, setting, a, head_a, b, head_b):
+        scores_a, scores_b = _head_scores(stage, a, head_a), _head_scores(stage, b, head_b)
+        if scores_a is not None and scores_b is not None:
+            d = scores_a.to_numpy() - scores_b.to_numpy()
+            mean, ci = mean_ci95(d)
+            out.append(dict(experiment=experiment, setting=f"{dataset} {setting}", a=a, b=b, difference=mean,
+                            ci95=ci, n=len(d)))
+
+    for s in sorted({Spec.parse(run).setting for run in stage.scores}, key=lambda t: (len(t), t)):
+        maml = f"maml-conv-{s}"
+        add("A-anil", f"anil - maml conv {s}", f"anil-conv-{s}", "adapt", maml, "adapt")
+        for algorithm in ("maml", "anil"):
+            run = f"{algorithm}-conv-{s}"
+            add("A-nil", f"{algorithm} conv {s} nil-head - maml-head", run, "nil", run, "adapt")
+        add(maml_id, f"fomaml - maml conv {s}", f"fomaml-conv-{s}", "adapt", maml, "adapt")
+        add(reptile_id, f"reptile - maml conv {s}", f"reptile-conv-{s}", "adapt", maml, "adapt")
+        add("R-pretrain", f"reptile from multiclass - reptile conv {s}", f"multiclass+reptile-conv-{s}", "adapt",
+            f"reptile-conv-{s}", "adapt")
+        for run in stage.scores:
+            spec = Spec.parse(run)
+            if spec.setting == s and spec.model == "conv" and spec.algorithm in ("anil", *HEAD_ONLY):
+                add("A-regimes", f"{spec.regime} - maml conv {s} nil-head", run, "nil", maml, "nil")
+    return out
+
+
+def contrast_rows(stage: Stage, found: list[dict], scale: str) -> list[dict]:
+    """``reports/results.csv`` rows of :func:`contrasts`' differences, metric "difference (points,
+    paired)". The scale's training clause is run b's; when run a trained on another budget, a
+    clause names it (e.g. Reptile's 500 iterations x 5 tasks against MAML's 1000 x 4)."""
+    rows = []
+    for c in found:
+        budget = {run: (stage.records[run]["settings"]["iterations"], stage.records[run]["settings"]["meta_batch"])
+                  for run in (c["a"], c["b"])}
+        described = scale.format(iterations=budget[c["b"]][0], meta_batch=budget[c["b"]][1])
+        if budget[c["a"]] != budget[c["b"]]:
+            first, rest = described.split("; ", 1)
+            described = f"{first}; {c['a']}: {budget[c['a']][0]} iterations x {budget[c['a']][1]} tasks; {rest}"
+        rows.append(results.row(c["experiment"], c["setting"], "difference (points, paired)", c["difference"],
+                                described, c["ci95"]))
+    return rows
+
+
 def save_learning_curves(history: pd.DataFrame, stage: str, folder: str, title: str):
     """Write the validation accuracy per run as DVC plot data (``reports/plots/<stage>_val_accuracy.csv``)
     and the curves as ``<folder>/<stage>_learning_curves.png``."""

@@ -128,12 +128,14 @@ def judge(claims: Sequence[Claim], rows: Sequence[dict]) -> list[dict]:
 
 def _at_scale(rows: list[dict], scale: str) -> dict | None:
     """The row of the training a scale names: the same scale, else the one whose scale shares the
-    first clause (the training, e.g. "150 iterations x 2 tasks"), else None."""
+    first clause (the training, e.g. "150 iterations x 2 tasks"), else the only row there is (a
+    control measured once, e.g. a random body's NIL head, which no training budget changes), else None."""
     for r in rows:
         if r["scale"] == scale:
             return r
     head = scale.split(";")[0].removesuffix(" (training)")
-    return next((r for r in rows if r["scale"].split(";")[0].removesuffix(" (training)") == head), None)
+    same = next((r for r in rows if r["scale"].split(";")[0].removesuffix(" (training)") == head), None)
+    return same if same is not None or len(rows) != 1 else rows[0]
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -171,24 +173,72 @@ def _anil_paper_claims() -> list[Claim]:
         where = f"{dataset} maml conv {setting}"
         guard = dict(model=("A-anil", where, "accuracy"),
                      control=("A-nil", f"{dataset} random conv {setting} nil-head", "accuracy"))
-        out.append(Claim(f"A-freeze {dataset} {setting}", "ANIL paper, Sec. 3.1, Table 1",
+        out.append(Claim(f"A-freeze {dataset} {setting}", "ANIL paper, Sec. 3.2.1, Table 1",
                          "freezing the whole body at test time (only the head adapts) costs little accuracy "
                          "(taken here as under 1 point, paired over the test tasks)",
                          ("A-freeze", f"{where} freeze 1-4", "cost vs none (points, paired)"), "<", 1.0, **guard))
         for layer in range(1, 5):
             for metric in ("cca", "cka"):
-                out.append(Claim(f"A-cca {dataset} {setting} layer{layer} {metric}", "ANIL paper, Sec. 3.2, Fig. 2",
+                out.append(Claim(f"A-cca {dataset} {setting} layer{layer} {metric}", "ANIL paper, Sec. 3.2.2, Fig. 2",
                                  f"the body barely changes in the inner loop: {metric.upper()} of layer {layer} before "
                                  "vs after adaptation above 0.9",
                                  ("A-cca", f"{where} body.layer{layer} pre vs post", metric), ">", 0.9, **guard))
-        out.append(Claim(f"A-cca {dataset} {setting} head cca", "ANIL paper, Sec. 3.2, Fig. 2",
+        out.append(Claim(f"A-cca {dataset} {setting} head cca", "ANIL paper, Sec. 3.2.2, Fig. 2",
                          "the head changes in the inner loop: CCA before vs after adaptation below 0.5",
                          ("A-cca", f"{where} head pre vs post", "cca"), "<", 0.5, **guard))
     return out
 
 
-#: the claims judged in reports/claims.md (more of the three papers' claims are to come: issue 16)
-CLAIMS: list[Claim] = _anil_paper_claims()
+#: "comparable" in the papers' words, as a number: a paired difference within +- this many points
+COMPARABLE = 2.0
+
+
+def _guard(dataset: str, setting: str, run: str = "maml") -> dict:
+    """The model a claim is about (``run``'s accuracy) and its control (a random body, NIL head)."""
+    ids = {"reptile": "R-omni" if dataset == "omniglot" else "R-mini"}
+    return dict(model=(ids.get(run, "A-anil"), f"{dataset} {run} conv {setting}", "accuracy"),
+                control=("A-nil", f"{dataset} random conv {setting} nil-head", "accuracy"))
+
+
+def _comparison_claims() -> list[Claim]:
+    """The claims that compare two runs on the same test tasks (rows "difference (points, paired)" of
+    the report stages, :func:`metalearn.accuracy.contrasts`); "comparable" is taken as a difference
+    within ± :data:`COMPARABLE` points, a choice of this study, stated in each row."""
+    near = f"(taken here as within ± {COMPARABLE:g} points, paired over the test tasks)"
+    paired, over_seeds = "difference (points, paired)", "difference (points, over seeds)"
+    out = []
+    for dataset, setting in (("miniimagenet", "5w1s"), ("omniglot", "5w1s"), ("omniglot", "20w1s"),
+                             ("omniglot", "20w5s")):
+        for metric, how in ((paired, ""), (over_seeds, ", over seeds")):
+            out.append(Claim(f"A-anil {dataset} {setting}{how}", "ANIL paper, Sec. 4, Table 2",
+                             f"ANIL matches MAML's accuracy: ANIL - MAML is comparable to 0 {near}",
+                             ("A-anil", f"{dataset} anil - maml conv {setting}", metric), "~", COMPARABLE,
+                             **_guard(dataset, setting)))
+        for run in ("anil", "maml"):
+            out.append(Claim(f"A-nil {dataset} {setting} {run}", "ANIL paper, Sec. 5.1, Table 4",
+                             f"NIL (no head, no test-time adaptation) performs comparably to the {run.upper()} "
+                             f"model's adapted head {near}",
+                             ("A-nil", f"{dataset} {run} conv {setting} nil-head - maml-head", paired), "~",
+                             COMPARABLE, **_guard(dataset, setting, run)))
+    for regime in ("multiclass", "multitask", "random", "niltrain"):
+        out.append(Claim(f"A-regimes miniimagenet 5w1s {regime}", "ANIL paper, Sec. 5.2, Tables 5 and 7",
+                         f"MAML's body is better than a {regime} body (both with a NIL head): {regime} - MAML < 0",
+                         ("A-regimes", f"miniimagenet {regime} - maml conv 5w1s nil-head", paired), "<", 0.0,
+                         **_guard("miniimagenet", "5w1s")))
+    out.append(Claim("M-mini 5w1s first order", "MAML paper, Sec. 5.2, Table 1",
+                     f"first-order MAML performs nearly the same as MAML: FOMAML - MAML comparable to 0 {near}",
+                     ("M-mini", "miniimagenet fomaml - maml conv 5w1s", paired), "~", COMPARABLE,
+                     **_guard("miniimagenet", "5w1s")))
+    for dataset in ("omniglot", "miniimagenet"):
+        out.append(Claim(f"R-pretrain {dataset} 5w1s", "Reptile review, Sec. 6.5.3, Table 5",
+                         f"Reptile from multiclass pre-training ends comparable to Reptile alone {near}",
+                         ("R-pretrain", f"{dataset} reptile from multiclass - reptile conv 5w1s", paired), "~",
+                         COMPARABLE, **_guard(dataset, "5w1s", "reptile")))
+    return out
+
+
+#: the claims judged in reports/claims.md
+CLAIMS: list[Claim] = _anil_paper_claims() + _comparison_claims()
 
 
 def markdown(judged: list[dict]) -> str:
@@ -201,7 +251,10 @@ def markdown(judged: list[dict]) -> str:
              "its threshold, *contradicted* when it lies on the other side, *not testable at this scale* when the "
              "model is no better than its control (a random body with a NIL head) or the interval reaches the "
              "threshold, *not measured* when the study has no such number. Each verdict holds at the scale named "
-             "in its row, not at the papers'.", "",
+             "in its row, not at the papers'. Where a paper calls two methods comparable, the claim reads a "
+             f"paired difference within ± {COMPARABLE:g} points (a choice of this study, fixed before the "
+             "differences were computed); differences are paired over the same test tasks, and with several seeds also "
+             "judged on their interval over seeds.", "",
              "; ".join(f"{v}: {n}" for v, n in counts.items()), "",
              "| claim | source | the paper says | ours | threshold | verdict | why | scale |",
              "|---|---|---|---|---|---|---|---|"]

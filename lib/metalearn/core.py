@@ -15,9 +15,9 @@ and moves the initialisation towards the adapted weights: :func:`reptile_update`
 
 Parameters are dictionaries of tensors (``name -> tensor``) run through the model
 with ``torch.func.functional_call``; inner gradients come from ``torch.func.grad``,
-so :func:`adapt` also runs under ``torch.vmap`` over tasks (exact for models without
-``F.batch_norm(training=True)``; see DEVELOPERS.md). The per-task loop is the
-reference; ``vectorize=True`` is the fast path, tested against it.
+so :func:`adapt` also runs under ``torch.vmap`` over tasks (exact with batch norm written out
+by hand: :func:`models.hand_written_batch_norm`). The per-task loop is the reference; the other
+paths of :func:`meta_loss` (``"vmap"``; ``"batched"``, :mod:`metalearn.batched`) are tested against it.
 """
 from __future__ import annotations
 
@@ -29,11 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from . import batched
 from .models import Net, Params, flat, forward, hand_written_batch_norm
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ALGORITHMS = ("maml", "fomaml", "anil")
 INNER_OPTIMIZERS = ("sgd", "adam", "rmsprop")
+#: how :func:`meta_loss` runs the tasks of a meta-batch: a Python loop (the reference), ``torch.vmap``,
+#: or batched operators (:mod:`metalearn.batched`, Conv4 models)
+PATHS = ("loop", "vmap", "batched")
 
 
 def mse(prediction: Tensor, target: Tensor) -> Tensor:
@@ -204,21 +208,27 @@ def query_outputs(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: 
 
 
 def meta_loss(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
-              inner: InnerLoop, loss_fn: LossFn = mse, vectorize: bool = False,
+              inner: InnerLoop, loss_fn: LossFn = mse, path: str = "loop",
               bn: str = "transductive") -> tuple[Tensor, Tensor]:
     """Mean over T tasks of the query loss after adapting on the support set.
 
     xs, ys: support sets [T, K, ...]; xq, yq: query sets [T, Q, ...].
     Returns (loss, a scalar whose gradient w.r.t. ``params`` is the meta-gradient;
     query predictions after adaptation [T, Q, ...], detached).
-    ``vectorize`` runs the tasks under ``torch.vmap`` instead of a Python loop;
-    ``bn``: how the queries are normalised (:func:`predict`).
+    ``path`` (:data:`PATHS`): the tasks one after another (``"loop"``), under ``torch.vmap``, or
+    ``"batched"`` (:func:`metalearn.batched.meta_loss`: Conv4, transductive batch norm; one set of
+    operator calls for all tasks); ``bn``: how the queries are normalised (:func:`predict`).
     """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path == "batched":
+        return batched.meta_loss(model, params, xs, ys, xq, yq, inner, loss_fn, bn)
+
     def task(xs_t, ys_t, xq_t, yq_t):
         prediction = query_outputs(model, params, xs_t, ys_t, xq_t, inner, loss_fn, bn)[-1]
         return loss_fn(prediction, yq_t), prediction.detach()
 
-    if vectorize:
+    if path == "vmap":
         with hand_written_batch_norm():
             losses, predictions = vmap(task)(xs, ys, xq, yq)
     else:

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import core, distributed, models, paths, regimes, store, training
+from . import batched, core, distributed, models, paths, regimes, store, training
 from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
 from .datasets import EpisodeSampler
 from .evaluation import NUMERICS, few_shot, few_shot_optimized
@@ -176,7 +176,7 @@ def reptile_optimizer(settings: Settings) -> InnerOptimizer:
 
 def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, settings: Settings,
           seed: int, stage: str, config: dict, snapshots: Sequence[int] = (), suffix: str = "",
-          workers: int = 1, work_dir: Path | None = None) -> list[dict]:
+          workers: int = 1, work_dir: Path | None = None, path: str = "loop") -> list[dict]:
     """Train ``model`` in place as ``spec`` says; resumable. Returns the history.
 
     ``sampler`` draws training episodes (its ``k_shot``/``n_query`` are the training
@@ -194,6 +194,7 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     named ``<stage>-<spec.name><suffix>``. ``workers``: ranks that share each meta-batch's tasks
     (:func:`distributed.run_ranks`; pre-training runs in one process). ``work_dir``: where the
     meta-training checkpoint goes (default :data:`paths.WORK`; pre-training keeps its own there).
+    ``path``: how a MAML-family meta-batch runs its tasks (:func:`meta_path`).
     """
     snapshots = sorted(set(snapshots))
     if any(not 1 <= i <= settings.iterations for i in snapshots):
@@ -207,7 +208,8 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
                          settings.meta_lr, seed, f"{stage}-{spec.init}-{spec.model}{episodic}",
                          {**config, "model": spec.model}, bn=settings.bn, checkpoint_every=settings.checkpoint_every,
                          log_every=settings.val_every)
-    name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers)
+    path = meta_path(spec, model, settings, path)
+    name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers, path)
     params = dict(model.named_parameters())
     trainable = model.head.parameters() if spec.algorithm in HEAD_ONLY else model.parameters()
     optimizer = None if spec.algorithm == "reptile" else torch.optim.Adam(trainable, lr=settings.meta_lr)
@@ -233,7 +235,7 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
 
         def update(run, group):
             return training.maml_step(run, lambda gen: sampler.batch(settings.meta_batch, gen), train_inner,
-                                      loss_of(spec), bn=settings.bn, group=group)
+                                      loss_of(spec), bn=settings.bn, group=group, path=path)
 
     def loop(group: distributed.Group | None) -> tuple[list[dict], dict]:
         writes = group is None or group.writes
@@ -285,19 +287,35 @@ def checkpoint_identity(spec: Spec, key: dict) -> dict:
     return {k: v for k, v in key.items() if k not in EXTENDABLE}
 
 
+def meta_path(spec: Spec, model: nn.Module, settings: Settings, path: str) -> str:
+    """The path (:data:`core.PATHS`) a run's meta-batch takes: ``path`` for a MAML-family run whose
+    model and batch norm it computes (``"batched"``: Conv4 with transductive batch norm,
+    :func:`batched.supports`), else the per-task loop; Reptile and pre-training have no other."""
+    require(path in core.PATHS, "path", f"must be one of {core.PATHS}, got {path!r}")
+    if spec.algorithm == "reptile":
+        return "loop"
+    if path == "batched" and not (batched.supports(model) and settings.bn == "transductive"):
+        return "loop"
+    return path
+
+
 def run_identity(spec: Spec, settings: Settings, seed: int, stage: str, config: dict,
-                 snapshots: Sequence[int] = (), suffix: str = "", workers: int = 1) -> tuple[str, dict]:
+                 snapshots: Sequence[int] = (), suffix: str = "", workers: int = 1,
+                 path: str = "loop") -> tuple[str, dict]:
     """The run's name (``<stage>-<spec.name><suffix>``) and the settings that key it
     (:func:`training.run_key`): ``config`` (the stage's data and network), the spec, the training
     settings that bear on it (:func:`settings_of_run`), the seed and the kept iterations, and for
     the MAML family trained on several ranks, that its meta-gradient is summed task by task
     (:func:`training.maml_step`: the same for any number of ranks, equal to one process's to
-    rounding only). Reptile on several ranks computes exactly what one process does."""
+    rounding only). Reptile on several ranks computes exactly what one process does. A run whose
+    meta-batch takes another path than the loop (:func:`meta_path`: ``"vmap"``, ``"batched"``; equal
+    to rounding) is another run too."""
     snapshots = sorted(set(snapshots))
     ordered = workers > 1 and spec.algorithm != "reptile"
     return (f"{stage}-{spec.name}{suffix}", {**config, **asdict(spec), **settings_of_run(spec, settings), "seed": seed,
                                              **({"snapshots": snapshots} if snapshots else {}),
-                                             **({"meta_gradient": "summed task by task"} if ordered else {})})
+                                             **({"meta_gradient": "summed task by task"} if ordered else {}),
+                                             **({"meta_path": path} if path != "loop" else {})})
 
 
 #: settings that only some runs use: Reptile's own, and pre-training's (runs with an ``init``)
@@ -397,7 +415,7 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
                stage: str, config: dict, device: str = "cpu", snapshots: Sequence[int] = (),
                suffix: str = "", about: dict | None = None,
                same_run_in: str | None = None, workers: int = 1,
-               work_dir: Path | None = None) -> tuple[dict[Spec, Trained], pd.DataFrame]:
+               work_dir: Path | None = None, path: str = "loop") -> tuple[dict[Spec, Trained], pd.DataFrame]:
     """Train every run, or take its trained model from an earlier execution of the stage.
 
     A run's weights go to ``data/models/<stage>/<run><suffix>.pt`` (and its ``snapshots``, see
@@ -416,12 +434,16 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
     ``episodes("val", ...)``. Weights are saved as CPU tensors. ``workers``: ranks sharing each
     meta-batch (:mod:`metalearn.distributed`; at most the meta-batch, else a ParameterError naming
     ``workers``; under ``torchrun``, the launcher's ranks); the record says how many trained the run.
-    ``work_dir``: where the checkpoints go (:func:`train`). Returns ({spec: Trained}, the
-    histories in one frame with a ``run`` column).
+    ``work_dir``: where the checkpoints go (:func:`train`). ``path``: how a MAML-family meta-batch
+    runs its tasks (:func:`meta_path`: ``"batched"`` where the run's model allows; one process, so
+    with ``workers`` 1). Returns ({spec: Trained}, the histories in one frame with a ``run`` column).
     """
     trained, histories = {}, []
     config = {**config, "device": device}
     workers = distributed.ranks(workers)
+    require(path in core.PATHS, "path", f"must be one of {core.PATHS}, got {path!r}")
+    require(workers == 1 or path == "loop", "path",
+            f"{path!r} runs a meta-batch's tasks together in one process: use workers 1 with it (got {workers})")
     for spec in specs:
         settings = settings_of(spec)
         require(workers == 1 or torch.device(device).type == "cpu" or distributed.launched(), "workers",
@@ -430,7 +452,8 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
                 f"must lie in 1..{settings.meta_batch} for run {spec.name}: the ranks share the tasks of its meta-batch "
                 f"of {settings.meta_batch}, got {workers}")
         model = models.init_model(lambda: build_model(spec, dataset, filters), seed).to(device)
-        name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers)
+        name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers,
+                                 meta_path(spec, model, settings, path))
         identity = {"run": name, **key, "numerics": training.NUMERICS}
         run = spec.name + suffix
         record_file, weights = f"data/models/{stage}/{run}.json", model_file(stage, run)
@@ -446,7 +469,7 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
             queries = 1 if spec.algorithm == "reptile" else settings.train_queries
             val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
             history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
-                            snapshots, suffix, workers, work_dir)
+                            snapshots, suffix, workers, work_dir, path)
             with paths.atomic_write(paths.output(weights), "wb") as handle:
                 torch.save({k: v.cpu() for k, v in model.state_dict().items()}, handle)
             kept = [snapshot_file(stage, run, i) for i in sorted(set(snapshots))]

@@ -41,7 +41,7 @@ def hand_written_batch_norm(enabled: bool = True):
     """Inside this block :class:`BatchNorm` uses its written-out formula even where
     ``F.batch_norm`` would do: needed under ``torch.vmap``, where ``F.batch_norm(training=True)``
     silently gives wrong second-order meta-gradients (:func:`metalearn.core.meta_loss`
-    enters it when ``vectorize=True``)."""
+    enters it on its ``"vmap"`` path)."""
     global _HAND_WRITTEN
     previous, _HAND_WRITTEN = _HAND_WRITTEN, enabled or _HAND_WRITTEN
     try:

@@ -121,6 +121,29 @@ def result_rows(dataset: str, table: pd.DataFrame, scale: str, experiments=("A-a
     return rows
 
 
+def contrast_rows(dataset: str, scores: pd.DataFrame, scale: str) -> list[dict]:
+    """``reports/results.csv`` rows of ANIL minus MAML (test-time head adapted) per setting that has
+    both, from :func:`difference`: "difference (points, paired)" with the 95% half-width over the
+    test tasks, and "difference (points, over seeds)" with the half-width over the seeds' own
+    differences (how far other seeds could move it). Settings as
+    :func:`metalearn.accuracy.contrasts` names them ("omniglot anil - maml conv 20w1s")."""
+    runs = set(scores.run)
+    rows = []
+    for anil in dict.fromkeys(scores.run):
+        spec = fewshot.Spec.parse(anil)
+        maml = f"maml-{spec.model}-{spec.setting}"
+        if spec.algorithm != "anil" or spec.init is not None or maml not in runs:
+            continue
+        d = difference(scores, anil, maml)
+        first = scores[scores.run == maml].iloc[0]
+        described = scale.format(iterations=int(first.iterations), meta_batch=int(first.meta_batch))
+        setting = f"{dataset} anil - maml {spec.model} {spec.setting}"
+        rows.append(results.row("A-anil", setting, "difference (points, paired)", d["difference"], described, d["ci95"]))
+        rows.append(results.row("A-anil", setting, "difference (points, over seeds)", d["difference"], described,
+                                d["ci95 over seeds"]))
+    return rows
+
+
 def plot_curves(history: pd.DataFrame, runs: list[str], title: str):
     """Training query loss and validation accuracy of each run: every seed thin, the mean over
     seeds thick. ``history``: :func:`fewshot.train_runs`' rows with a ``seed`` column, ``run``

@@ -164,7 +164,7 @@ def cleanup_stale(name: str, keep: Path, work_dir: Path | None = None) -> None:
 
 # --- one iteration of each kind of training; ``sample(gen)`` draws a batch of tasks ----
 
-def maml_step(run: Run, sample: Callable, inner, loss_fn=None, vectorize: bool = False,
+def maml_step(run: Run, sample: Callable, inner, loss_fn=None, path: str = "loop",
               bn: str = "transductive", group: Group | None = None) -> dict:
     """One meta-iteration of MAML / FOMAML / ANIL (``inner`` from :func:`core.inner_loop`).
 
@@ -182,7 +182,7 @@ def maml_step(run: Run, sample: Callable, inner, loss_fn=None, vectorize: bool =
     params = dict(run.model.named_parameters())
     if group is None:
         loss, predictions = meta_loss(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
-                                      loss_fn or mse, vectorize=vectorize, bn=bn)
+                                      loss_fn or mse, path=path, bn=bn)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()

@@ -1,0 +1,69 @@
+"""The paired contrasts of the report stages (metalearn.accuracy.contrasts): known answers on a
+hand-made stage, the scale of runs trained on different budgets, and rows the claims can read."""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from metalearn import accuracy, claims
+
+
+def stage(runs: dict[str, dict]) -> accuracy.Stage:
+    """A training stage's records and per-task scores: {run: {"adapt": [...], "nil": [...], budget}}."""
+    records, scores = {}, {}
+    for run, r in runs.items():
+        records[run] = {"settings": {"test_steps": 2, "iterations": r.get("iterations", 100), "meta_batch": 4}}
+        frame = {"adapt@0": np.zeros(len(r["adapt"])), "adapt@2": r["adapt"]}
+        if "nil" in r:
+            frame["nil"] = r["nil"]
+        scores[run] = pd.DataFrame(frame)
+    return accuracy.Stage({}, records, scores)
+
+
+def test_contrasts_are_paired_differences_over_the_same_tasks():
+    rng = np.random.default_rng(1)
+    maml, anil = rng.uniform(20, 90, 30), rng.uniform(20, 90, 30)
+    nil, random_nil = rng.uniform(20, 90, 30), rng.uniform(20, 40, 30)
+    s = stage({"maml-conv-5w1s": {"adapt": maml, "nil": nil}, "anil-conv-5w1s": {"adapt": anil, "nil": nil + 1},
+               "random-conv-5w1s": {"adapt": random_nil - 5, "nil": random_nil}})
+    found = {c["setting"]: c for c in accuracy.contrasts("omniglot", s)}
+    assert set(found) == {"omniglot anil - maml conv 5w1s", "omniglot maml conv 5w1s nil-head - maml-head",
+                          "omniglot anil conv 5w1s nil-head - maml-head", "omniglot anil - maml conv 5w1s nil-head",
+                          "omniglot random - maml conv 5w1s nil-head"}
+    d = anil - maml
+    got = found["omniglot anil - maml conv 5w1s"]
+    assert (got["experiment"], got["a"], got["b"], got["n"]) == ("A-anil", "anil-conv-5w1s", "maml-conv-5w1s", 30)
+    assert got["difference"] == pytest.approx(d.mean())
+    assert got["ci95"] == pytest.approx(scipy.stats.t.ppf(0.975, 29) * d.std(ddof=1) / np.sqrt(30))
+    assert found["omniglot anil - maml conv 5w1s nil-head"]["difference"] == pytest.approx(1.0)  # nil + 1 - nil
+    assert found["omniglot anil - maml conv 5w1s nil-head"]["ci95"] == pytest.approx(0.0, abs=1e-9)
+    assert found["omniglot random - maml conv 5w1s nil-head"]["difference"] == pytest.approx((random_nil - nil).mean())
+
+
+def test_a_contrast_of_runs_on_different_budgets_names_both_and_the_claims_find_its_model():
+    """Reptile (500 iterations) against MAML (1000): the scale's training clause is MAML's, and
+    Reptile's budget is named beside it."""
+    s = stage({"maml-conv-5w1s": {"adapt": np.full(4, 90.0), "iterations": 1000},
+               "reptile-conv-5w1s": {"adapt": np.array([70.0, 71, 72, 73]), "iterations": 500},
+               "multiclass+reptile-conv-5w1s": {"adapt": np.array([71.0, 71, 72, 74]), "iterations": 500}})
+    rows = accuracy.contrast_rows(s, accuracy.contrasts("omniglot", s), "{iterations} iterations x {meta_batch} "
+                                  "tasks; 4 test tasks")
+    by = {r["setting"]: r for r in rows}
+    assert by["omniglot reptile - maml conv 5w1s"]["experiment"] == "R-omni"
+    assert by["omniglot reptile - maml conv 5w1s"]["value"] == "-18.5"
+    assert by["omniglot reptile - maml conv 5w1s"]["scale"] == ("1000 iterations x 4 tasks; reptile-conv-5w1s: 500 "
+                                                               "iterations x 4 tasks; 4 test tasks")
+    assert by["omniglot reptile from multiclass - reptile conv 5w1s"]["scale"] == "500 iterations x 4 tasks; 4 test tasks"
+    assert {r["metric"] for r in rows} == {"difference (points, paired)"}
+
+
+def test_every_comparison_claim_reads_a_row_the_contrasts_make():
+    """The claims' settings are those the report stages write (a typo would read 'not measured')."""
+    runs = ["maml", "fomaml", "anil", "random", "reptile", "multiclass+reptile", "multiclass+head", "multitask+head",
+            "niltrain+head"]
+    made = set()
+    for dataset, settings in (("miniimagenet", ["5w1s"]), ("omniglot", ["5w1s", "20w1s", "20w5s"])):
+        s = stage({f"{run}-conv-{k}": {"adapt": np.arange(3.0), "nil": np.arange(3.0)} for run in runs for k in settings})
+        made |= {(c["experiment"], c["setting"], "difference (points, paired)") for c in accuracy.contrasts(dataset, s)}
+    wanted = {c.row for c in claims.CLAIMS if c.row[2] == "difference (points, paired)"}
+    assert wanted and wanted <= made, wanted - made
