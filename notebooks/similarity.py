@@ -57,6 +57,8 @@ seeds = [0, 1]                    # their seeds (train_seeds' seeds)
 early_runs = ["maml-conv-5w1s"]   # A-early: train_seeds runs compared before vs after adaptation through training
 early_iterations = [2, 4]         # iterations whose weights train_seeds kept, and its last (ANIL paper: 10k, 20k, 30k)
 seed_tasks = 3                    # test tasks of A-early, A-seeds and A-repr across seeds (the first of train_seeds' list)
+chance_tasks = 2                  # A-cca's chance level: on the first this many of its test tasks (study: 10)
+chance_permutations = 2           # random pairings of the data points per task (study: 5)
 
 # %%
 from metalearn import fewshot, reuse
@@ -70,7 +72,9 @@ P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), n_tasks=I
           omni_cca_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           seed_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), seeds=List(Int(min=0), unique=True),
           early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_iterations=List(Int(min=1), unique=True),
-          seed_tasks=Int(min=2))
+          seed_tasks=Int(min=2), chance_tasks=Int(min=2), chance_permutations=Int(min=2))
+require(P.chance_tasks <= P.n_tasks, "chance_tasks", f"must be at most n_tasks ({P.n_tasks}): the chance level is "
+        "taken on A-cca's own test tasks")
 require(P.mini_cca_runs or P.omni_cca_runs or P.mini_bodies or P.seed_runs or P.early_runs, "mini_bodies",
         "and mini_cca_runs, omni_cca_runs, seed_runs, early_runs are all empty: nothing to analyse")
 require(not P.seed_runs or len(P.seeds) >= 2, "seeds", "needs two seeds at least to compare across seeds")
@@ -113,8 +117,9 @@ seeded = {(spec, seed): reuse.load_case("train_seeds", f"{spec.name}-seed{seed}"
           for spec in dict.fromkeys(P.seed_runs + P.early_runs) for seed in P.seeds}
 # what each table below is computed from: these settings, the analysed runs, the test-time numerics. A table
 # an earlier execution computed from the same is read back from data/analyses/similarity/ instead of recomputed.
+CHANCE = ("chance_tasks", "chance_permutations")  # parameters of the chance table only
 IDENTITY = reuse.analysis_identity(P, [c.trained for c in [*cca_cases, *([reference] if reference else []), *bodies,
-                                                           *seeded.values()]])
+                                                           *seeded.values()]], apart=CHANCE)
 pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.iterations,
                    meta_batch=t.row.meta_batch, test_accuracy=t.row.accuracy)
               for a, t in [("A-cca", c.trained) for c in cca_cases] + [("reference", reference.trained)] * bool(reference)
@@ -125,6 +130,10 @@ pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.i
 #
 # One bar per layer and measure: the mean over test tasks of the similarity of the layer's
 # activations on the task's queries under the meta-initialisation and under the adapted weights.
+# Beside each bar, its chance level (black tick): the same measure on the same activations with
+# the data points paired at random, on the first `chance_tasks` tasks (`reuse.pre_post_chance`). A
+# score says as much as it stands above its chance level: many points and few units give CCA and
+# CKA well above 0 for unrelated data.
 
 # %%
 def pre_post_table():
@@ -136,8 +145,23 @@ def pre_post_table():
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
+def chance_table():
+    rows = []
+    for case in tqdm(cca_cases, desc="A-cca chance"):
+        table = reuse.pre_post_chance(case.trained.spec, case.trained.model, case.test, case.settings, P.chance_tasks,
+                                      P.chance_permutations, methods=P.methods)
+        rows.append(table.assign(dataset=case.trained.dataset, run=case.trained.spec.name))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
 cca = store.result(f"data/analyses/{STAGE}/pre_post", IDENTITY, pre_post_table)
 cca_rows = len(cca) > 0
+if cca_rows:
+    chance = store.result(f"data/analyses/{STAGE}/pre_post_chance",
+                          {**IDENTITY, "chance": {k: getattr(P, k) for k in CHANCE}}, chance_table)
+    cca = cca.merge(chance.rename(columns={"ci95": "chance_ci95"})[["dataset", "run", "layer", "method", "chance",
+                                                                    "chance_ci95"]],
+                    on=["dataset", "run", "layer", "method"], how="left")
 
 if cca_rows:
     fig, axes = plt.subplots(1, len(cca_cases), figsize=(4.2 * len(cca_cases), 3.4), squeeze=False)
@@ -148,16 +172,19 @@ if cca_rows:
             part = group[group.method == method].set_index("layer").loc[layers]
             ax.bar([j + i * width for j in range(len(layers))], part.value, width, yerr=part.ci95, capsize=2,
                    label=method.upper())
+            ax.scatter([j + i * width for j in range(len(layers))], part.chance, marker="_", s=120, color="k",
+                       zorder=3, label="chance level" if i == 0 else None)
         ax.axhline(0.9, color="grey", lw=0.8, ls=":")
         ax.set_xticks([j + width * (len(P.methods) - 1) / 2 for j in range(len(layers))],
                       [layer.removeprefix("body.") for layer in layers])
         ax.set(title=f"{trained.dataset} {trained.spec.name}", ylim=(0, 1.05), ylabel="similarity pre vs post")
         ax.legend(fontsize=7)
-    fig.suptitle(f"A-cca: representations before vs after adaptation ({P.n_tasks} test tasks, 95% CI; dotted: 0.9)",
-                 fontsize=8)
+    fig.suptitle(f"A-cca: representations before vs after adaptation ({P.n_tasks} test tasks, 95% CI; dotted: 0.9; "
+                 f"black: chance, {P.chance_tasks} tasks x {P.chance_permutations} random pairings)", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/pre_post_similarity.png")
-    display(cca[["dataset", "run", "layer", "method", "value", "ci95", "points", "units", "dead_a", "dead_b", "note"]])
+    display(cca[["dataset", "run", "layer", "method", "value", "ci95", "chance", "chance_ci95", "points", "units",
+                 "dead_a", "dead_b", "note"]])
 
 # %% [markdown]
 # ## A-repr and A-regime-sim: other bodies against MAML's
@@ -369,6 +396,10 @@ for case in cca_cases:
     base = f"{trained.dataset} {trained.spec.algorithm} conv {trained.spec.setting}"
     for r in cca[(cca.dataset == trained.dataset) & (cca.run == trained.spec.name)].itertuples():
         rows.append(results.row("A-cca", f"{base} {r.layer} pre vs post", r.method, r.value, scale, r.ci95))
+        if r.chance == r.chance:  # NaN where CCA is undefined
+            rows.append(results.row("A-cca", f"{base} {r.layer} pre vs post", f"{r.method} chance level", r.chance,
+                                    f"{scale}; chance: first {P.chance_tasks} tasks x {P.chance_permutations} random "
+                                    "pairings of the data points", r.chance_ci95))
         metrics[f"{trained.dataset}_{trained.spec.name}_{r.layer}_{r.method}"] = r.value
 if body_rows:
     for body in bodies:
@@ -419,13 +450,15 @@ for (dataset, run), group in (cca.groupby(["dataset", "run"], sort=False) if len
     for method in P.methods:
         part = group[group.method == method].set_index("layer").value
         body = part.drop("head")
+        chance = group[group.method == method].set_index("layer").chance
+        holds = (body > 0.9).all() and part["head"] < 0.5
         lines.append(f"- **{dataset} {run}, {method.upper()}**: body layers before vs after adaptation "
-                     f"{body.min():.3f} to {body.max():.3f} ({'all' if (body > 0.9).all() else 'not all'} above 0.9); "
-                     f"head {part['head']:.3f} ({'far below' if part['head'] < body.min() - 0.2 else 'not far below'} "
-                     "the body: more than 0.2 under its lowest layer). "
-                     + ("Only the head's representation changes much: feature reuse."
-                        if (body > 0.9).all() and part["head"] < body.min() - 0.2 else
-                        "The paper's pattern (body > 0.9, head far below) does not hold here."))
+                     f"{body.min():.3f} to {body.max():.3f} ({'all' if (body > 0.9).all() else 'not all'} above the "
+                     f"paper's 0.9); head {part['head']:.3f} ({'below' if part['head'] < 0.5 else 'not below'} the "
+                     f"paper's 0.5); chance levels {chance.min():.3f} to {chance.max():.3f}. "
+                     + ("The paper's pattern holds on these point values." if holds else
+                        "The paper's pattern (body > 0.9, head < 0.5) does not hold on these point values.")
+                     + " Verdicts with their intervals and controls: reports/claims.md.")
 if body_rows:
     means = pairs[pairs.layer == "mean"]
     for method in P.methods:

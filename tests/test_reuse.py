@@ -406,3 +406,27 @@ def test_seed_pair_similarity_of_two_seeds_is_the_task_mean_of_a_hand_computatio
         values.append(similarity.compare(acts_a, acts_b, "cka").value)
     assert table.loc["pre,post", "value"] == pytest.approx(sum(values) / T, abs=1e-9)
     assert all(0 < v < 1 for v in table.value)
+
+
+def test_chance_levels_are_the_scores_of_randomly_paired_points_far_below_a_real_match():
+    """With no adaptation (post = pre) every layer scores 1; paired at random the same activations
+    score the chance level, well below 1, seeded and the same on a second call; CCA with too few
+    points is NaN there too; a bad task count is refused."""
+    model, test = tiny_model(), tiny_tasks()
+    table = reuse.pre_post_chance(SPEC, model, test, settings(steps=0), tasks=2, permutations=3)
+    assert len(table) == len(model.layers) * 2 and (table.tasks == 2).all() and (table.permutations == 3).all()
+    finite = table.dropna(subset=["chance"])
+    assert (finite.chance < 0.9).all() and (finite.chance >= 0).all()
+    params = models.params_of(model, requires_grad=False)
+    by_hand = []
+    for t in (0, 1):  # task t's permutations are seeded by t (seed 0)
+        points = similarity.conv_to_points(models.activations(model, params, test.xq[t], ["body.layer2"])["body.layer2"])
+        by_hand.append(similarity.chance(points, points, "cka", 3, seed=t).mean)
+    got = table.set_index(["layer", "method"]).loc[("body.layer2", "cka"), "chance"]
+    assert got == pytest.approx(sum(by_hand) / 2, abs=1e-12)
+    again = reuse.pre_post_chance(SPEC, model, test, settings(steps=0), tasks=2, permutations=3)
+    pd.testing.assert_frame_equal(table, again)
+    few = reuse.pre_post_chance(SPEC, model, tiny_tasks(n_query=1), settings(), tasks=2, permutations=2)
+    assert math.isnan(few.set_index(["layer", "method"]).loc[("head", "cca"), "chance"])
+    with pytest.raises(ValueError, match="tasks"):
+        reuse.pre_post_chance(SPEC, model, test, settings(), tasks=T + 1, permutations=2)

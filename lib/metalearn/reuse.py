@@ -169,11 +169,12 @@ def load_trained(stage: str, name: str, device: str = "cpu", param: str = "runs"
     return Trained(dataset, spec, model.to(device), row, tested["tasks"], stage, name, record["identity"], record)
 
 
-def analysis_identity(P: Any, trained: Sequence[Trained]) -> dict:
+def analysis_identity(P: Any, trained: Sequence[Trained], apart: Sequence[str] = ()) -> dict:
     """What an analysis' tables are computed from (their records' identity, :mod:`metalearn.store`):
-    the analysis' parameters ``P`` (all but ``threads``), the identity of every analysed run, and
-    :data:`metalearn.evaluation.NUMERICS`."""
-    return {"parameters": {k: v for k, v in vars(P).items() if k != "threads"},
+    the analysis' parameters ``P`` (all but ``threads`` and those ``apart``: parameters of a table of
+    its own, which adds them to its identity, so changing them recomputes that table only), the
+    identity of every analysed run, and :data:`metalearn.evaluation.NUMERICS`."""
+    return {"parameters": {k: v for k, v in vars(P).items() if k != "threads" and k not in apart},
             "runs": {f"{t.stage}/{t.name}": t.identity for t in trained}, "numerics": NUMERICS}
 
 
@@ -459,6 +460,40 @@ def pre_post_similarity(spec: fewshot.Spec, model: nn.Module, test, settings: fe
         rows += [dict(task=t, **r) for r in task_pre_post(spec, model, params, xs, ys, xq, settings, layers,
                                                            methods, too_few)]
     return _summarise(pd.DataFrame(rows), ["layer", "method"])
+
+
+def pre_post_chance(spec: fewshot.Spec, model: nn.Module, test, settings: fewshot.Settings, tasks: int,
+                    permutations: int, layers: Sequence[str] | None = None, methods: Sequence[str] = METHODS,
+                    seed: int = 0) -> pd.DataFrame:
+    """The chance level of :func:`pre_post_similarity`: on each of the first ``tasks`` tasks of ``test``,
+    each layer's activations before adaptation against those after with the data points paired at
+    random (:func:`similarity.chance`, ``permutations`` permutations seeded by ``seed`` and the task)
+    -> rows: layer, method, chance (the mean over the tasks of the permutations' mean), ci95 (over
+    the tasks), tasks, permutations. Same shapes, same activations, no correspondence: a score is
+    worth as much as it stands above this. CCA with units >= points - 1 is NaN, as in
+    :func:`layer_similarity`."""
+    layers = check_layers(model, model.layers if layers is None else layers)
+    if not 2 <= tasks <= len(test.xs):
+        raise ValueError(f"chance levels need 2..{len(test.xs)} tasks (those of the test list), got {tasks}")
+    params = models.params_of(model, requires_grad=False)
+    rows = []
+    for t, (xs, ys, xq) in enumerate(each_task(f"{spec.name}: chance", test.xs[:tasks], test.ys[:tasks],
+                                               test.xq[:tasks])):
+        after = adapted_params(spec, model, params, xs, ys, settings)
+        pre = layer_outputs(model, params, xq, xs, settings.bn, layers)
+        post = layer_outputs(model, after, xq, xs, settings.bn, layers)
+        for layer in layers:
+            X, Y = similarity.conv_to_points(pre[layer]), similarity.conv_to_points(post[layer])
+            for method in methods:
+                undefined = method == "cca" and max(X.shape[1], Y.shape[1]) >= len(X) - 1
+                value = math.nan if undefined else similarity.chance(X, Y, method, permutations,
+                                                                     seed=seed * 100003 + t).mean
+                rows.append(dict(layer=layer, method=method, task=t, value=value))
+    out = []
+    for (layer, method), group in pd.DataFrame(rows).groupby(["layer", "method"], sort=False):
+        mean, ci = _mean_ci(group.value.tolist())
+        out.append(dict(layer=layer, method=method, chance=mean, ci95=ci, tasks=len(group), permutations=permutations))
+    return pd.DataFrame(out)
 
 
 def model_similarity(model_a: nn.Module, model_b: nn.Module, test, bn: str, layers: Sequence[str],
