@@ -59,6 +59,7 @@ early_iterations = [2, 4]         # iterations whose weights train_seeds kept, a
 seed_tasks = 3                    # test tasks of A-early, A-seeds and A-repr across seeds (the first of train_seeds' list)
 chance_tasks = 2                  # A-cca's chance level: on the first this many of its test tasks (study: 10)
 chance_permutations = 2           # random pairings of the data points per task (study: 5)
+independent_seed = 1              # A-regime-sim's random body: an untrained network from this seed (not MAML's start)
 
 # %%
 from metalearn import fewshot, reuse
@@ -72,7 +73,8 @@ P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), n_tasks=I
           omni_cca_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           seed_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), seeds=List(Int(min=0), unique=True),
           early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_iterations=List(Int(min=1), unique=True),
-          seed_tasks=Int(min=2), chance_tasks=Int(min=2), chance_permutations=Int(min=2))
+          seed_tasks=Int(min=2), chance_tasks=Int(min=2), chance_permutations=Int(min=2),
+          independent_seed=Int(min=0))
 require(P.chance_tasks <= P.n_tasks, "chance_tasks", f"must be at most n_tasks ({P.n_tasks}): the chance level is "
         "taken on A-cca's own test tasks")
 require(P.mini_cca_runs or P.omni_cca_runs or P.mini_bodies or P.seed_runs or P.early_runs, "mini_bodies",
@@ -90,6 +92,8 @@ for spec in P.mini_bodies:
                            f"({P.mini_reference.setting})")
 
 # %%
+import re
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import scipy.stats
@@ -119,7 +123,9 @@ seeded = {(spec, seed): reuse.load_case("train_seeds", f"{spec.name}-seed{seed}"
 # an earlier execution computed from the same is read back from data/analyses/similarity/ instead of recomputed.
 CHANCE = ("chance_tasks", "chance_permutations")  # parameters of the chance table only
 IDENTITY = reuse.analysis_identity(P, [c.trained for c in [*cca_cases, *([reference] if reference else []), *bodies,
-                                                           *seeded.values()]], apart=CHANCE)
+                                                           *seeded.values()]], apart=(*CHANCE, "independent_seed"))
+require(not P.mini_bodies or P.independent_seed != reference.trained.record["seed"], "independent_seed",
+        f"is the reference's own seed ({P.independent_seed}): the random body would be MAML's starting point")
 pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.iterations,
                    meta_batch=t.row.meta_batch, test_accuracy=t.row.accuracy)
               for a, t in [("A-cca", c.trained) for c in cca_cases] + [("reference", reference.trained)] * bool(reference)
@@ -190,11 +196,11 @@ if cca_rows:
 # ## A-repr and A-regime-sim: other bodies against MAML's
 #
 # Activations of the meta-initialisations (no adaptation) on the same test queries; per layer
-# and the mean over the paper's layers, taken per task. A layer of a random-features body is
-# at its initialisation: the study's random-features run keeps the initialisation of seed 0, the
-# one MAML started from, so its similarity to MAML also measures how far MAML moved from its own
-# start (the paper's random body is an independent initialisation). The paper's values, where
-# it gives them, are marked with crosses.
+# and the mean over the paper's layers, taken per task. The random body is the paper's: an
+# untrained network initialised from `independent_seed` (`reuse.random_body`). The study's
+# random-features run keeps the initialisation of seed 0, the one MAML started from: its row
+# ("random, MAML's own start") measures how far MAML moved from its own start. The paper's values,
+# where it gives them, are marked with crosses.
 
 # %%
 def body_table():
@@ -207,8 +213,21 @@ def body_table():
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
+def independent_table():
+    body = reuse.random_body(reference.trained, P.independent_seed)
+    table = reuse.model_similarity(body, reference.trained.model, reference.test, reference.settings.bn,
+                                   P.regime_layers, P.methods)
+    return table.assign(body=f"random (seed {P.independent_seed})", regime=INDEPENDENT)
+
+
+INDEPENDENT, OWN_START = "random", "random, MAML's own start"  # the paper's random body; the random-features run
 pairs = store.result(f"data/analyses/{STAGE}/bodies", IDENTITY, body_table)
 body_rows = len(pairs) > 0
+if body_rows:
+    pairs = pd.concat([pairs.replace({"regime": {"random": OWN_START}}),
+                       store.result(f"data/analyses/{STAGE}/bodies_independent",
+                                    {**IDENTITY, "independent_seed": P.independent_seed}, independent_table)],
+                      ignore_index=True)
 
 
 def experiment_of(regime):
@@ -217,9 +236,11 @@ def experiment_of(regime):
 
 def setting_of(regime):
     """A body of the reference's seed against MAML's; ANIL's shares MAML's initialisation (seed), unlike
-    the paper's Table 3 pairs, which the section on seeds below gives."""
-    same = " same seed" if regime == "anil" else ""
-    return f"miniimagenet {regime} vs maml conv {P.mini_reference.setting}{same}"
+    the paper's Table 3 pairs, which the section on seeds below gives; the random-features run starts
+    where MAML started."""
+    if regime == OWN_START:
+        return f"miniimagenet random vs maml conv {P.mini_reference.setting} maml's own start"
+    return f"miniimagenet {regime} vs maml conv {P.mini_reference.setting}{' same seed' if regime == 'anil' else ''}"
 
 
 if body_rows:
@@ -402,14 +423,16 @@ for case in cca_cases:
                                     "pairings of the data points", r.chance_ci95))
         metrics[f"{trained.dataset}_{trained.spec.name}_{r.layer}_{r.method}"] = r.value
 if body_rows:
-    for body in bodies:
-        trained, scale = body.trained, body.scale(HARDWARE, adapted=False)
-        regime = trained.spec.regime
-        for r in pairs[pairs.body == trained.spec.name].itertuples():
+    scales = {b.trained.spec.name: b.scale(HARDWARE, adapted=False) for b in bodies}
+    untrained = reference.scale(HARDWARE, adapted=False).replace(
+        "(training)", f"(MAML's training; the random body untrained, seed {P.independent_seed})", 1)
+    for (body, regime), part in pairs.groupby(["body", "regime"], sort=False):
+        for r in part.itertuples():
             setting = setting_of(regime) + ("" if r.layer == "mean" else f" {r.layer}")
-            rows.append(results.row(experiment_of(regime), setting, r.method, r.value, scale, r.ci95))
+            rows.append(results.row(experiment_of(regime), setting, r.method, r.value, scales.get(body, untrained),
+                                    r.ci95))
             if r.layer == "mean":
-                metrics[f"miniimagenet_{regime}_vs_maml_{r.method}"] = r.value
+                metrics[f"miniimagenet_{re.sub(r'\W+', '_', regime)}_vs_maml_{r.method}"] = r.value
 seeds_text = f"{len(P.seeds)} seeds ({', '.join(map(str, P.seeds))}) of train_seeds"
 if early_rows:
     for spec in P.early_runs:

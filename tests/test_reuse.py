@@ -430,3 +430,17 @@ def test_chance_levels_are_the_scores_of_randomly_paired_points_far_below_a_real
     assert math.isnan(few.set_index(["layer", "method"]).loc[("head", "cca"), "chance"])
     with pytest.raises(ValueError, match="tasks"):
         reuse.pre_post_chance(SPEC, model, test, settings(), tasks=T + 1, permutations=2)
+
+
+def test_a_random_body_is_the_runs_architecture_from_its_own_seed():
+    """A-regime-sim's random body: MiniImageNet's Conv4 with the run's filters, initialised from the
+    seed given (the same weights as a run of that seed starts from), not from the run's."""
+    spec = fewshot.Spec.parse("maml-conv-5w1s")
+    start = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 0)
+    trained = reuse.Trained("miniimagenet", spec, start, pd.Series(dtype=float), 10, record={"filters": 4, "seed": 0})
+    body = reuse.random_body(trained, 1)
+    assert [(k, v.shape) for k, v in body.state_dict().items()] == [(k, v.shape) for k, v in start.state_dict().items()]
+    assert not torch.equal(body.body.layer1.layer.weight, start.body.layer1.layer.weight)
+    again = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 1)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in body.state_dict().items())
+    assert torch.equal(reuse.random_body(trained, 0).body.layer1.layer.weight, start.body.layer1.layer.weight)

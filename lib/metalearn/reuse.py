@@ -496,6 +496,15 @@ def pre_post_chance(spec: fewshot.Spec, model: nn.Module, test, settings: fewsho
     return pd.DataFrame(out)
 
 
+def random_body(trained: Trained, seed: int) -> nn.Module:
+    """An untrained network of ``trained``'s architecture (its spec, dataset and filters), initialised
+    from ``seed``, on its device: the ANIL paper's random body (Table 8), an initialisation of its
+    own rather than the one a run of the same seed started from."""
+    device = next(trained.model.parameters()).device
+    factory = lambda: fewshot.build_model(trained.spec, trained.dataset, trained.record["filters"])  # noqa: E731
+    return models.init_model(factory, seed).to(device)
+
+
 def model_similarity(model_a: nn.Module, model_b: nn.Module, test, bn: str, layers: Sequence[str],
                      methods: Sequence[str] = METHODS, too_few: str = "raise") -> pd.DataFrame:
     """A-repr / A-regime-sim (ANIL paper Tables 3, 8): similarity of two models' activations
