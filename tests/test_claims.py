@@ -117,3 +117,50 @@ def test_a_control_measured_once_guards_a_model_trained_on_another_budget():
     table.append({**table[1], "scale": "300 iterations x 2 tasks; t"})  # two controls, neither the model's: no guess
     assert claims.judge([Claim("r", "p", "s", row, "~", 2.0, control=control, model=model)], table)[0]["verdict"] == \
         "not testable at this scale"
+
+
+def _row(setting: str, value: float, ci95: float, scale: str = "s") -> dict:
+    return {"experiment": "A-cca", "setting": setting, "metric": "cca", "value": repr(float(value)), "ci95": repr(float(ci95)),
+            "scale": scale}
+
+
+def test_a_family_is_judged_with_holms_adjustment_and_a_family_of_one_by_its_interval():
+    """Three layers above 0.9 with unadjusted p-values 0.01, 0.03, 0.04 (each interval excludes 0.9):
+    Holm makes them 0.03, 0.06, 0.06, so only the first stays reproduced; alone, each would be."""
+    z = lambda p: scipy.stats.norm.isf(p / 2)  # noqa: E731
+    table = [_row(f"layer{i}", 0.95, 0.05 * 1.959964 / z(p)) for i, p in ((1, 0.01), (2, 0.03), (3, 0.04))]
+    family = [Claim(f"l{i}", "p", "s", ("A-cca", f"layer{i}", "cca"), ">", 0.9, family="A-cca x") for i in (1, 2, 3)]
+    got = claims.judge(family, table)
+    assert [g["verdict"] for g in got] == ["reproduced", "not testable at this scale", "not testable at this scale"]
+    assert "Holm-adjusted p = 0.03 over 3 claims of A-cca x" in got[0]["why"]
+    assert "not clear of 0.9; Holm-adjusted p = 0.06" in got[1]["why"]
+    alone = claims.judge([Claim(c.id, c.source, c.statement, c.row, c.relation, c.threshold) for c in family], table)
+    assert [g["verdict"] for g in alone] == ["reproduced"] * 3
+    assert [g["verdict"] for g in claims.judge(family[:1], table)] == ["reproduced"]  # a family of one
+    # the other side: a layer clearly below 0.9 is contradicted after the adjustment too
+    low = claims.judge(family, [_row("layer1", 0.5, 0.01)] + table[1:])
+    assert low[0]["verdict"] == "contradicted"
+
+
+def test_p_value_matches_the_interval_rule():
+    for value, ci in ((0.95, 0.04), (0.95, 0.06), (0.85, 0.049), (0.9, 0.01)):
+        excludes = abs(value - 0.9) > ci
+        assert (claims.p_value(value, ci, 0.9) < 0.05) == excludes
+    assert claims.p_value(0.9 + 0.02, 0.02, 0.9) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="half-width"):
+        claims.p_value(1.0, 0.0, 0.9)
+
+
+def test_claims_held_back_by_their_control_do_not_count_in_their_family():
+    control = ("A-nil", "random nil", "accuracy")
+    model = ("A-anil", "maml", "accuracy")
+    table = [_row("layer1", 0.95, 0.049 * 1.959964 / scipy.stats.norm.isf(0.02 / 2)),
+             {**_row("layer2", 0.99, 0.01), "experiment": "A-cca"},
+             {"experiment": "A-nil", "setting": "random nil", "metric": "accuracy", "value": "30", "ci95": "1",
+              "scale": "s"},
+             {"experiment": "A-anil", "setting": "maml", "metric": "accuracy", "value": "29", "ci95": "1", "scale": "s"}]
+    weak = Claim("l2", "p", "s", ("A-cca", "layer2", "cca"), ">", 0.9, control=control, model=model, family="f")
+    strong = Claim("l1", "p", "s", ("A-cca", "layer1", "cca"), ">", 0.9, family="f")
+    got = claims.judge([strong, weak], table)
+    assert got[1]["verdict"] == "not testable at this scale" and "not above its control" in got[1]["why"]
+    assert got[0]["verdict"] == "reproduced" and "over 1 claims of f" in got[0]["why"]  # p = 0.02, family of one

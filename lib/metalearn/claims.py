@@ -14,9 +14,12 @@ not testable at this scale     the model's interval does not lie above its contr
 not measured                   no row: the study has no such result
 =============================  ===============================================================
 
-:func:`holm` adjusts the p-values of a family of contrasts (Holm 1979), so that a family of
-yes/no verdicts keeps its error rate; :func:`paired` gives a paired difference with its interval
-and p-value.
+Claims of one ``family`` (e.g. the nine layers of A-cca on one setting) are judged together:
+each interval gives a two-sided p-value of "our number equals the threshold" (normal
+approximation, :func:`p_value`), :func:`holm` adjusts them over the family's tested claims
+(Holm 1979), and a claim is reproduced or contradicted only where its adjusted p-value is below
+0.05, so the family's yes/no verdicts keep that error rate together. A family of one is the
+interval rule above. :func:`paired` gives a paired difference with its interval and p-value.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class Claim:
     threshold: float
     control: Row | None = None
     model: Row | None = None
+    family: str | None = None  # claims judged together (Holm); None: alone
 
     def __post_init__(self):
         if self.relation not in RELATIONS:
@@ -64,11 +68,10 @@ def verdict(value: float, ci95: float, relation: str, threshold: float,
         raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
     if not math.isfinite(value):
         raise ValueError(f"the value must be finite, got {value}")
-    if control is not None:
+    if control is not None and not beats(*control):
         (m_value, m_ci), (c_value, c_ci) = control
-        if not m_value - _half(m_ci) > c_value + _half(c_ci):
-            return ("not testable at this scale",
-                    f"the model ({m_value:.3g} ± {m_ci:.2g}) is not above its control ({c_value:.3g} ± {c_ci:.2g})")
+        return ("not testable at this scale",
+                f"the model ({m_value:.3g} ± {m_ci:.2g}) is not above its control ({c_value:.3g} ± {c_ci:.2g})")
     if not math.isfinite(ci95) or ci95 < 0:
         return "not testable at this scale", "the number has no confidence interval"
     low, high = value - ci95, value + ci95
@@ -87,6 +90,22 @@ def verdict(value: float, ci95: float, relation: str, threshold: float,
     return ("reproduced", side) if holds else ("contradicted", side)
 
 
+def beats(model: tuple[float, float], control: tuple[float, float]) -> bool:
+    """Whether the model's (value, ci95) interval lies wholly above its control's (an unknown
+    half-width counts as 0)."""
+    return model[0] - _half(model[1]) > control[0] + _half(control[1])
+
+
+def p_value(value: float, ci95: float, threshold: float) -> float:
+    """Two-sided p-value of ``value`` = ``threshold`` from a 95% half-width, with the normal
+    approximation (the half-width is 1.96 standard errors): below 0.05 exactly when the interval
+    excludes the threshold."""
+    if not (math.isfinite(ci95) and ci95 > 0):
+        raise ValueError(f"a p-value needs a positive, finite 95% half-width, got {ci95}")
+    z = abs(value - threshold) / (ci95 / scipy.stats.norm.ppf(0.975))
+    return float(2 * scipy.stats.norm.sf(z))
+
+
 def _half(ci95: float) -> float:
     """A half-width for the control test: none known counts as 0 (the interval is the point)."""
     return ci95 if math.isfinite(ci95) else 0.0
@@ -95,14 +114,16 @@ def _half(ci95: float) -> float:
 def judge(claims: Sequence[Claim], rows: Sequence[dict]) -> list[dict]:
     """Each claim judged on ``rows`` (as :func:`metalearn.results.read` returns them: strings):
     {id, source, statement, setting, ours, ci95, threshold, verdict, why, scale}. A claim whose
-    row appears under several scales is judged on each (one line per scale)."""
+    row appears under several scales is judged on each (one line per scale). Claims of a
+    ``family`` that pass their control and have an interval are judged together on each scale
+    (Holm's adjustment, see the module's docstring); the others by :func:`verdict` alone."""
     def number(text: str) -> float:
         return float(text) if text not in ("", None) else math.nan
 
     found: dict[Row, list[dict]] = {}
     for r in rows:
         found.setdefault((r["experiment"], r["setting"], r["metric"]), []).append(r)
-    out = []
+    out, families = [], {}
     for claim in claims:
         base = {"id": claim.id, "source": claim.source, "statement": claim.statement, "setting": claim.row[1],
                 "threshold": f"{claim.relation} {claim.threshold:g}"}
@@ -111,19 +132,39 @@ def judge(claims: Sequence[Claim], rows: Sequence[dict]) -> list[dict]:
                         "why": f"no row {claim.row} in the results", "scale": ""})
             continue
         for r in found[claim.row]:
+            value, ci95 = number(r["value"]), number(r["ci95"])
+            line = {**base, "ours": value, "ci95": ci95, "scale": r["scale"]}
             control = None
             if claim.control is not None:
                 pair = [_at_scale(found.get(row, []), r["scale"]) for row in (claim.model or claim.row, claim.control)]
                 if None in pair:
-                    out.append({**base, "ours": number(r["value"]), "ci95": number(r["ci95"]),
-                                "verdict": "not testable at this scale", "why": "no row of the model or its control "
-                                f"{claim.model or claim.row}, {claim.control}", "scale": r["scale"]})
+                    out.append({**line, "verdict": "not testable at this scale", "why": "no row of the model or its "
+                                f"control {claim.model or claim.row}, {claim.control}"})
                     continue
                 control = tuple((number(x["value"]), number(x["ci95"])) for x in pair)
-            decided, why = verdict(number(r["value"]), number(r["ci95"]), claim.relation, claim.threshold, control)
-            out.append({**base, "ours": number(r["value"]), "ci95": number(r["ci95"]), "verdict": decided,
-                        "why": why, "scale": r["scale"]})
+            decided, why = verdict(value, ci95, claim.relation, claim.threshold, control)
+            out.append({**line, "verdict": decided, "why": why})
+            tested = (control is None or beats(*control)) and math.isfinite(ci95) and ci95 > 0
+            if claim.family is not None and claim.relation != "~" and tested:
+                families.setdefault((claim.family, r["scale"]), []).append((out[-1], claim))
+    for (family, _), members in families.items():
+        adjusted = holm([p_value(j["ours"], j["ci95"], c.threshold) for j, c in members])
+        for (j, c), p in zip(members, adjusted):
+            side = "<" if j["ours"] < c.threshold else ">"
+            holds = side == c.relation
+            if p < 0.05:
+                j["verdict"] = "reproduced" if holds else "contradicted"
+            else:
+                j["verdict"] = "not testable at this scale"
+            where = f"{side} {c.threshold:g}" if p < 0.05 else f"not clear of {c.threshold:g}"
+            shown = f"= {p:.2g}" if p > 0 else "< 1e-300"
+            j["why"] = (f"{_interval(j['ours'], j['ci95'])} {where}; Holm-adjusted p {shown} over {len(members)} claims "
+                        f"of {family}")
     return out
+
+
+def _interval(value: float, ci95: float) -> str:
+    return f"[{value - ci95:.3g}, {value + ci95:.3g}]"
 
 
 def _at_scale(rows: list[dict], scale: str) -> dict | None:
@@ -182,10 +223,12 @@ def _anil_paper_claims() -> list[Claim]:
                 out.append(Claim(f"A-cca {dataset} {setting} layer{layer} {metric}", "ANIL paper, Sec. 3.2.2, Fig. 2",
                                  f"the body barely changes in the inner loop: {metric.upper()} of layer {layer} before "
                                  "vs after adaptation above 0.9",
-                                 ("A-cca", f"{where} body.layer{layer} pre vs post", metric), ">", 0.9, **guard))
+                                 ("A-cca", f"{where} body.layer{layer} pre vs post", metric), ">", 0.9, **guard,
+                                 family=f"A-cca {dataset} {setting}"))
         out.append(Claim(f"A-cca {dataset} {setting} head cca", "ANIL paper, Sec. 3.2.2, Fig. 2",
                          "the head changes in the inner loop: CCA before vs after adaptation below 0.5",
-                         ("A-cca", f"{where} head pre vs post", "cca"), "<", 0.5, **guard))
+                         ("A-cca", f"{where} head pre vs post", "cca"), "<", 0.5, **guard,
+                         family=f"A-cca {dataset} {setting}"))
     return out
 
 
@@ -224,7 +267,7 @@ def _comparison_claims() -> list[Claim]:
         out.append(Claim(f"A-regimes miniimagenet 5w1s {regime}", "ANIL paper, Sec. 5.2, Tables 5 and 7",
                          f"MAML's body is better than a {regime} body (both with a NIL head): {regime} - MAML < 0",
                          ("A-regimes", f"miniimagenet {regime} - maml conv 5w1s nil-head", paired), "<", 0.0,
-                         **_guard("miniimagenet", "5w1s")))
+                         **_guard("miniimagenet", "5w1s"), family="A-regimes miniimagenet 5w1s"))
     out.append(Claim("M-mini 5w1s first order", "MAML paper, Sec. 5.2, Table 1",
                      f"first-order MAML performs nearly the same as MAML: FOMAML - MAML comparable to 0 {near}",
                      ("M-mini", "miniimagenet fomaml - maml conv 5w1s", paired), "~", COMPARABLE,
@@ -254,7 +297,10 @@ def markdown(judged: list[dict]) -> str:
              "in its row, not at the papers'. Where a paper calls two methods comparable, the claim reads a "
              f"paired difference within ± {COMPARABLE:g} points (a choice of this study, fixed before the "
              "differences were computed); differences are paired over the same test tasks, and with several seeds also "
-             "judged on their interval over seeds.", "",
+             "judged on their interval over seeds. Claims of one family (the layers of A-cca on one setting, the "
+             "regimes against MAML) are judged together: Holm's adjustment of their p-values (from each interval, "
+             "normal approximation) over the family's tested claims, reproduced or contradicted only below 0.05 "
+             "after it.", "",
              "; ".join(f"{v}: {n}" for v, n in counts.items()), "",
              "| claim | source | the paper says | ours | threshold | verdict | why | scale |",
              "|---|---|---|---|---|---|---|---|"]
