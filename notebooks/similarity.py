@@ -432,7 +432,8 @@ if body_rows:
             rows.append(results.row(experiment_of(regime), setting, r.method, r.value, scales.get(body, untrained),
                                     r.ci95))
             if r.layer == "mean":
-                metrics[f"miniimagenet_{re.sub(r'\W+', '_', regime)}_vs_maml_{r.method}"] = r.value
+                key = re.sub(r"\W+", "_", regime)
+                metrics[f"miniimagenet_{key}_vs_maml_{r.method}"] = r.value
 seeds_text = f"{len(P.seeds)} seeds ({', '.join(map(str, P.seeds))}) of train_seeds"
 if early_rows:
     for spec in P.early_runs:

@@ -81,7 +81,6 @@ import matplotlib.pyplot as plt
 import multiprocessing
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from metalearn import core, evaluation, hardware, models, report, results, tasks, training
 
@@ -145,16 +144,8 @@ fit_index = {fam: [torch.randperm(P.n_points, generator=test_gen)[:P.eval_points
 
 def test_curves(params, optimizer, family="sine", steps=P.eval_steps):
     """[n_test_tasks, steps + 1] MSE over all grid points; every step uses the same fit points."""
-    out = []
-    for (x, y, _), idx in tqdm(list(zip(test_tasks[family], fit_index[family])), desc="test tasks", mininterval=2):
-        batches = idx.expand(steps, -1)
-        with torch.no_grad():
-            curve = [core.mse(models.forward(net, params, x), y).item()]
-        for phi, _ in core.optimize_path(net, params, x, y, batches, optimizer):
-            with torch.no_grad():
-                curve.append(core.mse(models.forward(net, phi, x), y).item())
-        out.append(curve)
-    return torch.tensor(out)
+    x, y = (torch.stack([t[i] for t in test_tasks[family]]) for i in (0, 1))
+    return evaluation.optimized_mse(net, params, x, y, torch.stack(fit_index[family]), optimizer, steps, "test tasks")
 
 
 rows = []

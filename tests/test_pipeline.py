@@ -430,7 +430,7 @@ def _stages_depending_on(path: str) -> set[str]:
 
 
 #: the stages that present what the papers say: they change with the papers' numbers, nothing else does
-PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "theory", "freeze", "similarity", "nav",
+PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "nav",
               "cheetah", "benchmark", "summarize", "report_campaign"}
 
 

@@ -3,8 +3,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from metalearn import core, models, tasks, training
+from metalearn import core, evaluation, models, tasks, training
 
 FAMILY = tasks.SineFamily()
 
@@ -122,3 +123,54 @@ def test_independent_regressors_fit_their_own_tasks_and_penalties_pull_as_asked(
     zero = {k: 0.0 for k in free}
     assert distance(pulled, anchor) < distance(free, anchor) / 10
     assert distance(decayed, zero) < distance(free, zero) / 10
+
+
+def test_surface_tasks_are_the_reviews_function_on_a_square_grid():
+    """z = a sin(x^2 + y^2 + p) on a side x side grid of the square; a in [0, 2], p in [0, 2 pi]."""
+    family = tasks.SurfaceFamily()
+    grid = family.grid(2, 9)
+    assert grid.shape == (2, 9, 2) and set(grid[0, :, 0].tolist()) == {-3.0, 0.0, 3.0}
+    assert torch.equal(grid[0], grid[1])
+    task = torch.tensor([[2.0, 0.5]])
+    x = torch.tensor([[[0.0, 0.0], [1.0, 2.0], [-3.0, 3.0]]])
+    expected = 2.0 * torch.sin(torch.tensor([0.0, 5.0, 18.0]) + 0.5)
+    torch.testing.assert_close(family(task, x)[0, :, 0], expected)
+    drawn = family.sample_tasks(500, torch.Generator().manual_seed(0))
+    assert 0 <= drawn[:, 0].min() and drawn[:, 0].max() <= 2 and 0 <= drawn[:, 1].min() and drawn[:, 1].max() <= 2 * math.pi
+    [(xt, yt, batches)] = tasks.reptile_tasks([family], 16, 4, 5, torch.Generator().manual_seed(1))
+    assert xt.shape == (16, 2) and yt.shape == (16, 1) and batches.shape == (5, 4)
+    with pytest.raises(ValueError, match="square number"):
+        family.grid(1, 10)
+    with pytest.raises(ValueError, match="Fourier"):
+        tasks.SurfaceFamily(fourier=True)
+
+
+def test_optimized_mse_is_adam_on_the_fit_points_scored_on_all_points():
+    """Known answer: a linear model from 0 fitted by SGD on its fit points; the curve is the MSE over
+    every point after each step, computed here by hand."""
+    model = nn.Linear(2, 1, bias=False)
+    params = {"weight": torch.zeros(1, 2)}
+    x = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    y = torch.tensor([[[1.0], [2.0], [3.0]]])
+    fit = torch.tensor([[0, 1]])
+    curve = evaluation.optimized_mse(model, params, x, y, fit, core.InnerOptimizer("sgd", lr=0.5), 2)
+    w, expected = torch.zeros(2), []
+    for _ in range(3):
+        expected.append(((x[0] @ w - y[0, :, 0]) ** 2).mean().item())
+        grad = 2 * x[0, :2].T @ (x[0, :2] @ w - y[0, :2, 0]) / 2
+        w = w - 0.5 * grad
+    torch.testing.assert_close(curve[0], torch.tensor(expected))
+    assert curve.shape == (1, 3) and curve[0, -1] < curve[0, 0]
+
+
+def test_paired_over_seeds_known_answer():
+    a = torch.tensor([[1.0, 2.0, 3.0], [2.0, 2.0, 5.0]])
+    b = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 2.0]])
+    got = evaluation.paired_over_seeds(a, b)  # per task mean difference: 1, 1, 2.5; per seed: 4/3, 5/3
+    assert got["difference"] == pytest.approx(1.5)
+    assert got["per seed"] == pytest.approx([4 / 3, 5 / 3])
+    assert got["ci95"] == pytest.approx(evaluation.mean_ci95(torch.tensor([1.0, 1.0, 2.5]))[1])
+    assert got["ci95 over seeds"] == pytest.approx(evaluation.mean_ci95(torch.tensor([4 / 3, 5 / 3]))[1])
+    assert math.isnan(evaluation.paired_over_seeds(a[:1], b[:1])["ci95 over seeds"])
+    with pytest.raises(ValueError, match="seeds, tasks"):
+        evaluation.paired_over_seeds(a, b[:, :2])

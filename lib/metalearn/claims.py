@@ -277,6 +277,10 @@ def _comparison_claims() -> list[Claim]:
                          f"Reptile from multiclass pre-training ends comparable to Reptile alone {near}",
                          ("R-pretrain", f"{dataset} reptile from multiclass - reptile conv 5w1s", paired), "~",
                          COMPARABLE, **_guard(dataset, "5w1s", "reptile")))
+    for metric, how in (("difference (mse, paired)", ""), ("difference (mse, over seeds)", ", over seeds")):
+        out.append(Claim(f"R-2d adam vs sgd{how}", "Reptile review, Sec. 5.2, Figs. 6-8",
+                         "with inner SGD Reptile cannot fit the 2D surfaces, with inner Adam it can: Adam - SGD test "
+                         "MSE below 0", ("R-2d", "adam - sgd", metric), "<", 0.0))
     return out
 
 

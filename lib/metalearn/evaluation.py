@@ -36,6 +36,20 @@ def mean_ci95(values) -> tuple[float, float]:
     return mean, half
 
 
+def paired_over_seeds(a: Tensor, b: Tensor) -> dict:
+    """Method a minus method b on the same tasks, trained with the same seeds: a, b [S seeds, T tasks]
+    -> {difference: the mean, ci95: the 95% half-width over tasks of the per-task difference of the
+    means over seeds (the tasks' noise, seeds fixed), ci95 over seeds: over the seeds' own mean
+    differences (NaN with one seed), per seed: [S]}."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"need two [seeds, tasks] tables of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    d = a - b
+    mean, ci = mean_ci95(d.mean(0))
+    _, over_seeds = mean_ci95(d.mean(1))
+    return {"difference": mean, "ci95": ci, "ci95 over seeds": over_seeds, "per seed": d.mean(1).tolist()}
+
+
 def learning_curves(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
                     inner: InnerLoop, loss_fn: LossFn = mse, chunk: int = 500) -> Tensor:
     """Query loss of each task after 0, 1, ..., ``inner.steps`` adaptation steps.
@@ -111,6 +125,25 @@ def few_shot(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tenso
         losses.append(torch.stack([loss_fn(out, yq_t) for out in outputs]))
         accuracies.append(torch.stack([(out.argmax(-1) == yq_t).float().mean() for out in outputs]))
     return {"loss": torch.stack(losses), "accuracy": torch.stack(accuracies)}
+
+
+def optimized_mse(model: nn.Module, params: Params, x: Tensor, y: Tensor, fit: Tensor, optimizer: InnerOptimizer,
+                  steps: int, progress: str | None = None) -> Tensor:
+    """Reptile's test time on regression tasks: each task adapts with ``steps`` steps of ``optimizer``
+    (fresh state per task), every step on its fit points, and is scored by the MSE over all its
+    points. x [T, n, d], y [T, n, 1], fit [T, k] (indices into the n points) -> MSE [T, steps + 1],
+    after 0..steps steps."""
+    params = {k: v.detach() for k, v in params.items()}
+    curves = []
+    for x_t, y_t, fit_t in each_task(progress, x, y, fit):
+        with torch.no_grad():
+            curve = [mse(forward(model, params, x_t), y_t).item()]
+        # the yielded tensors are updated in place by the next step: use each one at once
+        for phi, _ in optimize_path(model, params, x_t, y_t, fit_t.expand(steps, -1), optimizer):
+            with torch.no_grad():
+                curve.append(mse(forward(model, phi, x_t), y_t).item())
+        curves.append(curve)
+    return torch.tensor(curves)
 
 
 def few_shot_optimized(model: nn.Module, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,

@@ -77,6 +77,40 @@ class SineFamily:
         return Batch(xs, self(task, xs), xq, self(task, xq), task)
 
 
+@dataclass(frozen=True)
+class SurfaceFamily(SineFamily):
+    """Surfaces ``z = a sin(x^2 + y^2 + p)`` over the square ``x_range`` x ``x_range`` (the Reptile
+    review's two-dimensional task, Sec. 5.2): inputs [T, n, 2], targets [T, n, 1]; amplitude and
+    phase drawn as :class:`SineFamily` draws them (the review: a in [0, 2], p in [0, 2 pi])."""
+
+    amplitude: tuple[float, float] = (0.0, 2.0)
+    phase: tuple[float, float] = (0.0, 2 * math.pi)
+    x_range: tuple[float, float] = (-3.0, 3.0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.fourier:
+            raise ValueError("SurfaceFamily has no Fourier variant")
+
+    def sample_x(self, n_tasks: int, n_points: int, gen: torch.Generator) -> Tensor:
+        """[T, n, 2] inputs drawn uniformly from the square."""
+        return _uniform(*self.x_range, (n_tasks, n_points, 2), gen)
+
+    def grid(self, n_tasks: int, n_points: int) -> Tensor:
+        """[T, n, 2]: a side x side grid over the square, n = side^2 points (the review: 100 x 100)."""
+        side = math.isqrt(n_points)
+        if side * side != n_points or side < 2:
+            raise ValueError(f"a square grid needs a square number of points (at least 4), got {n_points}")
+        axis = torch.linspace(*self.x_range, side)
+        points = torch.cartesian_prod(axis, axis)
+        return points.expand(n_tasks, -1, -1).clone()
+
+    def __call__(self, task: Tensor, x: Tensor) -> Tensor:
+        """Targets [T, n, 1] of tasks [T, 2] at inputs [T, n, 2]."""
+        a, p = task[:, 0, None, None], task[:, 1, None, None]
+        return a * torch.sin((x ** 2).sum(-1, keepdim=True) + p)
+
+
 def with_task_input(x: Tensor, task: Tensor) -> Tensor:
     """The oracle's input: [T, n, 1] inputs with the task's (amplitude, phase) appended -> [T, n, 3]."""
     return torch.cat([x, task[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
@@ -96,7 +130,8 @@ def minibatches(n_points: int, batch_size: int, n_steps: int, gen: torch.Generat
 def reptile_tasks(families: list[SineFamily], n_points: int, batch_size: int, steps: int,
                   gen: torch.Generator) -> list[tuple[Tensor, Tensor, Tensor]]:
     """One task from each family, as Reptile's inner loop takes them: a list of
-    (x [n, 1] on the ``n_points`` grid, y [n, 1], minibatch indices [steps, batch_size])."""
+    (x [n, d] on the family's ``n_points`` grid (d = 1, or 2 for a :class:`SurfaceFamily`), y [n, 1],
+    minibatch indices [steps, batch_size])."""
     out = []
     for family in families:
         task = family.sample_tasks(1, gen)
