@@ -23,7 +23,7 @@ import hashlib
 
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -199,18 +199,15 @@ def forward(model: nn.Module, params: Params, x: Tensor, **kwargs) -> Tensor:
     return functional_call(model, params, (x,), kwargs)
 
 
-def activations(model: Net, params: Params, x: Tensor, layers: list[str] | None = None) -> dict[str, Tensor]:
-    """Output of each named layer (default: all of ``model.layers``) for input ``x``.
-
-    Read with forward hooks during one functional forward pass, so it works for the
-    parameters before and after adaptation alike. Shapes: layer-dependent, leading
-    dimension B.
-    """
-    layers = layers or model.layers
+@contextmanager
+def captured(model: nn.Module, layers: list[str]) -> Iterator[dict[str, Tensor]]:
+    """Inside the block, each forward pass of ``model`` records the output of each named layer
+    (detached) in the yielded dict, by forward hooks removed on leaving it; works for any
+    parameters a functional call gives the model (before and after adaptation alike)."""
     modules = dict(model.named_modules())
     unknown = [name for name in layers if name not in modules]
     if unknown:
-        raise ValueError(f"unknown layers {unknown}; the model has {model.layers}")
+        raise ValueError(f"unknown layers {unknown}; the model has {getattr(model, 'layers', list(modules))}")
     seen: dict[str, Tensor] = {}
 
     def hook_for(name: str) -> Callable:
@@ -220,10 +217,18 @@ def activations(model: Net, params: Params, x: Tensor, layers: list[str] | None 
 
     handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
     try:
-        forward(model, params, x)
+        yield seen
     finally:
         for handle in handles:
             handle.remove()
+
+
+def activations(model: Net, params: Params, x: Tensor, layers: list[str] | None = None) -> dict[str, Tensor]:
+    """Output of each named layer (default: all of ``model.layers``) for input ``x``, read during
+    one functional forward pass (:func:`captured`). Shapes: layer-dependent, leading dimension B."""
+    layers = layers or model.layers
+    with captured(model, layers) as seen:
+        forward(model, params, x)
     return {name: seen[name] for name in layers}
 
 

@@ -366,21 +366,8 @@ def layer_outputs(model: nn.Module, params: Params, xq: Tensor, xs: Tensor | Non
     (``bn``: transductive or inductive with the support set xs [K, ...]): body blocks
     [Q, C, H, W] (after ReLU and pooling), ``head`` [Q, N]; detached."""
     layers = check_layers(model, layers)
-    modules = dict(model.named_modules())
-    seen: dict[str, Tensor] = {}
-
-    def hook_for(name: str) -> Callable:
-        def hook(_module, _inputs, output):
-            seen[name] = output.detach()
-        return hook
-
-    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
-    try:
-        with torch.no_grad():
-            core.predict(model, params, xq, xs, bn)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with models.captured(model, layers) as seen, torch.no_grad():
+        core.predict(model, params, xq, xs, bn)
     skip = 0 if bn == "transductive" else len(xs)  # inductive: the support rows come first
     return {name: seen[name][skip:] for name in layers}
 
