@@ -174,3 +174,12 @@ def test_paired_over_seeds_known_answer():
     assert math.isnan(evaluation.paired_over_seeds(a[:1], b[:1])["ci95 over seeds"])
     with pytest.raises(ValueError, match="seeds, tasks"):
         evaluation.paired_over_seeds(a, b[:, :2])
+
+
+def test_reptile_tasks_on_visited_points_only_feed_the_inner_loop_the_same_minibatches():
+    family = tasks.SurfaceFamily()
+    [(x, y, batches)] = tasks.reptile_tasks([family], 400, 20, 5, torch.Generator().manual_seed(3))
+    [(xv, yv, bv)] = tasks.reptile_tasks([family], 400, 20, 5, torch.Generator().manual_seed(3), visited_only=True)
+    assert xv.shape == (100, 2) and bv.shape == (5, 20)  # 5 minibatches of 20 distinct points
+    for step in range(5):
+        assert torch.equal(xv[bv[step]], x[batches[step]]) and torch.equal(yv[bv[step]], y[batches[step]])

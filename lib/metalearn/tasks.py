@@ -128,13 +128,21 @@ def minibatches(n_points: int, batch_size: int, n_steps: int, gen: torch.Generat
 
 
 def reptile_tasks(families: list[SineFamily], n_points: int, batch_size: int, steps: int,
-                  gen: torch.Generator) -> list[tuple[Tensor, Tensor, Tensor]]:
+                  gen: torch.Generator, visited_only: bool = False) -> list[tuple[Tensor, Tensor, Tensor]]:
     """One task from each family, as Reptile's inner loop takes them: a list of
     (x [n, d] on the family's ``n_points`` grid (d = 1, or 2 for a :class:`SurfaceFamily`), y [n, 1],
-    minibatch indices [steps, batch_size])."""
+    minibatch indices [steps, batch_size]). ``visited_only``: x and y hold only the points the
+    minibatches visit, in order, and the indices count into them (the same inner loop; the loss a
+    Reptile step logs is then taken on those points, not on a 10 000-point grid)."""
     out = []
     for family in families:
         task = family.sample_tasks(1, gen)
         x = family.grid(1, n_points)
-        out.append((x[0], family(task, x)[0], minibatches(n_points, batch_size, steps, gen)))
+        y = family(task, x)[0]
+        batches = minibatches(n_points, batch_size, steps, gen)
+        if visited_only:
+            visited, batches = batches.unique(return_inverse=True)
+            out.append((x[0, visited], y[visited], batches))
+        else:
+            out.append((x[0], y, batches))
     return out
