@@ -140,8 +140,8 @@ for name in OPTIMIZERS:
     for step in range(P.eval_steps + 1):
         mean, ci = evaluation.mean_ci95(per_task[:, step])
         table.append(dict(run=name, step=step, mse=mean, ci95=ci))
-    rows.append(results.row("R-2d", f"{name} steps={P.eval_steps}", "mse", table[-1]["mse"], SCALE, table[-1]["ci95"]))
-    rows.append(results.row("R-2d", f"{name} steps=0", "mse", table[-P.eval_steps - 1]["mse"], SCALE,
+    rows.append(results.row("R-2d", f"{name} after adaptation", "mse", table[-1]["mse"], SCALE, table[-1]["ci95"]))
+    rows.append(results.row("R-2d", f"{name} before adaptation", "mse", table[-P.eval_steps - 1]["mse"], SCALE,
                             table[-P.eval_steps - 1]["ci95"]))
 mean, ci = evaluation.mean_ci95(zero)
 rows.append(results.row("R-2d", "zero prediction", "mse", mean, SCALE, ci))

@@ -164,3 +164,17 @@ def test_claims_held_back_by_their_control_do_not_count_in_their_family():
     got = claims.judge([strong, weak], table)
     assert got[1]["verdict"] == "not testable at this scale" and "not above its control" in got[1]["why"]
     assert got[0]["verdict"] == "reproduced" and "over 1 claims of f" in got[0]["why"]  # p = 0.02, family of one
+
+
+def test_an_error_must_lie_below_its_control():
+    """R-2d: an MSE claim is tested only once the model's MSE lies below predicting 0."""
+    row, model, control = ("R-2d", "adam - sgd", "d"), ("R-2d", "adam after adaptation", "mse"), ("R-2d", "zero", "mse")
+    claim = Claim("r", "p", "s", row, "<", 0.0, model=model, control=control, better="lower")
+    def table(adam):
+        return [{"experiment": e, "setting": s, "metric": m, "value": v, "ci95": c, "scale": "s"}
+                for (e, s, m), v, c in ((row, "-0.06", "0.05"), (model, adam, "0.05"), (control, "0.80", "0.05"))]
+    got = claims.judge([claim], table("0.76"))[0]
+    assert got["verdict"] == "not testable at this scale" and "not below its control" in got["why"]
+    assert claims.judge([claim], table("0.20"))[0]["verdict"] == "reproduced"
+    with pytest.raises(ValueError, match="better"):
+        Claim("x", "p", "s", row, "<", 0.0, better="smaller")
