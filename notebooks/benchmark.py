@@ -272,8 +272,8 @@ metrics = {
     "median_seconds": {f"{r['setting']} {r['phase']} {r['algorithm']}": r["median"] for r in rows},
     "ratios": {f"{x['setting']} {x['phase']} {x['ratio']}": x["value"] for x in benchmark.speedups(rows)},
     "peer_gradient_difference": gradient_check,
-    "targets_met": sum(v["met"] for v in verdicts),
-    "targets_checked": len(verdicts),
+    "targets_met": sum(v["met"] is True for v in verdicts),
+    "targets_checked": sum(v["met"] is not None for v in verdicts),  # the papers' GPU ratios are no targets here
     "profile": {name: {"wall_seconds": p["wall"], "outside_operators_share": p["outside_ops"] / p["wall"],
                        "autograd_engine_share": p["phases"]["autograd engine"] / p["wall"], "aten_calls": p["calls"]}
                 for name, p in profiles.items()},
