@@ -566,9 +566,10 @@ def test_a_run_on_the_batched_path_is_another_run_with_the_loops_weights_to_roun
     for k, v in loop.state_dict().items():
         if not k.endswith("layer.bias"):  # a conv bias before batch norm has a meta-gradient of 0 but for
             # rounding, which Adam turns into steps of its size: they differ, and change no output
-            torch.testing.assert_close(together.state_dict()[k], v, atol=1e-4, rtol=1e-3)
+            torch.testing.assert_close(together.state_dict()[k], v, atol=1e-3, rtol=1e-3)
     x = IMAGES[:6, 0, None].float() / 255
-    torch.testing.assert_close(together(x), loop(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(together(x), loop(x), atol=1e-3, rtol=1e-3)  # 6 float32 Adam steps of 0.01:
+    # rounding grows to ~1e-4 with the thread count; a wrong task pairing moves weights by ~1e-2
     assert [h["iteration"] for h in history] == [h["iteration"] for h in loop_history]
     spec, settings = fewshot.Spec.parse("maml-conv-3w1s"), SETTINGS["maml"]
     conv = fewshot.build_model(spec, "omniglot", 4)
