@@ -79,7 +79,7 @@ def verdict(value: float, ci95: float, relation: str, threshold: float,
     if not math.isfinite(ci95) or ci95 < 0:
         return "not testable at this scale", "the number has no confidence interval"
     low, high = value - ci95, value + ci95
-    interval = f"[{low:.3g}, {high:.3g}]"
+    interval = _interval(value, ci95)
     if relation == "~":
         if -threshold < low and high < threshold:
             return "reproduced", f"{interval} within ± {threshold:g}"

@@ -47,7 +47,7 @@ import functools
 import json
 import math
 import re
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import pandas as pd
 import torch
