@@ -4,6 +4,7 @@
 #   make repro SCALE=paper  the papers' settings (params-paper.yaml copied onto params.yaml)
 #   make test               the test suite (pytest: library tests + every notebook through nbval)
 #   make campaign           the long training campaign (params-campaign.yaml; hours, resumable) and its report
+#   make report             reports/site/index.html: every report as a static site that opens offline
 #   make bench-peers        the speed benchmark's optional peers (learn2learn, higher) into the venv
 PYTHON ?= python3.11
 VENV := .venv
@@ -11,14 +12,19 @@ BIN := $(CURDIR)/$(VENV)/bin
 SCALE ?= default
 export PATH := $(BIN):$(PATH)
 
-.PHONY: repro test env sync bench-peers campaign
+.PHONY: repro test env sync bench-peers campaign report
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
 
-env: $(VENV)/.installed
+# `dvc plots show` reads its page template from here (.dvc/config: plots.html_template): Vega inlined
+# from the pinned vl-convert-python, so the plots open offline (git-ignored; made from the package)
+.dvc/plots.html: $(VENV)/.installed
+	$(BIN)/python -m metalearn.site --plots-template $@
+
+env: $(VENV)/.installed .dvc/plots.html
 
 repro: env
 ifeq ($(SCALE),paper)
@@ -29,12 +35,16 @@ else ifneq ($(SCALE),default)
 endif
 	dvc repro summarize
 	dvc metrics show
+	$(BIN)/python -m metalearn.site
 
 # The campaign's stages are not upstream of summarize: `make repro` never starts them. While the campaign
 # trains (DVC holds its lock), `python -m metalearn.run report_campaign` shows where each run stands.
 campaign: env
 	dvc repro campaign_miniimagenet campaign_omniglot
 	dvc repro -s report_campaign
+
+report: env
+	$(BIN)/python -m metalearn.site
 
 test: env
 	$(BIN)/python -m pytest

@@ -43,7 +43,7 @@ import csv
 import nbformat
 import pandas as pd
 
-from metalearn import claims, paths, results
+from metalearn import claims, paths, report, results
 
 rows, stage_of = [], []
 for stage in P.stages:
@@ -96,6 +96,11 @@ beside[["experiment", "setting", "metric", "value", "ci95", "paper", "stage"]]
 judged = claims.judge(claims.CLAIMS, rows)
 with paths.atomic_write(paths.output("reports/claims.md")) as handle:
     handle.write(claims.markdown(judged))
+# the pipeline's headline for `dvc metrics show` (each stage's own numbers: reports/metrics/<stage>.json)
+report.save_metrics({"claims": {verdict.split(" at ")[0].replace(" ", "_"): n
+                                for verdict, n in claims.tally(judged).items()},
+                     "results": {"rows": len(rows), "beside_a_paper": sum(bool(row["paper"]) for row in rows)}},
+                    "reports/metrics/summarize.json")
 verdicts = pd.DataFrame(judged)
 print(verdicts.verdict.value_counts().to_string() if len(verdicts) else "no claims")
 verdicts[["id", "ours", "ci95", "threshold", "verdict", "why"]] if len(verdicts) else verdicts

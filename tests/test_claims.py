@@ -178,3 +178,12 @@ def test_an_error_must_lie_below_its_control():
     assert claims.judge([claim], table("0.20"))[0]["verdict"] == "reproduced"
     with pytest.raises(ValueError, match="better"):
         Claim("x", "p", "s", row, "<", 0.0, better="smaller")
+
+
+def test_tally_counts_every_verdict_and_refuses_an_unknown_one():
+    judged = [{"verdict": "reproduced"}, {"verdict": "contradicted"}, {"verdict": "reproduced"}]
+    assert claims.tally(judged) == {"reproduced": 2, "contradicted": 1, "not testable at this scale": 0,
+                                    "not measured": 0}
+    assert list(claims.tally([])) == list(claims.VERDICTS)
+    with pytest.raises(ValueError, match="reproducd"):
+        claims.tally([{"verdict": "reproducd"}])

@@ -10,7 +10,8 @@ Models: ``models``. Core: ``core`` (MAML / FOMAML / ANIL inner loop, Reptile upd
 ``regimes`` (training without an inner loop), ``rl`` and ``cheetah`` (meta-RL). Analyses:
 ``reuse`` (feature reuse), ``similarity`` (CCA / CKA). Presentation: ``accuracy`` and ``seeds``
 (image runs and runs over seeds as the reports show them), ``report``, ``results``, ``papers``,
-``claims`` (verdicts on the papers' claims: a tested rule over the results).
+``claims`` (verdicts on the papers' claims: a tested rule over the results), ``site`` (the reports
+as a static site that opens offline).
 Bench: ``benchmark``. What computes never imports what presents (tests/test_pipeline.py).
 """
 __version__ = "0.1.0"
