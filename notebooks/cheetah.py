@@ -158,14 +158,7 @@ wide = history.assign(run=history.family + "-" + history.model + "-seed" + histo
 report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
 fig, axes = plt.subplots(1, len(P.tasks), figsize=(5.5 * len(P.tasks), 3.6), squeeze=False)
 for ax, family in zip(axes[0], P.tasks):
-    for (name, seed), h in history[history.family == family].groupby(["model", "seed"], sort=False):
-        first = seed == P.seeds[0]  # one legend entry per method
-        meta = name in P.algorithms
-        ax.plot(h.iteration, h["return"], color=styles[name]["color"], lw=1,
-                label=(f"{name} (after adaptation)" if meta else name) if first else None)
-        if meta:
-            ax.plot(h.iteration, h.return_pre, color=styles[name]["color"], ls=":", lw=1,
-                    label=f"{name} (before adaptation)" if first else None)
+    report.plot_returns(ax, history[history.family == family], P.algorithms, styles, P.seeds[0])
     ax.set(xlabel="TRPO meta-iteration", ylabel="average return (training tasks)",
            title=f"half-cheetah, {family}: one line per seed")
     ax.legend(fontsize=7)

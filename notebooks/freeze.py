@@ -184,7 +184,7 @@ def early_table():
 early = store.result(f"data/analyses/{STAGE}/early", IDENTITY, early_table)
 early_rows = len(early) > 0
 if early_rows:
-    early_mean = early.groupby(["run", "iteration", "frozen"], sort=False)[["accuracy", "cost"]].mean().reset_index()
+    early_mean = reuse.over_seeds(early, ["run", "iteration", "frozen"], ["accuracy", "cost"])
     fig, axes = plt.subplots(1, len(P.early_runs), figsize=(4.5 * len(P.early_runs), 3.4), squeeze=False)
     for ax, spec in zip(axes[0], P.early_runs):
         for i, frozen in enumerate(P.early_freezes):
@@ -224,13 +224,15 @@ for case in cases:
 for (spec, seed), case in early_cases.items():
     if seed != P.early_seeds[0]:
         continue
-    seeds = f"mean over {len(P.early_seeds)} seeds ({', '.join(map(str, P.early_seeds))}) of train_seeds"
+    seeds = (f"mean over {len(P.early_seeds)} seeds ({', '.join(map(str, P.early_seeds))}) of train_seeds, "
+             "95% interval over the seeds")
     for r in early_mean[early_mean.run == spec.name].itertuples():
         setting = f"miniimagenet {spec.algorithm} conv {spec.setting} iteration {r.iteration} freeze {r.frozen}"
         scale = case.scale(HARDWARE, seeds=seeds, at=r.iteration)
-        rows.append(results.row("A-early", setting, "accuracy", r.accuracy, scale))
+        rows.append(results.row("A-early", setting, "accuracy", r.accuracy, scale, r.accuracy_ci95_seeds))
         if r.frozen != "none" and "none" in P.early_freezes:
-            rows.append(results.row("A-early", setting, "cost vs none (points, paired)", r.cost, scale))
+            rows.append(results.row("A-early", setting, "cost vs none (points, paired)", r.cost, scale,
+                                    r.cost_ci95_seeds))
         metrics[f"early_{spec.name}_{r.iteration}_freeze_{r.frozen}"] = r.accuracy
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
@@ -261,8 +263,9 @@ if early_rows:
     for spec in P.early_runs:
         part = early_mean[(early_mean.run == spec.name) & (early_mean.frozen == "1-4")]
         lines.append(f"- **A-early, {spec.name}**: freezing the body costs "
-                     + ", ".join(f"{r.cost:+.1f}" for r in part.itertuples()) + " points at iterations "
-                     + ", ".join(str(i) for i in part.iteration) + f" (mean of {len(P.early_seeds)} seeds, "
+                     + ", ".join(f"{r.cost:+.1f} ± {r.cost_ci95_seeds:.2g}" for r in part.itertuples())
+                     + " points at iterations " + ", ".join(str(i) for i in part.iteration)
+                     + f" (mean of {len(P.early_seeds)} seeds ± its 95% half-width over the seeds, "
                      f"{P.early_tasks} test tasks each).")
 lines.append(f"\nScale: {P.n_test_tasks} test tasks per setting, one training seed; see the scale column of the "
              "results for training iterations and data.")

@@ -159,13 +159,7 @@ wide = history.assign(run=history.model + "-seed" + history.seed.astype(str)).pi
     index="iteration", columns="run", values="return").reset_index()
 report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for (name, seed), h in history.groupby(["model", "seed"], sort=False):
-    first = seed == P.seeds[0]  # one legend entry per method
-    label = f"{name} (after adaptation)" if name in P.algorithms else name
-    ax.plot(h.iteration, h["return"], color=styles[name]["color"], lw=1, label=label if first else None)
-    if "return_pre" in h and h.return_pre.notna().any():
-        ax.plot(h.iteration, h.return_pre, color=styles[name]["color"], ls=":", lw=1,
-                label=f"{name} (before adaptation)" if first else None)
+report.plot_returns(ax, history, P.algorithms, styles, P.seeds[0])
 ax.set(xlabel="TRPO iteration", ylabel="average return (training tasks)",
        title=f"2D navigation: learning curves, one line per seed ({SEEDS})")
 ax.legend(fontsize=7)

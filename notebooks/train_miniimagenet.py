@@ -85,19 +85,11 @@ checkpoint_every = 50     # iterations between checkpoints (a killed run resumes
 
 # %%
 from metalearn import fewshot
-from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
+from metalearn.params import Bool, Choice, Int, Str, check, require
 
-P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), stage=Str(), keep_checkpoints=Bool(),
-          device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"), filters=Int(min=1),
-          runs=List(Str(fewshot.Spec.parse), unique=True), iterations=Int(min=1), meta_batch_1shot=Int(min=1),
-          meta_batch_5shot=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
-          test_steps=Int(min=1), train_queries=Int(min=1), meta_lr=Float(min=0, strict=True),
-          reptile_iterations=Int(min=1), reptile_meta_batch=Int(min=1), reptile_inner_steps=Int(min=1),
-          reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
-          reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), n_val_tasks=Int(min=1),
-          val_every=Int(min=1), n_test_tasks=Int(min=2), test_queries=Int(min=1), test_every_step=Bool(),
-          pretrain_iterations=Int(min=1),
-          pretrain_batch=Int(min=1), checkpoint_every=Int(min=1))
+P = check(globals(), **fewshot.RUN_PARAMETERS, **fewshot.STEP_PARAMETERS, **fewshot.REPTILE_PARAMETERS,
+          prepared=Choice(*fewshot.PREPARED), seed=Int(min=0), stage=Str(), keep_checkpoints=Bool(),
+          meta_batch_1shot=Int(min=1), meta_batch_5shot=Int(min=1), train_queries=Int(min=1), test_every_step=Bool())
 for spec in P.runs:
     require(spec.model == "conv", "runs", f"has {spec.name}: MiniImageNet runs use the conv model")
     require(spec.n_way <= 16, "runs", f"has {spec.name}: the validation split has 16 classes")
@@ -106,20 +98,13 @@ for spec in P.runs:
 import pandas as pd
 import torch
 
-from metalearn import datasets, hardware, paths
+from metalearn import hardware, paths
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE, DATASET = P.stage, "miniimagenet"
-data = datasets.load(paths.input(f"data/prepared/{P.prepared}.npz"))
-images = {split: torch.from_numpy(data[f"{split}_images"]).to(P.device) for split in ("train", "val", "test")}
-per_class = {split: x.shape[1] for split, x in images.items()}
-for spec in P.runs:
-    train = P.reptile_train_shots + 1 if spec.algorithm == "reptile" else spec.k_shot + P.train_queries
-    require(train <= per_class["train"] and spec.k_shot + P.test_queries <= min(per_class["val"], per_class["test"]),
-            "runs", f"has {spec.name}: shots plus queries exceed the images per class of a split ({per_class})")
-DATA = datasets.describe_miniimagenet(data)
-FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
+images, _, DATA, FINGERPRINT = data = fewshot.load_images(DATASET, P.device, prepared=P.prepared)
+fewshot.require_enough_images(data, P.runs, P.train_queries, P.test_queries, P.reptile_train_shots)
 HARDWARE = hardware.describe(P.device)
 pd.DataFrame({s: {"classes": x.shape[0], "images per class": x.shape[1]} for s, x in images.items()})
 

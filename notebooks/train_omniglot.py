@@ -78,38 +78,26 @@ checkpoint_every = 100    # iterations between checkpoints (a killed run resumes
 
 # %%
 from metalearn import fewshot
-from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
+from metalearn.params import Bool, Choice, Int, Str, check, require
 
-P = check(globals(), seed=Int(min=0), threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), stage=Str(), keep_checkpoints=Bool(), device=Choice("cpu", "cuda"), split=Choice("maml", "official"),
-          bn=Choice("transductive", "inductive"), filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True),
-          iterations_5way=Int(min=1), iterations_20way=Int(min=1), meta_batch_5way=Int(min=1),
-          meta_batch_20way=Int(min=1), inner_steps_5way=Int(min=1), inner_steps_20way=Int(min=1),
-          inner_lr_5way=Float(min=0, strict=True), inner_lr_20way=Float(min=0, strict=True),
-          test_steps_5way=Int(min=1), test_steps_20way=Int(min=1), meta_lr=Float(min=0, strict=True),
-          reptile_iterations=Int(min=1), reptile_meta_batch=Int(min=1), reptile_inner_steps=Int(min=1),
-          reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
-          reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), n_val_tasks=Int(min=1),
-          val_every=Int(min=1), n_test_tasks=Int(min=2), test_queries=Int(min=1), pretrain_iterations=Int(min=1),
-          pretrain_batch=Int(min=1), checkpoint_every=Int(min=1))
+P = check(globals(), **fewshot.RUN_PARAMETERS, **fewshot.REPTILE_PARAMETERS, seed=Int(min=0), stage=Str(),
+          keep_checkpoints=Bool(), split=Choice("maml", "official"),
+          **{f"{name}_{way}way": check_of for name, check_of in fewshot.STEP_PARAMETERS.items() for way in (5, 20)},
+          meta_batch_5way=Int(min=1), meta_batch_20way=Int(min=1))
 for spec in P.runs:
     require(spec.n_way in (5, 20), "runs", f"has {spec.name}: Omniglot settings exist for 5-way and 20-way")
-    require(spec.k_shot + P.test_queries <= 20 and (spec.algorithm != "reptile" or P.reptile_train_shots <= 20),
-            "runs", f"has {spec.name}: shots plus queries exceed the 20 drawings of a character")
 
 # %%
 import pandas as pd
 import torch
 
-from metalearn import datasets, hardware, paths
+from metalearn import hardware, paths
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE, DATASET = P.stage, "omniglot"
-data = datasets.load(paths.input("data/prepared/omniglot.npz"))
-images = torch.from_numpy(data["images"]).to(P.device)
-classes = datasets.omniglot_split(data, P.split, seed=1)
-DATA = f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {P.split} split, x4 rotations)"
-FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
+images, classes, DATA, FINGERPRINT = data = fewshot.load_images(DATASET, P.device, split=P.split)
+fewshot.require_enough_images(data, P.runs, None, P.test_queries, P.reptile_train_shots)
 HARDWARE = hardware.describe(P.device)
 pd.DataFrame({s: {"characters": len(c) // 4, "classes (x4 rotations)": len(c)} for s, c in classes.items()})
 

@@ -65,20 +65,14 @@ checkpoint_every = 50     # as in train_miniimagenet (changes no result, but is 
 
 # %%
 from metalearn import fewshot
-from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
+from metalearn.params import Bool, Choice, Int, List, check, require
 
-P = check(globals(), prepared=Choice("miniimagenet", "miniimagenet_full_train"),
-          seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), same_as_train_miniimagenet=Bool(),
-          threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), device=Choice("cpu", "cuda"), bn=Choice("transductive", "inductive"),
-          filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True), snapshots=List(Int(min=1), min_len=0, unique=True),
-          iterations=Int(min=1), meta_batch_1shot=Int(min=1), meta_batch_5shot=Int(min=1), inner_steps=Int(min=1),
-          inner_lr=Float(min=0, strict=True), test_steps=Int(min=1), train_queries=Int(min=1),
-          meta_lr=Float(min=0, strict=True), n_val_tasks=Int(min=1), val_every=Int(min=1), n_test_tasks=Int(min=2),
-          test_queries=Int(min=1), checkpoint_every=Int(min=1))
-require(len(P.seeds) >= 2, "seeds", "needs at least two seeds: the stage compares and averages across them")
+P = check(globals(), **fewshot.RUN_PARAMETERS, **fewshot.STEP_PARAMETERS, **fewshot.SEEDS_PARAMETERS,
+          prepared=Choice(*fewshot.PREPARED), same_as_train_miniimagenet=Bool(),
+          snapshots=List(Int(min=1), min_len=0, unique=True), meta_batch_1shot=Int(min=1), meta_batch_5shot=Int(min=1),
+          train_queries=Int(min=1))
+fewshot.require_seed_runs(P.seeds, P.runs)
 for spec in P.runs:
-    require(spec.model == "conv" and spec.init is None and spec.algorithm in ("maml", "fomaml", "anil"), "runs",
-            f"has {spec.name}: this stage trains MAML-family conv runs from scratch (maml, fomaml, anil)")
     require(spec.n_way <= 16, "runs", f"has {spec.name}: the validation split has 16 classes")
 require(all(s < P.iterations for s in P.snapshots), "snapshots", f"must lie below iterations ({P.iterations}): "
         "the final weights are always kept")
@@ -86,22 +80,14 @@ require(all(s < P.iterations for s in P.snapshots), "snapshots", f"must lie belo
 # %%
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
 
-from metalearn import datasets, hardware, paths
+from metalearn import hardware
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE, DATASET = "train_seeds", "miniimagenet"
-data = datasets.load(paths.input(f"data/prepared/{P.prepared}.npz"))
-images = {split: torch.from_numpy(data[f"{split}_images"]).to(P.device) for split in ("train", "val", "test")}
-per_class = {split: x.shape[1] for split, x in images.items()}
-for spec in P.runs:
-    require(spec.k_shot + P.train_queries <= per_class["train"]
-            and spec.k_shot + P.test_queries <= min(per_class["val"], per_class["test"]),
-            "runs", f"has {spec.name}: shots plus queries exceed the images per class of a split ({per_class})")
-DATA = datasets.describe_miniimagenet(data)
-FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
+images, _, DATA, FINGERPRINT = data = fewshot.load_images(DATASET, P.device, prepared=P.prepared)
+fewshot.require_enough_images(data, P.runs, P.train_queries, P.test_queries)
 HARDWARE = hardware.describe(P.device)
 
 

@@ -59,36 +59,25 @@ checkpoint_every = 100    # as in train_omniglot (changes no result, but is part
 
 # %%
 from metalearn import fewshot
-from metalearn.params import Bool, Choice, Float, Int, List, Str, check, require
+from metalearn.params import Bool, Choice, Int, check, require
 
-P = check(globals(), seeds=List(Int(min=0), unique=True), test_seed=Int(min=0), same_as_train_omniglot=Bool(),
-          threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), device=Choice("cpu", "cuda"), split=Choice("maml", "official"),
-          bn=Choice("transductive", "inductive"), filters=Int(min=1), runs=List(Str(fewshot.Spec.parse), unique=True),
-          iterations=Int(min=1), meta_batch=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
-          test_steps=Int(min=1), meta_lr=Float(min=0, strict=True), n_val_tasks=Int(min=1), val_every=Int(min=1),
-          n_test_tasks=Int(min=2), test_queries=Int(min=1), checkpoint_every=Int(min=1))
-require(len(P.seeds) >= 2, "seeds", "needs at least two seeds: the stage compares and averages across them")
+P = check(globals(), **fewshot.RUN_PARAMETERS, **fewshot.STEP_PARAMETERS, **fewshot.SEEDS_PARAMETERS,
+          same_as_train_omniglot=Bool(), split=Choice("maml", "official"), meta_batch=Int(min=1))
+fewshot.require_seed_runs(P.seeds, P.runs)
 for spec in P.runs:
-    require(spec.model == "conv" and spec.init is None and spec.algorithm in ("maml", "fomaml", "anil"), "runs",
-            f"has {spec.name}: this stage trains MAML-family conv runs from scratch (maml, fomaml, anil)")
     require(spec.n_way == 20, "runs", f"has {spec.name}: the settings here are train_omniglot's 20-way ones")
-    require(spec.k_shot + P.test_queries <= 20, "runs",
-            f"has {spec.name}: shots plus queries exceed the 20 drawings of a character")
 
 # %%
 import pandas as pd
 import torch
 
-from metalearn import datasets, hardware, paths
+from metalearn import hardware
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
 STAGE, DATASET = "train_seeds_omniglot", "omniglot"
-data = datasets.load(paths.input("data/prepared/omniglot.npz"))
-images = torch.from_numpy(data["images"]).to(P.device)
-classes = datasets.omniglot_split(data, P.split, seed=1)
-DATA = f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {P.split} split, x4 rotations)"
-FINGERPRINT = datasets.fingerprint(data)  # the data's identity in the records of what is trained and tested on it
+images, classes, DATA, FINGERPRINT = data = fewshot.load_images(DATASET, P.device, split=P.split)
+fewshot.require_enough_images(data, P.runs, None, P.test_queries)
 HARDWARE = hardware.describe(P.device)
 
 # %% [markdown]

@@ -11,12 +11,7 @@ from metalearn.models import forward
 LR, STEPS, T = 0.1, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # every test in float64 (tests/testenv.py)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ adaptation loops, run names, resumable training, and the window-averaged history
 import copy
 import dataclasses
 import math
+import re
 import shutil
 
 import pytest
@@ -585,3 +586,40 @@ def test_a_run_on_the_batched_path_is_another_run_with_the_loops_weights_to_roun
     with pytest.raises(ParameterError, match="use workers 1"):
         fewshot.train_runs([spec], "omniglot", 4, None, lambda s: settings, 2, 1, 0, "s", {}, workers=2,
                            path="batched")
+
+
+def _images(per_class: dict) -> fewshot.Images:
+    """Images with ``per_class[split]`` images per class (a MiniImageNet-like dict, or one shared tensor)."""
+    if isinstance(per_class, int):
+        return fewshot.Images(torch.zeros(8, per_class, 1, 2, 2), {"train": None}, "d", "f")
+    return fewshot.Images({s: torch.zeros(5, n, 3, 2, 2) for s, n in per_class.items()}, None, "d", "f")
+
+
+def test_a_stage_is_stopped_when_its_episodes_need_more_images_than_a_class_has():
+    mini = _images({"train": 600, "val": 100, "test": 100})
+    runs = [fewshot.Spec.parse("maml-conv-5w5s"), fewshot.Spec.parse("reptile-conv-5w1s")]
+    fewshot.require_enough_images(mini, runs, train_queries=15, test_queries=95, reptile_train_shots=599)
+    with pytest.raises(ParameterError, match="maml-conv-5w5s: shots plus queries exceed"):
+        fewshot.require_enough_images(mini, runs, 15, test_queries=96)   # 5 + 96 > 100 test images
+    with pytest.raises(ParameterError, match="reptile-conv-5w1s"):
+        fewshot.require_enough_images(mini, runs, 15, 15, reptile_train_shots=600)  # Reptile draws shots + 1
+    omniglot = _images(20)  # 20 drawings of every character; train_queries None: K queries (MAML's code)
+    fewshot.require_enough_images(omniglot, [fewshot.Spec.parse("maml-conv-20w5s")], None, 15)
+    with pytest.raises(ParameterError, match="maml-conv-20w5s"):
+        fewshot.require_enough_images(omniglot, [fewshot.Spec.parse("maml-conv-20w5s")], None, 16)
+
+
+def test_a_seeds_stage_needs_two_seeds_and_maml_family_runs_from_scratch():
+    fewshot.require_seed_runs([0, 1], [fewshot.Spec.parse("anil-conv-5w1s")])
+    with pytest.raises(ParameterError, match="'seeds' needs at least two seeds"):
+        fewshot.require_seed_runs([0], [fewshot.Spec.parse("anil-conv-5w1s")])
+    for name in ("reptile-conv-5w1s", "maml-mlp-5w1s", "multiclass+head-conv-5w1s"):
+        with pytest.raises(ParameterError, match=f"has {re.escape(name)}: this stage trains MAML-family conv runs"):
+            fewshot.require_seed_runs([0, 1], [fewshot.Spec.parse(name)])
+
+
+def test_load_images_names_a_dataset_or_copy_it_does_not_know():
+    with pytest.raises(ValueError, match="'cifar' is none of"):
+        fewshot.load_images("cifar", "cpu")
+    with pytest.raises(ParameterError, match="'prepared' is 'tiered'"):
+        fewshot.load_images("miniimagenet", "cpu", prepared="tiered")

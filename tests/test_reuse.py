@@ -444,3 +444,16 @@ def test_a_random_body_is_the_runs_architecture_from_its_own_seed():
     again = models.init_model(lambda: fewshot.build_model(spec, "miniimagenet", 4), 1)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in body.state_dict().items())
     assert torch.equal(reuse.random_body(trained, 0).body.layer1.layer.weight, start.body.layer1.layer.weight)
+
+
+def test_over_seeds_is_the_student_t_interval_of_the_seeds_values():
+    table = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3 + ["c"], "seed": [0, 1, 2] * 2 + [0],
+                          "cost": [1.0, 2.0, 6.0, 0.5, 0.5, 0.5, 4.0], "accuracy": [50, 52, 54, 40, 41, 42, 30]})
+    out = reuse.over_seeds(table, ["run"], ["cost", "accuracy"]).set_index("run")
+    # known answer: mean 3, sd sqrt(7), t(0.975, 2) = 4.302653
+    assert out.loc["a", "cost"] == pytest.approx(3.0)
+    assert out.loc["a", "cost_ci95_seeds"] == pytest.approx(4.302653 * math.sqrt(7 / 3), rel=1e-6)
+    assert out.loc["b", "cost_ci95_seeds"] == 0.0 and out.loc["b", "accuracy"] == pytest.approx(41.0)
+    assert out.loc["c", "seeds"] == 1 and math.isnan(out.loc["c", "cost_ci95_seeds"])  # one seed: no interval
+    with pytest.raises(ValueError, match="repeat a seed"):
+        reuse.over_seeds(pd.concat([table, table.iloc[:1]]), ["run"], ["cost"])

@@ -50,6 +50,15 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 @pytest.fixture
+def float64():
+    """The test runs with float64 as torch's default dtype (restored after)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
 def one_thread():
     """One torch thread for the test (timings and forked ranks compare like with like), restored after;
     no forked process may outlive it."""

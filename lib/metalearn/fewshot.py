@@ -39,11 +39,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import batched, core, distributed, models, paths, regimes, store, training
+from . import batched, core, datasets, distributed, models, paths, regimes, store, training
 from .core import InnerOptimizer, class_sum_cross_entropy, cross_entropy, meta_loss
 from .datasets import EpisodeSampler
 from .evaluation import NUMERICS, few_shot, few_shot_optimized
-from .params import require
+from .params import Choice, Float, Int, List, Str, require
 from .tasks import Batch
 
 ALGORITHMS = ("maml", "fomaml", "anil", "head", "random", "reptile")
@@ -133,6 +133,74 @@ class Settings:
     checkpoint_every: int = 200
     pretrain_iterations: int = 0
     pretrain_batch: int = 32
+
+
+#: how the image-training notebooks check their parameters (:func:`metalearn.params.check`), by group:
+#: every training stage; one set of step settings for every run (the Omniglot stages name theirs per N-way);
+#: Reptile and pre-training; a stage over seeds
+RUN_PARAMETERS = dict(
+    threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), device=Choice("cpu", "cuda"),
+    bn=Choice("transductive", "inductive"), filters=Int(min=1), runs=List(Str(Spec.parse), unique=True),
+    meta_lr=Float(min=0, strict=True), n_val_tasks=Int(min=1), val_every=Int(min=1), n_test_tasks=Int(min=2),
+    test_queries=Int(min=1), checkpoint_every=Int(min=1))
+STEP_PARAMETERS = dict(iterations=Int(min=1), inner_steps=Int(min=1), inner_lr=Float(min=0, strict=True),
+                       test_steps=Int(min=1))
+REPTILE_PARAMETERS = dict(
+    reptile_iterations=Int(min=1), reptile_meta_batch=Int(min=1), reptile_inner_steps=Int(min=1),
+    reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
+    reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), pretrain_iterations=Int(min=1),
+    pretrain_batch=Int(min=1))
+SEEDS_PARAMETERS = dict(seeds=List(Int(min=0), unique=True), test_seed=Int(min=0))
+PREPARED = ("miniimagenet", "miniimagenet_full_train")  # the prepared MiniImageNet copies (datasets.prepare_*)
+
+
+def require_seed_runs(seeds: Sequence[int], runs: Sequence[Spec]) -> None:
+    """Stop a stage over seeds whose ``seeds`` or ``runs`` it cannot compare (ParameterError naming which):
+    at least two seeds, and MAML-family conv runs trained from scratch."""
+    require(len(seeds) >= 2, "seeds", "needs at least two seeds: the stage compares and averages across them")
+    for spec in runs:
+        require(spec.model == "conv" and spec.init is None and spec.algorithm in ("maml", "fomaml", "anil"), "runs",
+                f"has {spec.name}: this stage trains MAML-family conv runs from scratch (maml, fomaml, anil)")
+
+
+class Images(NamedTuple):
+    """A prepared dataset as the training stages use it (:func:`load_images`)."""
+
+    images: Tensor | dict[str, Tensor]  # Omniglot: one uint8 tensor [characters, drawings, ...]; MiniImageNet: one per split
+    classes: dict[str, Tensor] | None   # Omniglot: each split's class indices; MiniImageNet: None (a tensor per split)
+    description: str                    # how results name the data (their scale)
+    fingerprint: str                    # the data's identity in the records of what is trained and tested on it
+
+
+def load_images(dataset: str, device: str, split: str = "maml", prepared: str = "miniimagenet") -> Images:
+    """The prepared ``dataset`` (``omniglot``: ``data/prepared/omniglot.npz`` with the character ``split``,
+    ``maml`` or ``official``; ``miniimagenet``: the copy ``data/prepared/<prepared>.npz``) on ``device``."""
+    if dataset == "omniglot":
+        data = datasets.load(paths.input("data/prepared/omniglot.npz"))
+        images = torch.from_numpy(data["images"]).to(device)
+        return Images(images, datasets.omniglot_split(data, split, seed=1),
+                      f"Omniglot ({len(images)} characters x 20 drawings, 28x28, {split} split, x4 rotations)",
+                      datasets.fingerprint(data))
+    if dataset == "miniimagenet":
+        require(prepared in PREPARED, "prepared", f"is {prepared!r}, not one of {PREPARED}")
+        data = datasets.load(paths.input(f"data/prepared/{prepared}.npz"))
+        return Images({split: torch.from_numpy(data[f"{split}_images"]).to(device) for split in ("train", "val", "test")},
+                      None, datasets.describe_miniimagenet(data), datasets.fingerprint(data))
+    raise ValueError(f"dataset {dataset!r} is none of {tuple(DATASETS)}")
+
+
+def require_enough_images(images: Images, runs: Sequence[Spec], train_queries: int | None, test_queries: int,
+                          reptile_train_shots: int = 0) -> None:
+    """Stop a stage (ParameterError about ``runs``) whose episodes would need more images per class
+    than a split has: in training K shots and ``train_queries`` queries (None: K, as MAML's Omniglot
+    code), or Reptile's ``reptile_train_shots`` + 1; in validation and test K shots + ``test_queries``."""
+    pools = images.images if isinstance(images.images, dict) else dict.fromkeys(("train", "val", "test"), images.images)
+    per_class = {split: pool.shape[1] for split, pool in pools.items()}
+    for spec in runs:
+        train = (reptile_train_shots + 1 if spec.algorithm == "reptile"
+                 else spec.k_shot + (spec.k_shot if train_queries is None else train_queries))
+        require(train <= per_class["train"] and spec.k_shot + test_queries <= min(per_class["val"], per_class["test"]),
+                "runs", f"has {spec.name}: shots plus queries exceed the images per class of a split ({per_class})")
 
 
 def build_model(spec: Spec, dataset: str, filters: int) -> models.Net:

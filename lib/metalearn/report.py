@@ -29,3 +29,23 @@ def save_table(rows: list[dict], relative: str) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def plot_returns(ax, history, algorithms, styles: dict, first_seed: int) -> None:
+    """Meta-RL learning curves on a matplotlib ``ax``: one line per (model, seed) of ``history``.
+
+    Args:
+        history: a DataFrame with columns ``model``, ``seed``, ``iteration``, ``return`` (after
+            adaptation for the meta-learners) and, for them, ``return_pre`` (before adaptation,
+            drawn dotted where it has values).
+        algorithms: the models that adapt (MAML, ANIL): labelled "(after adaptation)".
+        styles: ``styles[model]["color"]`` for every model of ``history``.
+        first_seed: the seed whose lines carry the legend (one entry per method).
+    """
+    for (name, seed), h in history.groupby(["model", "seed"], sort=False):
+        first, meta = seed == first_seed, name in algorithms
+        ax.plot(h.iteration, h["return"], color=styles[name]["color"], lw=1,
+                label=(f"{name} (after adaptation)" if meta else name) if first else None)
+        if meta and "return_pre" in h and h.return_pre.notna().any():
+            ax.plot(h.iteration, h.return_pre, color=styles[name]["color"], ls=":", lw=1,
+                    label=f"{name} (before adaptation)" if first else None)

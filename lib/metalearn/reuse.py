@@ -288,6 +288,30 @@ def adapted_params(spec: fewshot.Spec, model: nn.Module, params: Params, xs: Ten
     return {k: v.detach() for k, v in adapted.items()}
 
 
+def over_seeds(table: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """The mean over seeds of each of ``columns`` of ``table`` (one row per seed and group of ``by``),
+    with its 95% half-width over seeds (Student t on the seeds' values; NaN with one seed).
+
+    Args:
+        table: rows with a ``seed`` column, the ``by`` columns and the ``columns`` (numbers).
+    Returns:
+        one row per group of ``by`` (in order of appearance): the ``by`` columns, ``<column>`` (the
+        mean), ``<column>_ci95_seeds`` for each column, and ``seeds`` (how many).
+    Raises:
+        ValueError: a group has one seed twice (the rows would not be seeds).
+    """
+    twice = table.duplicated([*by, "seed"])
+    if twice.any():
+        raise ValueError(f"rows {table[twice][[*by, 'seed']].to_dict('records')[:3]} repeat a seed of their group")
+    rows = []
+    for key, group in table.groupby(list(by), sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for column in columns:
+            row[column], row[f"{column}_ci95_seeds"] = _mean_ci(group[column].to_numpy())
+        rows.append({**row, "seeds": len(group)})
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------- A-freeze
 def freeze_accuracy(spec: fewshot.Spec, model: nn.Module, test, settings: fewshot.Settings,
                     freezes: Sequence[str] = ("none", "1", "1-2", "1-3", "1-4")) -> pd.DataFrame:
