@@ -46,7 +46,7 @@ early_tasks = 4                 # test tasks per seed and iteration (the first o
 
 # %%
 from metalearn import fewshot, reuse
-from metalearn.params import Choice, Float, Int, List, Str, check, require
+from metalearn.params import Choice, Int, List, Str, check, require
 
 P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), freezes=List(Str(reuse.check_freeze), unique=True),
           n_test_tasks=Int(min=2), mini_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
