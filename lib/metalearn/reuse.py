@@ -49,6 +49,7 @@ import math
 import re
 from typing import Any, NamedTuple, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -261,7 +262,7 @@ def load_case(stage: str, name: str, n_tasks: int, device: str = "cpu", param: s
 
 def _mean_ci(values) -> tuple[float, float]:
     """Mean and 95% CI half-width of a list of numbers; (nan, nan) if any is nan."""
-    values = torch.as_tensor(values, dtype=torch.float64)
+    values = torch.as_tensor(np.array(values, dtype=np.float64))  # a writable copy (pandas' arrays are read-only)
     if torch.isnan(values).any():
         return math.nan, math.nan
     return mean_ci95(values)
