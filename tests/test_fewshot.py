@@ -590,8 +590,9 @@ def test_a_run_on_the_batched_path_is_another_run_with_the_loops_weights_to_roun
 
 def _images(per_class: dict) -> fewshot.Images:
     """Images with ``per_class[split]`` images per class (a MiniImageNet-like dict, or one shared tensor)."""
-    if isinstance(per_class, int):
-        return fewshot.Images(torch.zeros(8, per_class, 1, 2, 2), {"train": None}, "d", "f")
+    if isinstance(per_class, int):  # Omniglot-like: 30 characters, split by class indices (20 / 5 / 25 classes)
+        classes = {"train": torch.arange(20), "val": torch.arange(20, 25), "test": torch.arange(5, 30)}
+        return fewshot.Images(torch.zeros(30, per_class, 1, 2, 2), classes, "d", "f")
     return fewshot.Images({s: torch.zeros(5, n, 3, 2, 2) for s, n in per_class.items()}, None, "d", "f")
 
 
@@ -604,9 +605,17 @@ def test_a_stage_is_stopped_when_its_episodes_need_more_images_than_a_class_has(
     with pytest.raises(ParameterError, match="reptile-conv-5w1s"):
         fewshot.require_enough_images(mini, runs, 15, 15, reptile_train_shots=600)  # Reptile draws shots + 1
     omniglot = _images(20)  # 20 drawings of every character; train_queries None: K queries (MAML's code)
-    fewshot.require_enough_images(omniglot, [fewshot.Spec.parse("maml-conv-20w5s")], None, 15)
-    with pytest.raises(ParameterError, match="maml-conv-20w5s"):
-        fewshot.require_enough_images(omniglot, [fewshot.Spec.parse("maml-conv-20w5s")], None, 16)
+    fewshot.require_enough_images(omniglot, [fewshot.Spec.parse("maml-conv-5w5s")], None, 15)
+    with pytest.raises(ParameterError, match="maml-conv-5w5s: shots plus queries exceed"):
+        fewshot.require_enough_images(omniglot, [fewshot.Spec.parse("maml-conv-5w5s")], None, 16)
+
+
+def test_a_stage_is_stopped_when_its_episodes_need_more_classes_than_a_split_has():
+    omniglot, mini = _images(20), _images({"train": 600, "val": 100, "test": 100})  # fewest classes: 5 in a split
+    for images in (omniglot, mini):
+        fewshot.require_enough_images(images, [fewshot.Spec.parse("anil-conv-5w1s")], 1, 1)
+        with pytest.raises(ParameterError, match=r"has maml-conv-6w1s: 6 ways, but a split has fewer classes"):
+            fewshot.require_enough_images(images, [fewshot.Spec.parse("maml-conv-6w1s")], 1, 1)
 
 
 def test_a_seeds_stage_needs_two_seeds_and_maml_family_runs_from_scratch():

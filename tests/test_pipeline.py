@@ -131,7 +131,7 @@ def test_what_computes_never_imports_what_presents():
         assert not closure({module}) & PRESENTATION, f"{module} imports {closure({module}) & PRESENTATION}"
     for stage in DVC["stages"]:
         if stage.startswith("train_"):
-            notebook = metalearn_imports((paths.NOTEBOOKS / f"{stage}.py").read_text())
+            notebook = metalearn_imports((paths.NOTEBOOKS / f"{notebook_and_params(stage)[0]}.py").read_text())
             assert not closure(notebook) & PRESENTATION, f"the computing stage {stage} runs presentation code"
 
 
@@ -142,7 +142,9 @@ def test_the_suites_smaller_smoke_values_are_parameters_and_agree_across_noteboo
         assert set(values) <= set(papermill.inspect_notebook(str(paths.NOTEBOOKS / f"{stage}.ipynb"))), stage
     widths = {"omniglot": SMOKE["train_omniglot"]["filters"], "miniimagenet": SMOKE["train_miniimagenet"]["filters"]}
     assert SMOKE["train_seeds"]["filters"] == widths["miniimagenet"]  # seeds train train_miniimagenet's network
-    assert SMOKE["train_seeds_omniglot"]["filters"] == widths["omniglot"]  # and train_omniglot's
+    from test_seeds_omniglot import OMNIGLOT
+
+    assert OMNIGLOT["filters"] == widths["omniglot"]  # and, on Omniglot, train_omniglot's
 
 
 @pytest.mark.parametrize("notebook", sorted({notebook_and_params(stage)[0] for stage in DVC["stages"]}))
@@ -170,19 +172,23 @@ def test_a_later_stage_reads_an_earlier_stages_staged_output_first(tmp_path, mon
 
 def test_the_tests_run_notebooks_in_pipeline_order():
     """tests/testenv.py orders notebook cells as dvc.yaml lists stages (prepare before training),
-    after the library tests, keeping each file's own order."""
+    after the library tests, keeping each file's own order; a test marked ``stage(name)`` runs where
+    that stage's notebook would."""
     import types
 
     import testenv
 
     stages = list(DVC["stages"])
+    marked = {"tests/test_c.py::1": types.SimpleNamespace(args=(stages[1],))}
     names = ["tests/test_a.py::1", f"notebooks/{stages[-1]}.ipynb::1", f"notebooks/{stages[0]}.ipynb::1",
-             "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::2", f"notebooks/{stages[-1]}.ipynb::2"]
-    items = [types.SimpleNamespace(fspath=paths.ROOT / name.split("::")[0], name=name) for name in names]
+             "tests/test_c.py::1", "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::2",
+             f"notebooks/{stages[-1]}.ipynb::2"]
+    items = [types.SimpleNamespace(fspath=paths.ROOT / name.split("::")[0], name=name,
+                                   get_closest_marker=lambda marker, name=name: marked.get(name)) for name in names]
     testenv.pytest_collection_modifyitems(None, None, items)
     assert [i.name for i in items] == ["tests/test_a.py::1", "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::1",
-                                       f"notebooks/{stages[0]}.ipynb::2", f"notebooks/{stages[-1]}.ipynb::1",
-                                       f"notebooks/{stages[-1]}.ipynb::2"]
+                                       f"notebooks/{stages[0]}.ipynb::2", "tests/test_c.py::1",
+                                       f"notebooks/{stages[-1]}.ipynb::1", f"notebooks/{stages[-1]}.ipynb::2"]
 
 
 def test_dvc_analytics_are_off():

@@ -191,12 +191,16 @@ def load_images(dataset: str, device: str, split: str = "maml", prepared: str = 
 
 def require_enough_images(images: Images, runs: Sequence[Spec], train_queries: int | None, test_queries: int,
                           reptile_train_shots: int = 0) -> None:
-    """Stop a stage (ParameterError about ``runs``) whose episodes would need more images per class
-    than a split has: in training K shots and ``train_queries`` queries (None: K, as MAML's Omniglot
-    code), or Reptile's ``reptile_train_shots`` + 1; in validation and test K shots + ``test_queries``."""
+    """Stop a stage (ParameterError about ``runs``) whose episodes would need more classes than a
+    split has (N ways), or more images per class: in training K shots and ``train_queries`` queries
+    (None: K, as MAML's Omniglot code), or Reptile's ``reptile_train_shots`` + 1; in validation and
+    test K shots + ``test_queries``."""
     pools = images.images if isinstance(images.images, dict) else dict.fromkeys(("train", "val", "test"), images.images)
     per_class = {split: pool.shape[1] for split, pool in pools.items()}
+    n_classes = {split: len(images.classes[split]) if images.classes else len(pool) for split, pool in pools.items()}
     for spec in runs:
+        require(spec.n_way <= min(n_classes.values()), "runs",
+                f"has {spec.name}: {spec.n_way} ways, but a split has fewer classes ({n_classes})")
         train = (reptile_train_shots + 1 if spec.algorithm == "reptile"
                  else spec.k_shot + (spec.k_shot if train_queries is None else train_queries))
         require(train <= per_class["train"] and spec.k_shot + test_queries <= min(per_class["val"], per_class["test"]),
