@@ -96,7 +96,6 @@ import re
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import scipy.stats
 import torch
 from IPython.display import Markdown, display
 from tqdm import tqdm  # not tqdm.auto: its widget warning prints the absolute path of the venv
@@ -290,7 +289,7 @@ def early_table():
 early = store.result(f"data/analyses/{STAGE}/early", IDENTITY, early_table)
 early_rows = len(early) > 0
 if early_rows:
-    early_mean = early.groupby(["run", "iteration", "layer", "method"], sort=False).value.mean().reset_index()
+    early_mean = reuse.over_seeds(early, ["run", "iteration", "layer", "method"], ["value"])
     fig, axes = plt.subplots(len(P.early_runs), len(P.methods), figsize=(4.2 * len(P.methods), 3.3 * len(P.early_runs)),
                              squeeze=False)
     for row, spec in enumerate(P.early_runs):
@@ -335,7 +334,7 @@ def cross_table():
 
 cross = store.result(f"data/analyses/{STAGE}/seeds", IDENTITY, cross_table)
 cross_rows = len(cross) > 0
-fits = []
+fits = reuse.seed_fits(cross) if cross_rows else pd.DataFrame()
 if cross_rows:
     others = [c for c in reuse.SEED_COMPARISONS if c != "pre,pre"]
     wide = cross.pivot_table(index=["pair", "layer", "method"], columns="comparison", values="value").reset_index()
@@ -345,17 +344,13 @@ if cross_rows:
         part = wide[wide.method == method]
         body = part[part.layer != "head"].dropna(subset=["pre,pre", *others])
         for ax, other in zip(axes[row], others):
-            fit = scipy.stats.linregress(body["pre,pre"], body[other]) if len(body) > 2 else None
-            if fit is not None:
-                fits.append(dict(method=method, comparison=other, slope=fit.slope, intercept=fit.intercept,
-                                 r2=fit.rvalue ** 2, points=len(body)))
             ax.scatter(body["pre,pre"], body[other], s=14, label="body layers")
             head = part[part.layer == "head"]
             ax.scatter(head["pre,pre"], head[other], marker="x", color="k", label="head (not fitted)")
             ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
-            if fit is not None:
+            for fit in fits[(fits.method == method) & (fits.comparison == other)].itertuples():
                 ax.plot([0, 1], [fit.intercept, fit.intercept + fit.slope], color="C1",
-                        label=f"fit: y = {fit.slope:.2f}x {fit.intercept:+.2f}, R2 = {fit.rvalue ** 2:.3f}")
+                        label=f"fit: y = {fit.slope:.2f}x {fit.intercept:+.2f}, R2 = {fit.r2:.3f}")
             ax.set(xlabel="(pre, pre)", ylabel=f"({other.replace(',', ', ')})", title=method.upper(),
                    xlim=(0, 1.02), ylim=(0, 1.02))
             ax.legend(fontsize=6)
@@ -363,7 +358,7 @@ if cross_rows:
                  f"{P.seed_tasks} test tasks; dotted: y = x", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/seed_similarity.png")
-    display(pd.DataFrame(fits).round(3))
+    display(fits.round(3))
 
 # %% [markdown]
 # ## A-repr across seeds: MAML-MAML, ANIL-ANIL, ANIL-MAML (paper Table 3)
@@ -441,8 +436,9 @@ if early_rows:
         for r in early_mean[early_mean.run == spec.name].itertuples():
             setting = f"miniimagenet {spec.algorithm} conv {spec.setting} iteration {r.iteration} {r.layer} pre vs post"
             rows.append(results.row("A-early", setting, r.method, r.value,
-                                    case.scale(HARDWARE, seeds=f"mean over {seeds_text}", at=r.iteration)))
-for fit in fits:
+                                    case.scale(HARDWARE, seeds=f"mean over {seeds_text}, 95% interval over the seeds",
+                                               at=r.iteration), r.value_ci95_seeds))
+for fit in fits.to_dict("records"):
     case = seeded[P.seed_runs[0], P.seeds[0]]
     setting = f"miniimagenet {P.seed_runs[0].algorithm} conv {P.seed_runs[0].setting} ({fit['comparison']}) vs (pre,pre)"
     scale = case.scale(HARDWARE, seeds=f"{len(seed_pairs)} pairs of {seeds_text}; fit over body layers")
@@ -501,7 +497,7 @@ if early_rows:
                          f"{at[at.layer == 'head'].value.iloc[0]:.2f}")
         lines.append(f"- **A-early, {run}, {method.upper()} pre vs post** (mean of {len(P.seeds)} seeds): "
                      + "; ".join(parts) + ".")
-for fit in fits:
+for fit in fits.to_dict("records"):
     near = abs(fit["slope"] - 1) < 0.1 and abs(fit["intercept"]) < 0.1 and fit["r2"] > 0.9
     lines.append(f"- **A-seeds, {fit['method'].upper()}**: ({fit['comparison']}) against (pre,pre) over "
                  f"{fit['points']} seed-pair x body-layer points: y = {fit['slope']:.3f}x {fit['intercept']:+.3f}, "

@@ -457,3 +457,32 @@ def test_over_seeds_is_the_student_t_interval_of_the_seeds_values():
     assert out.loc["c", "seeds"] == 1 and math.isnan(out.loc["c", "cost_ci95_seeds"])  # one seed: no interval
     with pytest.raises(ValueError, match="repeat a seed"):
         reuse.over_seeds(pd.concat([table, table.iloc[:1]]), ["run"], ["cost"])
+
+
+def test_seed_fits_are_least_squares_lines_through_the_body_layers_points():
+    rng = np.random.default_rng(0)
+    rows = []
+    for pair in ("0-1", "0-2", "1-2"):
+        for layer in ("body.layer1", "body.layer2", "head"):
+            x = rng.uniform(0.3, 0.9)
+            values = {"pre,pre": x, "pre,post": 0.5 * x + 0.2,  # on a line: known answer
+                      "post,pre": x + rng.normal(0, 0.05), "post,post": 0.9 if layer == "head" else x}
+            rows += [dict(pair=pair, layer=layer, method="cca", comparison=c, value=v) for c, v in values.items()]
+    rows += [dict(pair="0-1", layer="body.layer1", method="cka", comparison=c, value=0.5) for c in reuse.SEED_COMPARISONS]
+    cross = pd.DataFrame(rows)
+    fits = reuse.seed_fits(cross).set_index("comparison")
+    assert list(fits.method) == ["cca"] * 3  # cka has one point: no fit
+    line = fits.loc["pre,post"]
+    assert (line.slope, line.intercept, line.r2, line.points) == (pytest.approx(0.5), pytest.approx(0.2),
+                                                                  pytest.approx(1.0), 6)  # the head is left out
+    assert fits.loc["post,post"].slope == pytest.approx(1.0) and fits.loc["post,post"].intercept == pytest.approx(0.0)
+    body = cross[(cross.layer != "head") & (cross.method == "cca")].pivot_table(
+        index=["pair", "layer"], columns="comparison", values="value")
+    slope, intercept = np.polyfit(body["pre,pre"], body["post,pre"], 1)  # an independent least-squares fit
+    r = np.corrcoef(body["pre,pre"], body["post,pre"])[0, 1]
+    assert (fits.loc["post,pre"].slope, fits.loc["post,pre"].intercept, fits.loc["post,pre"].r2) == (
+        pytest.approx(slope), pytest.approx(intercept), pytest.approx(r ** 2))
+    missing = cross.copy()
+    missing.loc[(missing.pair == "0-1") & (missing.layer == "body.layer1") & (missing.comparison == "post,post"),
+                "value"] = np.nan
+    assert reuse.seed_fits(missing).points.tolist() == [5, 5, 5]  # a point missing any comparison is left out

@@ -51,6 +51,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 import torch
 from torch import Tensor, nn
 
@@ -576,3 +577,32 @@ def seed_pair_similarity(spec: fewshot.Spec, model_a: nn.Module, model_b: nn.Mod
             rows += [dict(task=t, comparison=comparison, **r)
                      for r in _compare_layers(acts["a", first], acts["b", second], methods, too_few)]
     return _summarise(pd.DataFrame(rows), ["comparison", "layer", "method"])
+
+
+def seed_fits(cross: pd.DataFrame) -> pd.DataFrame:
+    """A-seeds' summary (ANIL paper Fig. 7, 8): for each method and each comparison other than
+    (pre, pre), the least-squares line through the body layers' points ((pre, pre) similarity on
+    x, that comparison's on y) over every seed pair. On the line y = x adaptation changed no
+    representation. The head is left out (adaptation is expected to change it), and so is a point
+    with any comparison missing (NaN); with fewer than 3 points there is no fit.
+
+    Args:
+        cross: :func:`seed_pair_similarity` rows of several seed pairs, with a ``pair`` column
+            (pair, comparison, layer, method, value).
+    Returns:
+        one row per fitted (method, comparison), methods in order of appearance: method,
+        comparison, slope, intercept, r2 (squared Pearson r), points.
+    """
+    others = [c for c in SEED_COMPARISONS if c != "pre,pre"]
+    wide = cross.pivot_table(index=["pair", "layer", "method"], columns="comparison", values="value").reset_index()
+    fits = []
+    for method in dict.fromkeys(cross.method):
+        part = wide[wide.method == method]
+        body = part[part.layer != "head"].dropna(subset=["pre,pre", *others])
+        if len(body) < 3:
+            continue
+        for other in others:
+            fit = scipy.stats.linregress(body["pre,pre"], body[other])
+            fits.append(dict(method=method, comparison=other, slope=fit.slope, intercept=fit.intercept,
+                             r2=fit.rvalue ** 2, points=len(body)))
+    return pd.DataFrame(fits, columns=["method", "comparison", "slope", "intercept", "r2", "points"])
