@@ -67,7 +67,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from metalearn import core, evaluation, hardware, models, report, results, tasks, training
+from metalearn import core, evaluation, hardware, models, report, results, sine, tasks, training
 
 torch.set_num_threads(P.threads)
 STAGE, EXPERIMENT = "sine_maml", "M-sine"
@@ -144,31 +144,11 @@ report.save_figure(fig, f"reports/{STAGE}/training.png")
 # most `multitask_max_error` (pilot for reg-to-mean: towards the unregularised average).
 
 # %%
-def multitask(weight=0.0, anchored=False, n=P.multitask_models, groups=1, first_anchor=None, seed=100):
-    stacks, errors, anchor = [], [], first_anchor
-    for members in torch.arange(n).chunk(groups):
-        penalised = not anchored or anchor is not None  # the first reg-to-mean group has no mean to go to
-        params, err = training.train_independent(lambda: models.mlp(sizes), family, len(members), P.multitask_steps,
-                                                 P.meta_lr, seed=P.seed + seed + int(members[0]),
-                                                 weight=weight if penalised else 0.0,
-                                                 anchor=anchor if anchored else None)
-        stacks.append(params)
-        errors.append(err)
-        anchor = {k: torch.cat([s[k] for s in stacks]).mean(0) for k in params}
-    return {k: torch.cat([s[k] for s in stacks]).mean(0) for k in stacks[0]}, torch.cat(errors)
-
-
 def multitask_baselines():
-    """The three averaged regressors, their own-task errors and the penalties chosen."""
-    averaged, errors, chosen = {}, {}, {"noreg": 0.0}
-    averaged["noreg"], errors["noreg"] = multitask()
-    for variant, anchored in [("l2", False), ("regmean", True)]:
-        ok = [w for w in P.multitask_weights
-              if multitask(w, anchored, P.multitask_pilot, first_anchor=averaged["noreg"], seed=5000)[1].mean()
-              <= P.multitask_max_error]
-        chosen[variant] = max(ok, default=0.0)
-        averaged[variant], errors[variant] = multitask(chosen[variant], anchored,
-                                                       groups=P.multitask_groups if anchored else 1)
+    """The three averaged regressors, their own-task errors and the penalties chosen (metalearn.sine)."""
+    averaged, errors, chosen = sine.multitask_baselines(
+        lambda: models.mlp(sizes), family, P.multitask_models, P.multitask_pilot, P.multitask_groups,
+        P.multitask_steps, P.meta_lr, P.multitask_weights, P.multitask_max_error, P.seed)
     return {"averaged": averaged, "errors": errors}, {"chosen": chosen}
 
 
@@ -192,33 +172,20 @@ def test_batch(k, n_tasks, offset):
     return family.batch(n_tasks, k, P.n_query, torch.Generator().manual_seed(P.seed + offset + k))
 
 
-def curves(model, params, batch, lr):
-    inner = core.InnerLoop(steps=P.eval_steps, lr=lr)
-    return evaluation.learning_curves(model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner)
-
-
 net = models.mlp(sizes)  # the architecture every 1-input method's parameters run through
 methods = {"maml": models.params_of(maml, False), "pretrained": models.params_of(pretrained, False),
            **{f"multitask-{v}": p for v, p in averaged.items()}}
-rows, tuned = [], {}
+parts = []
 for k in P.eval_shots:
     val, test = test_batch(k, P.n_val_tasks, 1000), test_batch(k, P.n_test_tasks, 2000)
-    for name, params in methods.items():
-        if name == "maml":
-            lr = P.inner_lr
-        else:
-            lr = min(P.finetune_lrs, key=lambda c: curves(net, params, val, c)[:, -1].mean().nan_to_num(math.inf))
-        tuned[(name, k)] = lr
-        curve = curves(net, params, test, lr)
-        for step in range(P.eval_steps + 1):
-            mean, ci = evaluation.mean_ci95(curve[:, step])
-            rows.append(dict(method=name, K=k, step=step, mse=mean, ci95=ci, lr=lr))
-    with torch.no_grad():
-        oracle_mse = ((oracle(tasks.with_task_input(test.xq, test.task)) - test.yq) ** 2).mean((1, 2))
-    mean, ci = evaluation.mean_ci95(oracle_mse)
-    rows += [dict(method="oracle", K=k, step=s, mse=mean, ci95=ci, lr=0.0) for s in range(P.eval_steps + 1)]
+    parts.append(sine.finetune_table(net, methods, val, test, P.eval_steps, P.finetune_lrs, fixed={"maml": P.inner_lr})
+                 .assign(K=k))
+    mean, ci = evaluation.mean_ci95(sine.oracle_error(oracle, test))
+    parts.append(pd.DataFrame([dict(method="oracle", K=k, step=s, mse=mean, ci95=ci, lr=0.0)
+                               for s in range(P.eval_steps + 1)]))
 
-table = pd.DataFrame(rows)
+table = pd.concat(parts, ignore_index=True)[["method", "K", "step", "mse", "ci95", "lr"]]
+tuned = {(r.method, r.K): float(r.lr) for r in table[(table.step == 0) & (table.method != "oracle")].itertuples()}
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/finetune.csv")
 print("tuned fine-tuning steps:", {f"{n} K={k}": lr for (n, k), lr in tuned.items() if n != "maml"})
 

@@ -7,7 +7,7 @@ Models: ``models``. Core: ``core`` (MAML / FOMAML / ANIL inner loop, Reptile upd
 ``batched`` (a meta-batch's tasks in one set of operator calls), ``training`` (resumable runs),
 ``distributed`` (data-parallel meta-training over ranks), ``evaluation`` (learning curves, confidence intervals),
 ``theory`` (closed forms the core is checked against). Runs: ``fewshot`` (image runs),
-``regimes`` (training without an inner loop), ``rl`` and ``cheetah`` (meta-RL). Analyses:
+``sine`` (M-sine's multi-task baselines and tuned fine-tuning), ``regimes`` (training without an inner loop), ``rl`` and ``cheetah`` (meta-RL). Analyses:
 ``reuse`` (feature reuse), ``similarity`` (CCA / CKA). Presentation: ``accuracy`` and ``seeds``
 (image runs and runs over seeds as the reports show them), ``report``, ``results``, ``papers``,
 ``claims`` (verdicts on the papers' claims: a tested rule over the results), ``site`` (the reports
