@@ -441,7 +441,8 @@ if early_rows:
 for fit in fits.to_dict("records"):
     case = seeded[P.seed_runs[0], P.seeds[0]]
     setting = f"miniimagenet {P.seed_runs[0].algorithm} conv {P.seed_runs[0].setting} ({fit['comparison']}) vs (pre,pre)"
-    scale = case.scale(HARDWARE, seeds=f"{len(seed_pairs)} pairs of {seeds_text}; fit over body layers")
+    scale = case.scale(HARDWARE, seeds=f"{len(seed_pairs)} pairs of {seeds_text}; fit over body layers "
+                                      "(the points are not independent: pairs share seeds, layers a model)")
     for metric in ("slope", "intercept", "r2"):
         rows.append(results.row("A-seeds", setting, f"{fit['method']} {metric}", fit[metric], scale))
     metrics[f"seeds_{fit['comparison']}_{fit['method']}_r2"] = fit["r2"]
