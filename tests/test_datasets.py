@@ -553,3 +553,42 @@ def test_real_miniimagenet(tmp_path):
     assert data["train_images"].shape == (64, 100, 84, 84, 3)
     assert data["test_images"].shape == (20, 100, 84, 84, 3)
     assert not set(data["train_classes"]) & set(data["test_classes"])
+
+
+# ---------------------------------------------------------------- one outside image, prepared like the data
+
+
+def test_an_outside_image_is_prepared_as_omniglot_grey_resized_and_inverted():
+    white, black = Image.new("L", (105, 105), 255), Image.new("RGB", (105, 105), (0, 0, 0))
+    assert (datasets.omniglot_image(white) == 0).all() and (datasets.omniglot_image(black) == 255).all()
+    half = np.full((104, 104), 255, np.uint8)
+    half[:, :52] = 0  # black ink on the left half
+    small = datasets.omniglot_image(Image.fromarray(half), size=26, resample="nearest")
+    assert small.shape == (26, 26) and small.dtype == np.uint8
+    assert (small[:, :13] == 255).all() and (small[:, 13:] == 0).all()
+    with pytest.raises(ValueError, match="resample must be one of"):
+        datasets.omniglot_image(white, resample="cubic")
+
+
+def test_an_outside_image_is_prepared_as_miniimagenet_rgb_and_84_square():
+    rgb = np.random.default_rng(0).integers(0, 256, (84, 84, 3), dtype=np.uint8)
+    assert np.array_equal(datasets.miniimagenet_image(Image.fromarray(rgb)), rgb)  # the archive's images: as they are
+    grey = datasets.miniimagenet_image(Image.new("L", (105, 105), 200))
+    assert grey.shape == (84, 84, 3) and (grey == 200).all()
+    with pytest.raises(ValueError, match="resample must be one of"):
+        datasets.miniimagenet_image(Image.fromarray(rgb), resample="cubic")
+
+
+@pytest.mark.skipif(not (REAL / "omniglot" / "images_background.zip").is_file()
+                    or not (Path(__file__).resolve().parents[1] / "data/prepared/omniglot.npz").is_file(),
+                    reason="real Omniglot archive or the prepare stage's output absent")
+def test_omniglot_image_repeats_the_prepared_arrays():
+    prepared = datasets.load(Path(__file__).resolve().parents[1] / "data/prepared/omniglot.npz")
+    with zipfile.ZipFile(REAL / "omniglot" / "images_background.zip") as archive:
+        members = sorted(m for m in archive.namelist() if m.endswith(".png"))
+        first = [m for m in members if m.split("/")[1] == prepared["alphabets"][0]
+                 and m.split("/")[2] == prepared["characters"][0]]
+        for drawing, member in enumerate(sorted(first)[:3]):
+            image = Image.open(io.BytesIO(archive.read(member)))
+            assert np.array_equal(datasets.omniglot_image(image, resample=str(prepared["resample"])),
+                                  prepared["images"][0, drawing])

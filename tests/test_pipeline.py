@@ -436,8 +436,8 @@ def _stages_depending_on(path: str) -> set[str]:
 
 
 #: the stages that present what the papers say: they change with the papers' numbers, nothing else does
-PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "nav",
-              "cheetah", "benchmark", "summarize", "report_campaign"}
+PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "shift",
+              "nav", "cheetah", "benchmark", "summarize", "report_campaign"}
 
 
 @pytest.mark.parametrize("path,expected", [
@@ -446,7 +446,7 @@ PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "s
     ("lib/metalearn/report.py", PRESENTING | {"prepare"}),
     ("notebooks/report_training.ipynb", {"report_training"}),
     ("data/models/train_omniglot/maml-conv-5w1s.pt", {"train_seeds_omniglot", "report_training", "freeze",
-                                                      "similarity"}),
+                                                      "similarity", "shift"}),
 ])
 def test_editing_what_presents_changes_only_stages_that_present_never_training(path, expected):
     changed = _stages_depending_on(path)

@@ -182,8 +182,7 @@ def prepare_omniglot(src_dir: str | os.PathLike, out_path: str | os.PathLike, si
                     if image.size != (image_size, image_size):
                         raise DataError(f"{path}: {member} is {image.size[0]}x{image.size[1]}, "
                                         f"expected {image_size}x{image_size}")
-                    small = image.convert("L").resize((size, size), RESAMPLE[resample])
-                    block[c, d] = 255 - np.asarray(small)  # ink = 255, background = 0
+                    block[c, d] = omniglot_image(image, size, resample)
                 alphabets.append(alphabet)
                 characters.append(character)
                 archives.append(root.removeprefix("images_"))
@@ -192,6 +191,27 @@ def prepare_omniglot(src_dir: str | os.PathLike, out_path: str | os.PathLike, si
     _save_npz(out_path, images=images, alphabets=np.array(alphabets), resample=np.array(resample),
               characters=np.array(characters), archives=np.array(archives))
     return {"path": Path(out_path), "characters": len(images), "drawings": n_drawings, "size": size}
+
+
+def omniglot_image(image: Image.Image, size: int = 28, resample: str = "lanczos") -> np.ndarray:
+    """One image as :func:`prepare_omniglot` prepares every Omniglot drawing: grey, resized to
+    ``size`` x ``size`` with ``resample``, inverted (ink = 255, background = 0) -> uint8 [size, size].
+    Any outside image (another benchmark's) goes through it to be tested like Omniglot."""
+    if resample not in RESAMPLE:
+        raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
+    return 255 - np.asarray(image.convert("L").resize((size, size), RESAMPLE[resample]))
+
+
+def miniimagenet_image(image: Image.Image, image_size: int = 84, resample: str = "lanczos") -> np.ndarray:
+    """One image as the prepared MiniImageNet holds its images: RGB, ``image_size`` square (the
+    archive's images already are, and are kept as they are; another image is resized with
+    ``resample``) -> uint8 [image_size, image_size, 3]."""
+    if resample not in RESAMPLE:
+        raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
+    image = image.convert("RGB")
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), RESAMPLE[resample])
+    return np.asarray(image)
 
 
 def prepare_miniimagenet(src_dir: str | os.PathLike, out_path: str | os.PathLike,
@@ -228,7 +248,7 @@ def prepare_miniimagenet(src_dir: str | os.PathLike, out_path: str | os.PathLike
                         raise DataError(
                             f"{path}: images/{name} is {image.size[0]}x{image.size[1]} "
                             f"{image.mode}, expected {image_size}x{image_size} RGB")
-                    images[c, i] = np.asarray(image)
+                    images[c, i] = miniimagenet_image(image, image_size)
             arrays[f"{split}_images"] = images
             arrays[f"{split}_classes"] = np.array(list(groups))
             arrays[f"{split}_files"] = np.array(list(groups.values()))

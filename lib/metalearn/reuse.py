@@ -224,14 +224,15 @@ def test_tasks(dataset: str, spec: fewshot.Spec, n_tasks: int, queries: int, see
 
 class Case(NamedTuple):
     """One analysed run: the trained model, its test-time settings (the training stage's step
-    size, steps and batch norm), its first test tasks, the description of their data and the
-    query images per class."""
+    size, steps and batch norm), its first test tasks, the description of their data, the
+    query images per class and the seed of the stage's test tasks."""
 
     trained: Trained
     settings: fewshot.Settings
     test: Batch
     data: str
     queries: int
+    seed: int = 0  # the seed of the stage's fixed test tasks (:func:`fewshot.test_episodes`)
 
     def scale(self, hardware: str, adapted: bool = True, seeds: str = "1 seed", at: int | None = None) -> str:
         """The scale column of a result computed on this case (``at``: on the weights kept
@@ -258,7 +259,7 @@ def load_case(stage: str, name: str, n_tasks: int, device: str = "cpu", param: s
     settings = evaluation_settings(trained_with["inner_lr"], trained_with["test_steps"], trained_with["bn"])
     split = trained.identity.get("split", "maml")
     test, _ = test_tasks(trained.dataset, trained.spec, n_tasks, tested["queries"], tested["seed"], split, device)
-    return Case(trained, settings, test, trained.record.get("data", trained.dataset), tested["queries"])
+    return Case(trained, settings, test, trained.record.get("data", trained.dataset), tested["queries"], tested["seed"])
 
 
 def _mean_ci(values) -> tuple[float, float]:
