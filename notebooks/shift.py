@@ -34,7 +34,8 @@
 # At each shift, on the same tasks: MAML's accuracy, the cost of freezing its whole body at test
 # time (paired over the tasks), how far each layer moves in adaptation (relative to its norm),
 # CCA / CKA of each layer before vs after adaptation with its chance level, ANIL - MAML (paired),
-# and the control's accuracy. The shifts are ordered categories, not a measured distance.
+# and the control's accuracy (the random body with a NIL head, the control of `metalearn.claims`).
+# The shifts are ordered categories, not a measured distance.
 #
 # The defaults below are smoke-sized; `params.yaml` holds the study's CPU scale.
 
@@ -109,23 +110,25 @@ pd.DataFrame([dict(dataset=dataset, role=role, run=c.trained.spec.name, iteratio
 
 # %%
 def measure(dataset, name):
-    """MAML's reuse measures and every run's per-task accuracy on one shift's tasks."""
+    """MAML's reuse measures and every run's per-task accuracy (adapted, and with the NIL head) on one shift's tasks."""
     test, data = shift.shifted_tasks(cases[dataset]["maml"], name, P.n_tasks)
     return {"data": data, "measures": shift.reuse_measures(cases[dataset]["maml"], test, P.methods, P.chance_tasks,
                                                            P.permutations),
-            "accuracy": {role: shift.task_accuracy(case, test) for role, case in cases[dataset].items()}}
+            "scores": {role: shift.task_scores(case, test) for role, case in cases[dataset].items()}}
 
 
 outcomes = {(dataset, name): store.result(f"data/analyses/{STAGE}/{dataset}-{name}", IDENTITY,
                                           lambda: measure(dataset, name))
             for dataset in tqdm(shift.SHIFTS, desc="X-shift") for name in shift.SHIFTS[dataset]}
 table = pd.concat([o["measures"].assign(dataset=d, shift=s) for (d, s), o in outcomes.items()], ignore_index=True)
+HEAD = {"maml": "adapt", "anil": "adapt", "control": "nil"}  # the control: a random body's NIL head, as in the claims
 accuracy = pd.DataFrame([dict(dataset=d, shift=s, role=role, accuracy=mean, ci95=ci)
-                         for (d, s), o in outcomes.items() for role, scores in o["accuracy"].items()
-                         for mean, ci in [evaluation.mean_ci95(torch.from_numpy(scores))]])
+                         for (d, s), o in outcomes.items() for role, scores in o["scores"].items()
+                         for mean, ci in [evaluation.mean_ci95(torch.from_numpy(scores[HEAD[role]].to_numpy()))]])
 contrast = pd.DataFrame([dict(dataset=d, shift=s, difference=diff, ci95=ci)
                          for (d, s), o in outcomes.items()
-                         for diff, ci in [shift.paired_difference(o["accuracy"]["anil"], o["accuracy"]["maml"])]])
+                         for diff, ci in [shift.paired_difference(o["scores"]["anil"].adapt.to_numpy(),
+                                                                  o["scores"]["maml"].adapt.to_numpy())]])
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/measures.csv")
 accuracy.pivot_table(index=["dataset", "shift"], columns="role", values="accuracy", sort=False).round(2)
 
@@ -145,7 +148,7 @@ for row, dataset in zip(axes, shift.SHIFTS):
     for i, role in enumerate(dict.fromkeys(acc.role)):
         part = acc[acc.role == role].set_index("shift").loc[list(names)]
         row[0].errorbar(x + 0.05 * i, part.accuracy, yerr=part.ci95, marker="o", capsize=3,
-                        label=cases[dataset][role].trained.spec.name)
+                        label=cases[dataset][role].trained.spec.name + (" (NIL head)" if HEAD[role] == "nil" else ""))
     row[0].set(title=f"{dataset} models: test accuracy (%)", ylabel="accuracy (%)")
     part = table[(table.dataset == dataset) & (table.measure == "freeze cost")].set_index("shift").loc[list(names)]
     row[1].errorbar(x, part.value, yerr=part.ci95, marker="o", capsize=3, color="C3")
@@ -192,7 +195,8 @@ for (dataset, name), outcome in outcomes.items():
     rows.append(results.row("X-shift", setting, "anil - maml (points, paired)", diff.difference, scale, diff.ci95))
     if "control" in cases[dataset]:
         control = accuracy[(accuracy.dataset == dataset) & (accuracy["shift"] == name) & (accuracy.role == "control")]
-        rows.append(results.row("X-shift", setting, f"control accuracy ({cases[dataset]['control'].trained.spec.name})",
+        rows.append(results.row("X-shift", setting,
+                                f"control accuracy ({cases[dataset]['control'].trained.spec.name}, NIL head)",
                                 control.accuracy.iloc[0], scale, control.ci95.iloc[0]))
 results.write(rows, STAGE)
 report.save_metrics({f"{d}_{s}_{m}": float(v) for d, s, m, v in

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from metalearn import fewshot, reuse, shift
+from metalearn import fewshot, models, reuse, shift
 from test_reuse import N_QUERY, SPEC, settings, tiny_model, tiny_tasks
 
 
@@ -65,8 +65,11 @@ def test_the_measures_agree_with_the_analyses_they_summarise():
     case = _case(steps=3)
     out = shift.reuse_measures(case, case.test, methods=("cka",), chance_tasks=2, permutations=2).set_index(
         ["measure", "layer", "method"])
-    accuracy = shift.task_accuracy(case, case.test)
-    assert out.loc[("accuracy", "", ""), "value"] == pytest.approx(accuracy.mean(), abs=1e-4)
+    scores = shift.task_scores(case, case.test)
+    assert out.loc[("accuracy", "", ""), "value"] == pytest.approx(scores.adapt.mean(), abs=1e-4)
+    nil = fewshot.evaluate(SPEC, case.trained.model, models.params_of(case.trained.model, requires_grad=False),
+                           case.test, case.settings, head="nil")["accuracy"][:, 0] * 100
+    assert np.allclose(scores.nil, nil.numpy())
     frozen = reuse.freeze_accuracy(SPEC, case.trained.model, case.test, case.settings, ["none", "1-4"])
     assert out.loc[("freeze cost", "body", ""), "value"] == pytest.approx(frozen.cost.iloc[1])
     moved = reuse.weight_distances(SPEC, case.trained.model, case.test, case.settings).set_index("layer").relative

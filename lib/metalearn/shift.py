@@ -138,11 +138,13 @@ def reuse_measures(case: reuse.Case, test: Batch, methods=reuse.METHODS, chance_
     return pd.DataFrame(rows, columns=["measure", "layer", "method", "value", "ci95"])
 
 
-def task_accuracy(case: reuse.Case, test: Batch) -> np.ndarray:
-    """Per-task accuracy (%) of ``case``'s model on ``test`` after its test-time adaptation
-    (:func:`fewshot.test_scores`, the last step) -> [T]."""
+def task_scores(case: reuse.Case, test: Batch) -> pd.DataFrame:
+    """Per-task accuracy (%) of ``case``'s model on ``test`` (:func:`fewshot.test_scores`) -> one
+    row per task: ``adapt`` after its test-time adaptation, ``nil`` with the NIL head (no
+    adaptation: the control of :mod:`metalearn.claims` is a random body's NIL head)."""
     scores = fewshot.test_scores(case.trained.spec, case.trained.model, case.settings, test, every_step=False)
-    return scores[f"adapt@{case.settings.test_steps}"].to_numpy(dtype=np.float64)
+    return pd.DataFrame({"adapt": scores[f"adapt@{case.settings.test_steps}"].astype(np.float64),
+                         "nil": scores["nil"].astype(np.float64)})
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
