@@ -44,34 +44,29 @@ threads = 2                         # torch CPU threads
 device = "cpu"                      # cpu or cuda: where the models adapt
 omniglot_maml = "maml-conv-5w1s"    # train_omniglot's MAML run whose feature reuse is measured
 omniglot_anil = "anil-conv-5w1s"    # its ANIL run of the same setting (ANIL - MAML, paired)
-omniglot_control = "random-conv-5w1s"  # its random-body control of the same setting ("": none)
+omniglot_control = True            # compare with its random-body run of the same setting (random-conv-<N>w<K>s)
 miniimagenet_maml = "maml-conv-5w1s"   # the same for train_miniimagenet
 miniimagenet_anil = "anil-conv-5w1s"
-miniimagenet_control = ""           # (study: random-conv-5w1s)
+miniimagenet_control = False       # (study: true; the smoke-sized train_miniimagenet trains no random body)
 n_tasks = 2                         # test tasks per shift (the first of each list; study: 100)
 methods = ["cca", "cka"]            # similarity measures before vs after adaptation
 chance_tasks = 2                    # tasks of each chance level (random pairings of the data points)
-permutations = 1                    # random pairings per task
+permutations = 2                    # random pairings per task (at least 2)
 
 # %%
 from metalearn import fewshot, reuse, shift
-from metalearn.params import Choice, Int, List, Str, check, require
+from metalearn.params import Bool, Choice, Int, List, Str, check, require
 
 P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), omniglot_maml=Str(fewshot.Spec.parse),
-          omniglot_anil=Str(fewshot.Spec.parse), omniglot_control=Str(), miniimagenet_maml=Str(fewshot.Spec.parse),
-          miniimagenet_anil=Str(fewshot.Spec.parse), miniimagenet_control=Str(), n_tasks=Int(min=2),
-          methods=List(Choice(*reuse.METHODS), unique=True), chance_tasks=Int(min=2), permutations=Int(min=1))
+          omniglot_anil=Str(fewshot.Spec.parse), omniglot_control=Bool(), miniimagenet_maml=Str(fewshot.Spec.parse),
+          miniimagenet_anil=Str(fewshot.Spec.parse), miniimagenet_control=Bool(), n_tasks=Int(min=2),
+          methods=List(Choice(*reuse.METHODS), unique=True), chance_tasks=Int(min=2), permutations=Int(min=2))
 for dataset in shift.SHIFTS:
     maml, anil = getattr(P, f"{dataset}_maml"), getattr(P, f"{dataset}_anil")
     require(maml.algorithm == "maml" and maml.model == "conv" and maml.init is None, f"{dataset}_maml",
             f"is {maml.name}: feature reuse is measured on a MAML conv run")
     require(anil.algorithm == "anil" and anil.setting == maml.setting, f"{dataset}_anil",
             f"is {anil.name}: an ANIL run of {maml.name}'s setting")
-    control = getattr(P, f"{dataset}_control")
-    if control:
-        spec = fewshot.Spec.parse(control)
-        require(spec.algorithm == "random" and spec.setting == maml.setting, f"{dataset}_control",
-                f"is {control}: a random-body run (random-...) of {maml.name}'s setting")
 require(P.chance_tasks <= P.n_tasks, "chance_tasks", f"must be at most n_tasks ({P.n_tasks})")
 
 # %%
@@ -94,7 +89,7 @@ cases = {}
 for dataset in shift.SHIFTS:
     runs = {"maml": getattr(P, f"{dataset}_maml").name, "anil": getattr(P, f"{dataset}_anil").name}
     if getattr(P, f"{dataset}_control"):
-        runs["control"] = getattr(P, f"{dataset}_control")
+        runs["control"] = f"random-conv-{getattr(P, f'{dataset}_maml').setting}"
     cases[dataset] = {role: reuse.load_case(f"train_{dataset}", name, P.n_tasks, P.device, f"{dataset}_{role}")
                       for role, name in runs.items()}
 IDENTITY = reuse.analysis_identity(P, [c.trained for runs in cases.values() for c in runs.values()])

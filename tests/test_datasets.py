@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metalearn import datasets
+from metalearn import datasets, paths
 from metalearn.datasets import DataError, EpisodeSampler
 
 REAL = Path(os.environ.get("METALEARN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -526,12 +526,12 @@ def test_sampler_on_gpu():
 # ---------------------------------------------------------------- real data (when present)
 
 
+@pytest.mark.stage("prepare")
 @pytest.mark.skipif(not (REAL / "omniglot" / "images_evaluation.zip").is_file(),
                     reason="real Omniglot archives absent")
-def test_real_omniglot(tmp_path):
-    out = tmp_path / "omniglot.npz"
-    datasets.prepare_omniglot(REAL / "omniglot", out)
-    data = datasets.load(out)
+def test_real_omniglot():
+    """What the prepare stage made of the real archives (in pipeline order, right after its notebook)."""
+    data = datasets.load(paths.input("data/prepared/omniglot.npz"))
     assert data["images"].shape == (1623, 20, 28, 28)
     assert (data["archives"] == "background").sum() == 964
     assert len(set(data["alphabets"][data["archives"] == "background"])) == 30
@@ -541,6 +541,13 @@ def test_real_omniglot(tmp_path):
     assert [len(characters(splits[s])) for s in ("train", "val", "test")] == [1100, 100, 423]
     sampler = EpisodeSampler(data["images"], splits["train"], n_way=20, k_shot=1, n_query=19, seed=0)
     assert sampler.sample().query_x.shape == (380, 1, 28, 28)
+    with zipfile.ZipFile(REAL / "omniglot" / "images_background.zip") as archive:  # one outside image, prepared alike
+        first = sorted(m for m in archive.namelist() if m.endswith(".png") and m.split("/")[1] == data["alphabets"][0]
+                       and m.split("/")[2] == data["characters"][0])
+        for drawing, member in enumerate(first[:3]):
+            image = Image.open(io.BytesIO(archive.read(member)))
+            assert np.array_equal(datasets.omniglot_image(image, resample=str(data["resample"])),
+                                  data["images"][0, drawing])
 
 
 @pytest.mark.skipif(os.environ.get("METALEARN_REAL_DATA") != "1"
@@ -577,18 +584,3 @@ def test_an_outside_image_is_prepared_as_miniimagenet_rgb_and_84_square():
     assert grey.shape == (84, 84, 3) and (grey == 200).all()
     with pytest.raises(ValueError, match="resample must be one of"):
         datasets.miniimagenet_image(Image.fromarray(rgb), resample="cubic")
-
-
-@pytest.mark.skipif(not (REAL / "omniglot" / "images_background.zip").is_file()
-                    or not (Path(__file__).resolve().parents[1] / "data/prepared/omniglot.npz").is_file(),
-                    reason="real Omniglot archive or the prepare stage's output absent")
-def test_omniglot_image_repeats_the_prepared_arrays():
-    prepared = datasets.load(Path(__file__).resolve().parents[1] / "data/prepared/omniglot.npz")
-    with zipfile.ZipFile(REAL / "omniglot" / "images_background.zip") as archive:
-        members = sorted(m for m in archive.namelist() if m.endswith(".png"))
-        first = [m for m in members if m.split("/")[1] == prepared["alphabets"][0]
-                 and m.split("/")[2] == prepared["characters"][0]]
-        for drawing, member in enumerate(sorted(first)[:3]):
-            image = Image.open(io.BytesIO(archive.read(member)))
-            assert np.array_equal(datasets.omniglot_image(image, resample=str(prepared["resample"])),
-                                  prepared["images"][0, drawing])

@@ -172,22 +172,23 @@ def test_a_later_stage_reads_an_earlier_stages_staged_output_first(tmp_path, mon
 
 def test_the_tests_run_notebooks_in_pipeline_order():
     """tests/testenv.py orders notebook cells as dvc.yaml lists stages (prepare before training),
-    after the library tests, keeping each file's own order; a test marked ``stage(name)`` runs where
-    that stage's notebook would."""
+    after the library tests, keeping each file's own order; a test marked ``stage(name)`` runs right
+    after that stage's notebook (or where it would run)."""
     import types
 
     import testenv
 
     stages = list(DVC["stages"])
-    marked = {"tests/test_c.py::1": types.SimpleNamespace(args=(stages[1],))}
+    marked = {"tests/test_c.py::1": types.SimpleNamespace(args=(stages[1],)),
+              "tests/test_d.py::1": types.SimpleNamespace(args=(stages[0],))}
     names = ["tests/test_a.py::1", f"notebooks/{stages[-1]}.ipynb::1", f"notebooks/{stages[0]}.ipynb::1",
-             "tests/test_c.py::1", "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::2",
+             "tests/test_d.py::1", "tests/test_c.py::1", "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::2",
              f"notebooks/{stages[-1]}.ipynb::2"]
     items = [types.SimpleNamespace(fspath=paths.ROOT / name.split("::")[0], name=name,
                                    get_closest_marker=lambda marker, name=name: marked.get(name)) for name in names]
     testenv.pytest_collection_modifyitems(None, None, items)
     assert [i.name for i in items] == ["tests/test_a.py::1", "tests/test_b.py::1", f"notebooks/{stages[0]}.ipynb::1",
-                                       f"notebooks/{stages[0]}.ipynb::2", "tests/test_c.py::1",
+                                       f"notebooks/{stages[0]}.ipynb::2", "tests/test_d.py::1", "tests/test_c.py::1",
                                        f"notebooks/{stages[-1]}.ipynb::1", f"notebooks/{stages[-1]}.ipynb::2"]
 
 

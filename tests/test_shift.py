@@ -39,6 +39,17 @@ def test_the_other_datasets_images_are_prepared_as_this_ones():
     assert (shift.as_omniglot(shift.as_miniimagenet(ink)) == 255).all()  # there and back
 
 
+def test_tasks_converted_after_drawing_are_the_tasks_drawn_from_the_converted_pool():
+    rng = np.random.default_rng(0)
+    spec = fewshot.Spec.parse("maml-conv-3w1s")
+    for pool, convert in ((rng.integers(0, 256, (4, 6, 84, 84, 3), dtype=np.uint8), shift.as_omniglot),
+                          (rng.integers(0, 256, (4, 6, 28, 28), dtype=np.uint8), shift.as_miniimagenet)):
+        drawn = fewshot.test_episodes(fewshot.episode_factory({"test": torch.from_numpy(pool)}, None, 5), spec, 3, 2, 5)
+        whole = fewshot.test_episodes(fewshot.episode_factory({"test": torch.from_numpy(convert(pool))}, None, 5),
+                                      spec, 3, 2, 5)
+        assert all(torch.equal(a, b) for a, b in zip(shift.converted(drawn, convert), whole))
+
+
 def test_a_paired_difference_is_the_mean_and_t_interval_of_the_task_differences():
     a, b = np.array([60.0, 70.0, 80.0]), np.array([50.0, 50.0, 80.0])
     mean, ci = shift.paired_difference(a, b)

@@ -22,12 +22,14 @@ SMOKE = {
     "train_omniglot": {"filters": 16},
     "train_miniimagenet": {"filters": 8},
     "train_seeds": {"filters": 8},
+    "sine_reptile": {"iterations": 20, "snapshots": [10, 20], "mix_iterations": 10},
+    "nav": {"horizon": 20, "test_trajectories": 4},
 }
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "stage(name): runs where the notebook of the DVC stage `name` runs, in "
-                                       "pipeline order (a stage that runs another stage's notebook)")
+    config.addinivalue_line("markers", "stage(name): runs in pipeline order right after the notebook of the DVC "
+                                       "stage `name` (reads what it wrote), or where it would run")
     scratch = tempfile.mkdtemp(prefix="metalearn-tests-")
     os.environ["METALEARN_STAGING"] = os.path.join(scratch, "outputs")
     os.environ["METALEARN_WORK"] = os.path.join(scratch, "work")
@@ -41,8 +43,8 @@ def pytest_collection_modifyitems(session, config, items):
         path, marker = Path(str(item.fspath)), item.get_closest_marker("stage")
         stage = marker.args[0] if marker else path.stem if path.suffix == ".ipynb" else None
         if stage is None:
-            return (0, 0)
-        return (1, stages.index(stage) if stage in stages else len(stages))
+            return (0, 0, 0)
+        return (1, stages.index(stage) if stage in stages else len(stages), 1 if marker else 0)
 
     items.sort(key=order)  # stable: tests keep their order, a notebook's cells theirs
     for item in items:

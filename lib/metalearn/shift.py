@@ -96,16 +96,31 @@ def shifted_tasks(case: reuse.Case, shift: str, n_tasks: int) -> tuple[Batch, st
                                    queries, seed + 2000),
                 f"{case.data}; each task's classes from one alphabet")
     if shift == "miniimagenet":  # an Omniglot model on MiniImageNet's test images
-        images = as_omniglot(_prepared("miniimagenet")["test_images"])
+        pool, convert = torch.from_numpy(_prepared("miniimagenet")["test_images"]), as_omniglot
         description = "MiniImageNet test images (20 classes x 100) as Omniglot: grey, 28x28, inverted"
     else:  # a MiniImageNet model on Omniglot's test characters, unrotated
         data = _prepared("omniglot")
         characters = datasets.omniglot_split(data, "maml", seed=1)["test"][:, 0].unique()
-        images = as_miniimagenet(data["images"][characters.numpy()])
+        pool, convert = torch.from_numpy(data["images"][characters.numpy()]), as_miniimagenet
         description = (f"Omniglot test characters ({len(characters)} x 20 drawings, maml split, unrotated) as "
                        "MiniImageNet: black on white, RGB, 84x84")
-    episodes = fewshot.episode_factory({"test": torch.from_numpy(images)}, None, seed)
-    return fewshot.test_episodes(episodes, spec, n_tasks, queries, seed), description
+    episodes = fewshot.episode_factory({"test": pool}, None, seed)
+    return converted(fewshot.test_episodes(episodes, spec, n_tasks, queries, seed), convert), description
+
+
+def converted(batch: Batch, convert) -> Batch:
+    """``batch`` with each of its images passed through ``convert`` (:func:`as_omniglot` or
+    :func:`as_miniimagenet`, uint8 [T, n, H, W(, 3)] -> uint8 [T, n, H', W'(, 3)]): the tasks drawn
+    from the images as they are, then prepared as the other dataset's, the same tasks as drawing
+    from the whole pool converted first (the draws depend only on the pool's shape), converting
+    only the images drawn."""
+    def images(x: torch.Tensor) -> torch.Tensor:  # float [T, n, C, H, W] in [0, 1], as the sampler gives
+        raw = (x * 255).round().to(torch.uint8)
+        raw = raw[:, :, 0] if raw.shape[2] == 1 else raw.permute(0, 1, 3, 4, 2)
+        out = torch.from_numpy(convert(raw.numpy()))
+        out = out[:, :, None] if out.dim() == 4 else out.permute(0, 1, 4, 2, 3)
+        return out.float().div_(255)
+    return batch._replace(xs=images(batch.xs), xq=images(batch.xq))
 
 
 def reuse_measures(case: reuse.Case, test: Batch, methods=reuse.METHODS, chance_tasks: int = 5,
