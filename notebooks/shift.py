@@ -120,10 +120,8 @@ HEAD = {"maml": "adapt", "anil": "adapt", "control": "nil"}  # the control: a ra
 accuracy = pd.DataFrame([dict(dataset=d, shift=s, role=role, accuracy=mean, ci95=ci)
                          for (d, s), o in outcomes.items() for role, scores in o["scores"].items()
                          for mean, ci in [evaluation.mean_ci95(torch.from_numpy(scores[HEAD[role]].to_numpy()))]])
-contrast = pd.DataFrame([dict(dataset=d, shift=s, difference=diff, ci95=ci)
-                         for (d, s), o in outcomes.items()
-                         for diff, ci in [shift.paired_difference(o["scores"]["anil"].adapt.to_numpy(),
-                                                                  o["scores"]["maml"].adapt.to_numpy())]])
+contrast = pd.DataFrame([dict(dataset=d, shift=s, **claims.paired(o["scores"]["anil"].adapt, o["scores"]["maml"].adapt))
+                         for (d, s), o in outcomes.items()])  # ANIL - MAML over the same tasks
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/measures.csv")
 accuracy.pivot_table(index=["dataset", "shift"], columns="role", values="accuracy", sort=False).round(2)
 

@@ -3,6 +3,7 @@ before/after adaptation and between models, checked against hand computations an
 independent code paths of core/models/fewshot/similarity on a tiny Conv4."""
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -486,3 +487,14 @@ def test_seed_fits_are_least_squares_lines_through_the_body_layers_points():
     missing.loc[(missing.pair == "0-1") & (missing.layer == "body.layer1") & (missing.comparison == "post,post"),
                 "value"] = np.nan
     assert reuse.seed_fits(missing).points.tolist() == [5, 5, 5]  # a point missing any comparison is left out
+
+
+def test_a_forced_cca_is_a_note_on_its_row_not_a_printed_warning(recwarn):
+    X, Y = torch.randn(20, 18, dtype=torch.float64), torch.randn(20, 18, dtype=torch.float64)  # 18 + 18 > 19
+    result, note = reuse.layer_similarity(X, Y, "cca")
+    assert "canonical correlations are 1 whatever the data" in note and result.value > 0.9
+    assert not [w for w in recwarn if issubclass(w.category, similarity.ForcedCorrelationWarning)]
+    _, clean = reuse.layer_similarity(torch.randn(200, 3), torch.randn(200, 3), "cca")
+    assert clean == ""
+    with pytest.warns(UserWarning, match="other"):  # other warnings still reach the reader
+        reuse.forced_as_note(lambda: warnings.warn("other"))

@@ -1,6 +1,5 @@
 """X-shift's tasks and measures (metalearn.shift): known answers and agreement with the
 analyses they reuse."""
-import math
 
 import numpy as np
 import pandas as pd
@@ -48,14 +47,6 @@ def test_tasks_converted_after_drawing_are_the_tasks_drawn_from_the_converted_po
         whole = fewshot.test_episodes(fewshot.episode_factory({"test": torch.from_numpy(convert(pool))}, None, 5),
                                       spec, 3, 2, 5)
         assert all(torch.equal(a, b) for a, b in zip(shift.converted(drawn, convert), whole))
-
-
-def test_a_paired_difference_is_the_mean_and_t_interval_of_the_task_differences():
-    a, b = np.array([60.0, 70.0, 80.0]), np.array([50.0, 50.0, 80.0])
-    mean, ci = shift.paired_difference(a, b)
-    assert mean == pytest.approx(10.0) and ci == pytest.approx(4.302653 * 10 / math.sqrt(3), rel=1e-6)
-    with pytest.raises(ValueError, match="the same tasks"):
-        shift.paired_difference(a, b[:2])
 
 
 def _case(steps):

@@ -47,7 +47,8 @@ import functools
 import json
 import math
 import re
-from typing import Any, NamedTuple, Sequence
+import warnings
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -420,7 +421,24 @@ def layer_similarity(X: Tensor, Y: Tensor, method: str, too_few: str = "raise") 
             raise ValueError(note)
         return similarity.Similarity(method, math.nan, n, Xp.shape[1], Yp.shape[1],
                                      similarity.dead_units(Xp), similarity.dead_units(Yp), 0, 0), note
-    return similarity.compare(Xp, Yp, method), ""
+    return forced_as_note(lambda: similarity.compare(Xp, Yp, method))
+
+
+def forced_as_note(compute: Callable[[], Any]) -> tuple[Any, str]:
+    """``compute()``'s value and, instead of a printed warning, the text of any
+    :class:`similarity.ForcedCorrelationWarning` it raised (CCA with more kept directions than data
+    points allow: some correlations are 1 whatever the data), as a note for the row it feeds
+    ("" if none). Other warnings pass through."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = compute()
+    notes = []
+    for w in caught:
+        if issubclass(w.category, similarity.ForcedCorrelationWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value, "; ".join(dict.fromkeys(notes))
 
 
 def _compare_layers(acts_a: dict[str, Tensor], acts_b: dict[str, Tensor], methods: Sequence[str],
@@ -500,13 +518,14 @@ def pre_post_chance(spec: fewshot.Spec, model: nn.Module, test, settings: fewsho
             X, Y = similarity.conv_to_points(pre[layer]), similarity.conv_to_points(post[layer])
             for method in methods:
                 undefined = method == "cca" and max(X.shape[1], Y.shape[1]) >= len(X) - 1
-                value = math.nan if undefined else similarity.chance(X, Y, method, permutations,
-                                                                     seed=seed * 100003 + t).mean
-                rows.append(dict(layer=layer, method=method, task=t, value=value))
+                value, note = (math.nan, "") if undefined else forced_as_note(
+                    lambda: similarity.chance(X, Y, method, permutations, seed=seed * 100003 + t).mean)
+                rows.append(dict(layer=layer, method=method, task=t, value=value, note=note))
     out = []
     for (layer, method), group in pd.DataFrame(rows).groupby(["layer", "method"], sort=False):
         mean, ci = _mean_ci(group.value.tolist())
-        out.append(dict(layer=layer, method=method, chance=mean, ci95=ci, tasks=len(group), permutations=permutations))
+        out.append(dict(layer=layer, method=method, chance=mean, ci95=ci, tasks=len(group), permutations=permutations,
+                        note="; ".join(sorted({n for n in group.note if n}))))
     return pd.DataFrame(out)
 
 

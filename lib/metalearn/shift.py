@@ -27,7 +27,6 @@ from PIL import Image
 
 from . import datasets, fewshot, paths, reuse
 from .datasets import EpisodeSampler
-from .evaluation import mean_ci95
 from .tasks import Batch
 
 #: the shifts of each training dataset, from none to another dataset
@@ -160,10 +159,3 @@ def task_scores(case: reuse.Case, test: Batch) -> pd.DataFrame:
     scores = fewshot.test_scores(case.trained.spec, case.trained.model, case.settings, test, every_step=False)
     return pd.DataFrame({"adapt": scores[f"adapt@{case.settings.test_steps}"].astype(np.float64),
                          "nil": scores["nil"].astype(np.float64)})
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean of a - b over the same tasks and its 95% CI half-width (Student t over the tasks)."""
-    if a.shape != b.shape:
-        raise ValueError(f"paired scores need the same tasks: {a.shape} vs {b.shape}")
-    return mean_ci95(torch.from_numpy(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
