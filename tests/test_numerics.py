@@ -9,13 +9,16 @@ computes. When a test here fails, the numbers changed: if that was meant, bump t
 record the new fingerprints (``python tests/test_numerics.py`` prints them); if not, the
 change broke the numerics.
 
-A fingerprint is the sum of absolute values and the sum of squares of every resulting tensor
-(float64), compared to 1e-5 relative: a run of 2-3 iterations amplifies no rounding noise
-that far, and any change to the maths moves them by far more.
+A fingerprint is the sum of absolute values and the sum of squares of every resulting tensor,
+compared to 1e-5 relative. The runs compute in float64 (models, episodes, rewards): in float32 a
+few iterations already amplify the rounding that differs between CPUs (AVX2 vs AVX-512 kernels sum
+in other orders) to 1e-4 for MAML and 6e-3 for Reptile, measured; in float64 that noise stays
+below 1e-9, while any change to the maths moves a fingerprint by far more than 1e-5.
 """
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -40,8 +43,24 @@ def fingerprint(tensors) -> tuple[float, float]:
             sum(float(t.detach().double().pow(2).sum()) for t in values))
 
 
+class Float64Episodes(EpisodeSampler):
+    """Episodes in the default dtype (the study's sampler gives float32)."""
+    def _gather(self, chosen, picks):
+        return super()._gather(chosen, picks).to(torch.get_default_dtype())
+
+
+class Float64Cheetah(cheetah.HalfCheetah):
+    """HalfCheetah whose observations and rewards are in the default dtype (the study's: float32)."""
+    def _observe(self, datas, out=None):
+        return super()._observe(datas, out).to(torch.get_default_dtype())
+
+    def step(self, state, action, goal):
+        state, reward, done = super().step(state, action, goal)
+        return state, reward.to(torch.get_default_dtype()), done
+
+
 def episodes(split, spec, shots, queries):
-    return EpisodeSampler(IMAGES, torch.arange(12), spec.n_way, shots, queries, seed=3)
+    return Float64Episodes(IMAGES, torch.arange(12), spec.n_way, shots, queries, seed=3)
 
 
 def trained_image_run(name: str) -> dict:
@@ -79,12 +98,13 @@ def training_runs() -> dict[str, tuple[float, float]]:
         result = training.train_reptile(f"numerics-reptile-{name}", {}, net, 0, sample,
                                         core.InnerOptimizer(name, lr=0.01), 3, 1.0, keep_state=name != "sgd")
         out[f"reptile-sine-{name}"] = fingerprint(result["params"])
-    for env, sizes in ((rl.Navigation(horizon=6), (2, 2)), (cheetah.HalfCheetah("velocity", horizon=4), (20, 6))):
+    for name, env, sizes in (("Navigation", rl.Navigation(horizon=6), (2, 2)),
+                             ("HalfCheetah", Float64Cheetah("velocity", horizon=4), (20, 6))):
         policy = models.init_model(lambda: rl.gaussian_policy(*sizes, [8]), 0)
         setting = rl.MetaRL(env, core.inner_loop("maml", models.params_of(policy), 1, 0.1), meta_batch=2,
                             trajectories=2)
-        result = rl.train(f"numerics-{type(env).__name__}", {}, policy, setting, 2, seed=0)
-        out[f"maml-{type(env).__name__}"] = fingerprint(result["params"])
+        result = rl.train(f"numerics-{name}", {}, policy, setting, 2, seed=0)
+        out[f"maml-{name}"] = fingerprint(result["params"])
     return out
 
 
@@ -122,45 +142,47 @@ def scoring_runs() -> dict[str, tuple[float, float]]:
 
 #: the fingerprints of training.NUMERICS and evaluation.NUMERICS: {version: {run: (sum |x|, sum x^2)}}
 TRAINING = {1: {
-    'maml-conv-3w1s': (64.12987315736245, 22.877015895769343),
-    'fomaml-conv-3w1s': (64.12732624993077, 22.864046940561728),
-    'anil-conv-3w1s': (64.07837846979965, 22.857252493819054),
-    'random-conv-3w1s': (64.07259291698574, 22.85788808415542),
-    'reptile-conv-3w1s': (152.66765334934462, 71.08201281989264),
-    'multiclass+head-conv-3w1s': (64.10442681738641, 22.8486962052066),
-    'multitask+head-conv-3w1s': (64.06168488570256, 22.84766673941536),
-    'niltrain+head-conv-3w1s': (64.11265809484757, 22.858896949505105),
-    'maml-mlp-3w1s': (5770.741337293293, 684.8366963575581),
-    'maml-sine': (50.04453273303807, 15.523586648537554),
-    'supervised': (49.85562409600243, 15.592637291269243),
-    'independent': (31.160463160136715, 68.80774319871247),
-    'reptile-sine-sgd': (17.19068015087396, 10.024501479964087),
-    'reptile-sine-adam': (17.337672881782055, 10.077199287857145),
-    'reptile-sine-rmsprop': (17.306828781031072, 10.13335818770642),
-    'maml-Navigation': (17.206080480478704, 9.750893955705394),
-    'maml-HalfCheetah': (28.80763030331582, 5.400840307179802),
+    'maml-conv-3w1s': (62.04188506297605, 22.65553568022469),
+    'fomaml-conv-3w1s': (61.951829590881125, 22.61677373539604),
+    'anil-conv-3w1s': (62.009596955127705, 22.635124018495496),
+    'random-conv-3w1s': (61.978594893833225, 22.636208657647234),
+    'reptile-conv-3w1s': (148.35935509755475, 69.73432035371724),
+    'multiclass+head-conv-3w1s': (61.99157913635269, 22.613837645742105),
+    'multitask+head-conv-3w1s': (61.99493175478034, 22.63085060926975),
+    'niltrain+head-conv-3w1s': (62.00595710354736, 22.63501100021396),
+    'maml-mlp-3w1s': (5781.582582303471, 685.4655437337996),
+    'maml-sine': (48.8607527270638, 12.893978457992768),
+    'supervised': (48.83497593143186, 12.848333650149733),
+    'independent': (46.62988800971398, 215.93897507800727),
+    'reptile-sine-sgd': (14.734201333696355, 7.185971806072925),
+    'reptile-sine-adam': (14.765788079457565, 7.2778799907386835),
+    'reptile-sine-rmsprop': (14.831203726120428, 7.3516831255668995),
+    'maml-Navigation': (14.206760706577834, 11.637788502765106),
+    'maml-HalfCheetah': (27.805746256158837, 4.866514219924726),
 }}
 TESTING = {1: {
-    'maml-adapt-all': (33.61111631989479, 106.47436512210696),
-    'maml-nil-all': (11.060556277632713, 35.31932669541743),
-    'maml-adapt-body.layer1': (33.19230204820633, 100.05568408132444),
-    'reptile-adapt-all': (14.323684006929398, 14.858278357743956),
-    'anil-adapt-all': (33.46430292725563, 96.73895282994305),
-    'weight-distance': (26.572486028034564, 46.32125816885051),
-    'pre-post-similarity': (5.243786962643005, 1.9871281043987101),
-    'model-similarity': (2.070888668159533, 0.5766100864275554),
-    'sine-curves': (56.077762484550476, 372.9084507706031),
-    'nav-returns': (15.466676115989685, 44.034015243461184),
+    'maml-adapt-all': (33.66941138670765, 110.48184386657717),
+    'maml-nil-all': (11.04702459707098, 35.19241660008761),
+    'maml-adapt-body.layer1': (33.97360804239739, 108.49238137040791),
+    'reptile-adapt-all': (14.094756127122933, 14.214393130886524),
+    'anil-adapt-all': (33.76020501096674, 106.5413083233694),
+    'weight-distance': (21.666138693149914, 31.332910680606993),
+    'pre-post-similarity': (5.583215546473751, 2.44601947308551),
+    'model-similarity': (2.645350911546328, 0.7968162460116073),
+    'sine-curves': (83.21675757832628, 721.6672063804763),
+    'nav-returns': (20.058561276605133, 67.52311611189269),
 }}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_and_a_work_folder(tmp_path, monkeypatch):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the fingerprints are of one thread (a reduction's order may depend on the threads)
+def _float64_one_thread_and_a_work_folder(tmp_path, monkeypatch):
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
     monkeypatch.setattr(paths, "WORK", tmp_path / "work")
     yield
     torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
 
 
 @pytest.mark.parametrize("kind,version,recorded,compute", [
@@ -178,7 +200,8 @@ def test_the_numbers_are_those_recorded_for_the_numerics_version(kind, version, 
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)  # another count: a check of the noise
+    torch.set_default_dtype(torch.float64)
     paths.WORK = Path(tempfile.mkdtemp())
     print(f"TRAINING = {{{training.NUMERICS}: {training_runs()!r}}}")
     print(f"TESTING = {{{evaluation.NUMERICS}: {scoring_runs()!r}}}")
