@@ -79,7 +79,7 @@ SCALE = (f"{P.iterations} iterations x {P.meta_batch} tasks; {P.n_test_tasks} te
 print(SCALE)
 
 # %% [markdown]
-# ## Training: MAML, pretrained on all tasks, oracle
+# ## Training: MAML, pretrained on all tasks, oracle (and ANIL, read by the X-shift stage `shift_sine`)
 
 # %%
 def train(name, model, step, lr=P.meta_lr, seed_offset=0):
@@ -100,11 +100,17 @@ def train(name, model, step, lr=P.meta_lr, seed_offset=0):
     return model, pd.DataFrame(record["history"]).assign(model=name)
 
 
-maml_inner = core.inner_loop("maml", models.params_of(models.mlp(sizes)), steps=P.inner_steps, lr=P.inner_lr)
-maml, maml_hist = train(
-    "maml", models.init_model(lambda: models.mlp(sizes), P.seed),
-    lambda run: training.maml_step(run, lambda g: family.batch(P.meta_batch, P.k_train, P.k_train, g),
-                                   maml_inner, path="vmap"))
+def meta_trained(algorithm):
+    """MAML, or ANIL (only the head adapts in the inner loop; for X-shift), from the same
+    initialisation on the same task stream."""
+    inner = core.inner_loop(algorithm, models.params_of(models.mlp(sizes)), steps=P.inner_steps, lr=P.inner_lr)
+    return train(algorithm, models.init_model(lambda: models.mlp(sizes), P.seed),
+                 lambda run: training.maml_step(run, lambda g: family.batch(P.meta_batch, P.k_train, P.k_train, g),
+                                                inner, path="vmap"))
+
+
+maml, maml_hist = meta_trained("maml")
+anil, anil_hist = meta_trained("anil")
 
 
 def all_tasks_batch(gen, oracle=False):
@@ -120,7 +126,7 @@ oracle, oracle_hist = train(
     "oracle", models.init_model(lambda: models.mlp([3, *P.hidden, 1]), P.seed),
     lambda run: training.supervised_step(run, lambda g: all_tasks_batch(g, oracle=True)), seed_offset=2)
 
-history = pd.concat([maml_hist, pre_hist, oracle_hist])
+history = pd.concat([maml_hist, anil_hist, pre_hist, oracle_hist])
 wide = history.pivot(index="iteration", columns="model", values="loss").reset_index()
 report.save_table(wide.to_dict("records"), f"reports/plots/{STAGE}_training.csv")
 fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -438,6 +438,7 @@ def _stages_depending_on(path: str) -> set[str]:
 
 #: the stages that present what the papers say: they change with the papers' numbers, nothing else does
 PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "shift",
+              "shift_sine",
               "nav", "cheetah", "benchmark", "summarize", "report_campaign"}
 
 

@@ -1,12 +1,14 @@
 """X-shift's tasks and measures (metalearn.shift): known answers and agreement with the
 analyses they reuse."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from metalearn import fewshot, models, reuse, shift
+from metalearn import claims, core, fewshot, models, reuse, shift, tasks
 from test_reuse import N_QUERY, SPEC, settings, tiny_model, tiny_tasks
 
 
@@ -76,3 +78,87 @@ def test_the_measures_agree_with_the_analyses_they_summarise():
     assert out.loc[("freeze cost", "body", ""), "value"] == pytest.approx(frozen.cost.iloc[1])
     moved = reuse.weight_distances(SPEC, case.trained.model, case.test, case.settings).set_index("layer").relative
     assert out.loc["relative movement"].value.droplevel("method").to_dict() == pytest.approx(moved.to_dict())
+
+
+# --- sinusoids -------------------------------------------------------------------------------
+
+def test_the_first_step_of_every_sine_axis_is_the_training_family_and_the_others_move_as_stated():
+    family = tasks.SineFamily()
+    reference = family.batch(4, 5, 6, torch.Generator().manual_seed(0))
+    shifts = shift.sine_shifts(family)
+    assert list(shifts) == ["amplitude", "phase", "inputs", "frequency", "family"]
+    for levels in shifts.values():
+        first = levels[0][1].batch(4, 5, 6, torch.Generator().manual_seed(0))
+        assert all(torch.equal(a, b) for a, b in zip(first, reference))
+    amplitude, phase, inputs = (dict(shifts[axis]) for axis in ("amplitude", "phase", "inputs"))
+    assert amplitude[10.0].amplitude == (10.1, 15.0) and phase[math.pi].phase == (math.pi, 2 * math.pi)
+    assert inputs[20.0].x_range == (15.0, 25.0)
+    x, task = torch.linspace(-5, 5, 7).reshape(1, 7, 1), torch.tensor([[2.0, 0.5]])
+    assert torch.allclose(dict(shifts["frequency"])[2.0](task, x), 2 * torch.sin(2 * x + 0.5))
+    fourier = dict(shifts["family"])["fourier"](task, x)
+    assert torch.allclose(fourier, 2 * torch.sin(x + 0.5) + 6 * torch.sin(x / 3 + 0.5))
+
+
+def test_cubics_are_the_polynomials_of_their_coefficients():
+    cubic = shift.CubicFamily()
+    x = torch.tensor([[[-5.0], [0.0], [2.5], [5.0]]])
+    assert torch.allclose(cubic(torch.tensor([[1.0, 0, 0, 0]]), x), torch.ones(1, 4, 1))
+    assert torch.allclose(cubic(torch.tensor([[0.0, 2, 0, 1]]), x), 2 * x / 5 + (x / 5) ** 3)
+    coefficients = cubic.sample_tasks(1000, torch.Generator().manual_seed(0))
+    assert coefficients.shape == (1000, 4) and coefficients.abs().max() <= 2.5 and coefficients.abs().max() > 2.4
+
+
+def test_relative_error_is_zero_for_a_perfect_fit_and_averages_one_for_predicting_zero():
+    y = torch.randn(5, 8, 1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(shift.relative_error(y, y), torch.zeros(5))
+    zero = shift.relative_error(torch.zeros_like(y), y)
+    assert torch.allclose(zero.mean(), torch.tensor(1.0)) and not torch.allclose(zero, zero[0])  # one scale for all
+
+
+def _sine_setting(seed=0):
+    net = models.init_model(lambda: models.mlp([1, 8, 8, 1]), seed)
+    batch = tasks.SineFamily().batch(6, 5, 20, torch.Generator().manual_seed(seed))
+    return net, models.params_of(net, requires_grad=False), batch
+
+
+def test_vmapped_adaptation_is_the_plain_loop_over_tasks():
+    net, params, batch = _sine_setting()
+    for algorithm in ("maml", "anil"):
+        inner = core.inner_loop(algorithm, params, steps=3, lr=0.05)
+        fast = shift.adapted(net, params, batch.xs, batch.ys, inner)
+        for t in range(len(batch.xs)):
+            *_, slow = core.adapt_path(net, params, batch.xs[t], batch.ys[t], inner)
+            for name in params:
+                torch.testing.assert_close(fast[name][t], slow[name], rtol=1e-5, atol=1e-6)
+            if algorithm == "anil":  # only the head moved
+                assert all(torch.equal(fast[n][t], params[n]) for n in params if not n.startswith("head"))
+
+
+def test_sine_measures_know_their_answers_without_adaptation_and_with_the_same_parameters_everywhere():
+    net, params, batch = _sine_setting()
+    still = shift.sine_task_measures(net, params, params, params, batch, 0, 0.05, chance_tasks=2, permutations=3)
+    assert (still.maml == still.frozen).all() and (still.maml == still.control).all()
+    assert (still[[c for c in still if c.startswith("moved")]] == 0).all().all()
+    assert np.allclose(still[[c for c in still if c.startswith("cka")]], 1)
+    assert still["chance body.layer1"].iloc[:2].notna().all() and still["chance body.layer1"].iloc[2:].isna().all()
+    moving = shift.sine_task_measures(net, params, params, params, batch, 2, 0.05)
+    assert (moving.anil == moving.frozen).all() and (moving.control == moving.maml).all()  # same parameters, same inner loops
+    assert (moving[[c for c in moving if c.startswith("moved")]] > 0).all().all()
+    summary = shift.sine_summary(moving).set_index(["measure", "layer"])
+    paired = claims.paired(moving.frozen, moving.maml)
+    assert summary.loc[("freeze cost", ""), "value"] == pytest.approx(paired["difference"])
+    assert summary.loc[("freeze cost", ""), "ci95"] == pytest.approx(paired["ci95"])
+    assert summary.loc[("anil - maml", ""), "value"] == pytest.approx((moving.anil - moving.maml).mean())
+    assert ("chance", "body.layer1") not in summary.index  # no task had a chance level
+
+
+def test_a_diverged_adaptation_is_an_infinite_error_not_a_crash():
+    net, params, batch = _sine_setting()
+    out = shift.sine_task_measures(net, params, params, params, batch, 3, 1e6)
+    assert np.isinf(out.maml).all() and out["cka body.layer1"].isna().all()
+
+
+def test_a_missing_sine_model_says_which_stage_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("METALEARN_STAGING", str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="run the nowhere stage first"):
+        shift.sine_model("maml", stage="nowhere")

@@ -15,17 +15,28 @@ test tasks that move away from training, in named steps (:data:`SHIFTS`, in orde
 
 Batches are :class:`metalearn.tasks.Batch` of T image tasks (support xs [T, N*K, C, H, W],
 ys [T, N*K]; queries xq, yq; task: the classes drawn [T, N, 2]).
+
+Sinusoids (the MAML paper's regression: ``a sin(x + p)``, a in [0.1, 5], p in [0, pi], x in
+[-5, 5]) shift along named axes (:func:`sine_shifts`), each in steps of a stated size: the
+amplitude range moved up, the phase range moved on, the inputs moved outside the training range,
+a higher frequency, and other families (the Fourier mixture of R-mix, cubics). The measures
+(:func:`sine_task_measures`) are those of the images with the error relative to the signal,
+MSE / mean(y^2) (0: perfect, 1: predicting 0), in place of accuracy.
 """
 from __future__ import annotations
 
 import functools
+import json
+import math
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
 
-from . import datasets, fewshot, paths, reuse
+from . import core, datasets, evaluation, fewshot, models, paths, reuse, similarity, tasks
 from .datasets import EpisodeSampler
 from .tasks import Batch
 
@@ -159,3 +170,168 @@ def task_scores(case: reuse.Case, test: Batch) -> pd.DataFrame:
     scores = fewshot.test_scores(case.trained.spec, case.trained.model, case.settings, test, every_step=False)
     return pd.DataFrame({"adapt": scores[f"adapt@{case.settings.test_steps}"].astype(np.float64),
                          "nil": scores["nil"].astype(np.float64)})
+
+
+# --- sinusoids ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShiftedSine(tasks.SineFamily):
+    """:class:`tasks.SineFamily` at angular frequency ``frequency``: ``a sin(w x + p)`` (and the
+    Fourier mixture's second term at w x / 3); w = 1 is the family itself."""
+
+    frequency: float = 1.0
+
+    def __call__(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return super().__call__(task, self.frequency * x)
+
+
+@dataclass(frozen=True)
+class CubicFamily(tasks.SineFamily):
+    """Cubics ``sum_i c_i (x / 5)^i``, i = 0..3, each c_i uniform in [-coefficient, coefficient]
+    (about the sinusoids' spread of values on [-5, 5]); tasks [T, 4] are the coefficients."""
+
+    coefficient: float = 2.5
+
+    def sample_tasks(self, n_tasks: int, gen: torch.Generator) -> torch.Tensor:
+        return (torch.rand(n_tasks, 4, generator=gen) * 2 - 1) * self.coefficient
+
+    def __call__(self, task: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        u = x / 5
+        return sum(task[:, i, None, None] * u ** i for i in range(4))
+
+
+def sine_shifts(family: tasks.SineFamily) -> dict[str, list[tuple[float | str, tasks.SineFamily]]]:
+    """The shifts of the training ``family`` (sinusoids, frequency 1), by axis -> [(distance,
+    family)], the first of each axis ``family`` itself (distance 0, or its name):
+
+    - ``amplitude``: the amplitude range moved up by 0, 2.5, 5, 10;
+    - ``phase``: the phase range moved on by 0, pi/4, pi/2, pi (pi: disjoint from training);
+    - ``inputs``: x drawn from the range moved by 0, 5, 10, 20 (the same functions, met where
+      the network never saw inputs);
+    - ``frequency``: w = 1, 1.25, 1.5, 2;
+    - ``family``: sine, the Fourier mixture of R-mix (``a sin(x + p) + 3a sin(x / 3 + p)``), cubics.
+    """
+    base = ShiftedSine(family.amplitude, family.phase, family.x_range)
+    (a_low, a_high), (p_low, p_high), (x_low, x_high) = family.amplitude, family.phase, family.x_range
+    return {
+        "amplitude": [(d, replace(base, amplitude=(a_low + d, a_high + d))) for d in (0.0, 2.5, 5.0, 10.0)],
+        "phase": [(d, replace(base, phase=(p_low + d, p_high + d))) for d in (0.0, math.pi / 4, math.pi / 2, math.pi)],
+        "inputs": [(d, replace(base, x_range=(x_low + d, x_high + d))) for d in (0.0, 5.0, 10.0, 20.0)],
+        "frequency": [(w, replace(base, frequency=w)) for w in (1.0, 1.25, 1.5, 2.0)],
+        "family": [("sine", base), ("fourier", replace(base, fourier=True)),
+                   ("cubic", CubicFamily(family.amplitude, family.phase, family.x_range))],
+    }
+
+
+class SineModel(NamedTuple):
+    """A model the ``sine_maml`` stage trained: the network, its parameters, and its record's identity
+    (how it was trained: hidden sizes, K, inner steps and step size, iterations, ...)."""
+
+    net: models.Net
+    params: models.Params
+    identity: dict
+
+
+def sine_model(run: str, stage: str = "sine_maml") -> SineModel:
+    """``stage``'s trained ``run`` (``maml``, ``anil``) as it recorded it (data/models/<stage>/<run>.json
+    and .pt, :func:`metalearn.training.reuse_or_train`).
+
+    Raises:
+        FileNotFoundError: the stage has not trained ``run`` (run it first).
+    """
+    record = paths.input(f"data/models/{stage}/{run}.json")
+    if not record.exists():
+        raise FileNotFoundError(f"{record} is missing: run the {stage} stage first (dvc repro {stage})")
+    identity = json.loads(record.read_text())["identity"]
+    net = models.mlp([1, *identity["hidden"], 1])
+    net.load_state_dict(torch.load(paths.input(f"data/models/{stage}/{run}.pt"), weights_only=True))
+    return SineModel(net, models.params_of(net, requires_grad=False), identity)
+
+
+def relative_error(prediction: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each task's MSE over the signal's mean square across all the tasks, predictions and
+    targets [T, Q, 1] -> [T]: 0 is a perfect fit, about 1 what predicting 0 scores. (One scale for
+    all the tasks of a shift: a task's own mean square would let its smallest amplitudes dominate.)"""
+    return ((prediction - y) ** 2).mean((1, 2)) / (y ** 2).mean()
+
+
+def adapted(net: models.Net, params: models.Params, xs: torch.Tensor, ys: torch.Tensor,
+            inner: core.InnerLoop) -> models.Params:
+    """``params`` after ``inner`` on each task's support set (xs, ys [T, K, 1]) -> {name: [T, ...]},
+    tasks under ``torch.vmap`` (an MLP: no batch norm), no graph kept."""
+    params = {k: v.detach() for k, v in params.items()}
+
+    def one_task(x, y):
+        out = params
+        for out in core.adapt_path(net, params, x, y, inner):
+            pass
+        return {k: v.detach() for k, v in out.items()}
+    return torch.func.vmap(one_task)(xs, ys)
+
+
+def sine_task_measures(net: models.Net, maml: models.Params, anil: models.Params, control: models.Params,
+                       batch: Batch, steps: int, lr: float, chance_tasks: int = 0,
+                       permutations: int = 10) -> pd.DataFrame:
+    """Per-task feature-reuse measures of the MLP ``net`` on the tasks ``batch`` (support
+    [T, K, 1], queries [T, Q, 1]), each adapting ``steps`` SGD steps of size ``lr`` on its support
+    set -> one row per task:
+
+    - ``maml``, ``frozen``, ``anil``, ``control``: the error relative to the signal on the
+      queries (:func:`relative_error`) of MAML's parameters adapted whole, MAML's with the body
+      frozen (only the head adapts), ANIL's (its head adapts, as in training), and an untrained
+      network's adapted whole (inf where an adaptation diverged);
+    - ``moved <layer>``: ||theta' - theta|| / ||theta|| of each layer's weight and bias in MAML's
+      adaptation;
+    - ``cka <layer>``: linear CKA of each body layer's activations on the queries, before vs after
+      MAML's adaptation; ``chance <layer>``: its chance level (the points re-paired at random,
+      ``permutations`` times, :func:`similarity.chance`) on the first ``chance_tasks`` tasks, NaN
+      on the others; NaN where the adaptation diverged or left a layer constant over the queries
+      (every unit dead).
+    """
+    whole, head = (core.inner_loop(algorithm, maml, steps, lr) for algorithm in ("maml", "anil"))
+    after = {"maml": adapted(net, maml, batch.xs, batch.ys, whole), "frozen": adapted(net, maml, batch.xs, batch.ys, head),
+             "anil": adapted(net, anil, batch.xs, batch.ys, head),
+             "control": adapted(net, control, batch.xs, batch.ys, whole)}
+    with torch.no_grad():
+        errors = {role: relative_error(torch.func.vmap(lambda p, x: models.forward(net, p, x))(params, batch.xq), batch.yq)
+                  for role, params in after.items()}
+    out = pd.DataFrame({role: e.nan_to_num(math.inf).double().numpy() for role, e in errors.items()})
+    for layer in net.layers:
+        names = [k for k in maml if k.startswith(layer + ".")]
+        before = torch.cat([maml[k].detach().flatten() for k in names])
+        moved = torch.cat([after["maml"][k].flatten(1) for k in names], 1) - before
+        out[f"moved {layer}"] = (moved.norm(dim=1) / before.norm()).double().numpy()
+    body = [layer for layer in net.layers if layer != "head"]
+    cka, chance = {layer: [] for layer in body}, {layer: [] for layer in body}
+    for t, xq in enumerate(batch.xq):
+        task = {k: v[t] for k, v in after["maml"].items()}
+        finite = all(torch.isfinite(v).all() for v in task.values())
+        with torch.no_grad():
+            pre, post = models.activations(net, maml, xq, body), models.activations(net, task, xq, body)
+        for layer in body:
+            comparable = finite and bool(post[layer].std(0).gt(0).any() and pre[layer].std(0).gt(0).any())
+            cka[layer].append(similarity.compare(pre[layer], post[layer], "cka").value if comparable else math.nan)
+            chance[layer].append(similarity.chance(pre[layer], post[layer], "cka", permutations).mean
+                                 if comparable and t < chance_tasks else math.nan)
+    for layer in body:
+        out[f"cka {layer}"], out[f"chance {layer}"] = cka[layer], chance[layer]
+    return out
+
+
+def sine_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """:func:`sine_task_measures`'s rows summarised over the tasks, each with its 95% CI -> rows
+    measure, layer, value, ci95: ``relative error`` of each method, ``freeze cost`` (frozen -
+    maml) and ``anil - maml``, paired over the tasks, ``relative movement``, ``cka`` and its
+    ``chance`` level per layer (over the tasks that have it)."""
+    out = [dict(measure="relative error", layer=role, **dict(zip(("value", "ci95"), evaluation.mean_ci95(scores[role]))))
+           for role in ("maml", "frozen", "anil", "control")]
+    for measure, a, b in (("freeze cost", "frozen", "maml"), ("anil - maml", "anil", "maml")):
+        value, ci = evaluation.mean_ci95(scores[a].to_numpy() - scores[b].to_numpy())
+        out.append(dict(measure=measure, layer="", value=value, ci95=ci))
+    for column in scores.columns:
+        kind, _, layer = column.partition(" ")
+        if kind in ("moved", "cka", "chance") and scores[column].notna().any():
+            value, ci = evaluation.mean_ci95(scores[column].dropna())
+            out.append(dict(measure={"moved": "relative movement"}.get(kind, kind), layer=layer, value=value, ci95=ci))
+    return pd.DataFrame(out, columns=["measure", "layer", "value", "ci95"])
+
