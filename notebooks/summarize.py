@@ -87,13 +87,14 @@ beside[["experiment", "setting", "metric", "value", "ci95", "paper", "stage"]]
 # %% [markdown]
 # ## The papers' claims, judged
 #
-# Each claim of `metalearn.claims.CLAIMS` is a rule over rows of the table above (tested, in
+# Each claim of `metalearn.claims.claims_for(rows)` (the fixed claims, and A-early's at the iterations
+# the rows hold) is a rule over rows of the table above (tested, in
 # `tests/test_claims.py`): *reproduced*, *contradicted*, *not testable at this scale* (the model
 # is no better than a random body with a NIL head, or the interval reaches the threshold) or
 # *not measured*. Written to `reports/claims.md`.
 
 # %%
-judged = claims.judge(claims.CLAIMS, rows)
+judged = claims.judge(claims.claims_for(rows), rows)
 with paths.atomic_write(paths.output("reports/claims.md")) as handle:
     handle.write(claims.markdown(judged))
 # the pipeline's headline for `dvc metrics show` (each stage's own numbers: reports/metrics/<stage>.json)

@@ -187,3 +187,40 @@ def test_tally_counts_every_verdict_and_refuses_an_unknown_one():
     assert list(claims.tally([])) == list(claims.VERDICTS)
     with pytest.raises(ValueError, match="reproducd"):
         claims.tally([{"verdict": "reproducd"}])
+
+
+def _early_row(setting, metric, value, ci95, experiment="A-early", scale="s"):
+    return {"experiment": experiment, "setting": setting, "metric": metric, "value": str(value), "ci95": str(ci95),
+            "scale": scale}
+
+
+def test_early_claims_are_the_final_models_rules_at_each_iteration_the_rows_hold():
+    where = "miniimagenet maml conv 5w1s iteration 50"
+    rows = [_early_row(f"{where} freeze 1-4", "cost vs none (points, paired)", 0.2, 0.5),
+            _early_row(f"{where} freeze 1-4", "accuracy", 40, 1),  # not a claim: the frozen model's accuracy
+            _early_row(f"{where} body.layer2 pre vs post", "cca", 0.97, 0.01),
+            _early_row(f"{where} body.layer2 pre vs post", "cka", 0.5, 0.01),
+            _early_row(f"{where} head pre vs post", "cca", 0.3, 0.05),
+            _early_row(f"{where} head pre vs post", "cka", 0.3, 0.05),  # the paper states the head's CCA only
+            _early_row("miniimagenet maml conv 5w1s iteration 100 body.layer1 pre vs post", "cca", 0.95, 0.01),
+            _early_row("miniimagenet maml conv 5w1s body.layer1 pre vs post", "cca", 0.95, 0.01, experiment="A-cca")]
+    early = claims.early_claims(rows)
+    assert [(c.id, c.relation, c.threshold) for c in early] == [
+        ("A-early miniimagenet 5w1s iteration 50 freeze", "<", 1.0),
+        ("A-early miniimagenet 5w1s iteration 50 layer2 cca", ">", 0.9),
+        ("A-early miniimagenet 5w1s iteration 50 layer2 cka", ">", 0.9),
+        ("A-early miniimagenet 5w1s iteration 50 head cca", "<", 0.5),
+        ("A-early miniimagenet 5w1s iteration 100 layer1 cca", ">", 0.9)]
+    assert {c.family for c in early[1:]} == {"A-early miniimagenet 5w1s iteration 50",
+                                            "A-early miniimagenet 5w1s iteration 100"}
+    assert early[0].model == ("A-early", f"{where} freeze none", "accuracy")
+    assert early[-1].model == ("A-early", "miniimagenet maml conv 5w1s iteration 100 freeze none", "accuracy")
+    assert claims.claims_for(rows) == claims.CLAIMS + early
+    guard = [_early_row(f"{where} freeze none", "accuracy", 45, 1),
+             _early_row("miniimagenet random conv 5w1s nil-head", "accuracy", 30, 1, experiment="A-nil")]
+    judged = {j["id"]: j["verdict"] for j in claims.judge(early, rows + guard)}
+    assert judged["A-early miniimagenet 5w1s iteration 50 freeze"] == "reproduced"  # [-0.3, 0.7] < 1
+    assert judged["A-early miniimagenet 5w1s iteration 50 layer2 cca"] == "reproduced"
+    assert judged["A-early miniimagenet 5w1s iteration 50 layer2 cka"] == "contradicted"
+    unguarded = [_early_row(f"{where} freeze none", "accuracy", 30, 1), guard[1]]
+    assert {j["verdict"] for j in claims.judge(early, rows + unguarded)} == {"not testable at this scale"}

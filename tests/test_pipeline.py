@@ -105,6 +105,18 @@ def notebook_and_params(stage: str) -> tuple[str, str]:
     return match.group(2) or stage, match.group(3) or "params.yaml"
 
 
+@pytest.mark.parametrize("plot", [next(iter(p)) for p in DVC["plots"]])
+def test_each_plot_draws_every_column_of_its_table_and_only_those(plot):
+    """A run added to a stage (a new column of its table) appears in `dvc plots show`; a column
+    renamed or gone fails here rather than drawing nothing."""
+    spec = next(p[plot] for p in DVC["plots"] if plot in p)
+    for table, columns in spec["y"].items():
+        columns = [columns] if isinstance(columns, str) else columns
+        with open(paths.ROOT / table, newline="") as handle:
+            header = next(csv.reader(handle))
+        assert sorted(columns) == sorted(set(header) - {spec["x"]}), f"{plot}: {table} has columns {header}"
+
+
 @pytest.mark.parametrize("stage", sorted(DVC["stages"]))
 def test_each_stage_runs_its_notebook_with_its_params_and_depends_on_every_module_it_runs(stage):
     spec = DVC["stages"][stage]

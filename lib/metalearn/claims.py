@@ -24,6 +24,7 @@ interval rule above. :func:`paired` gives a paired difference with its interval 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -278,6 +279,12 @@ def _comparison_claims() -> list[Claim]:
                      f"first-order MAML performs nearly the same as MAML: FOMAML - MAML comparable to 0 {near}",
                      ("M-mini", "miniimagenet fomaml - maml conv 5w1s", paired), "~", COMPARABLE,
                      **_guard("miniimagenet", "5w1s")))
+    out.append(Claim("M-omni 5w1s first order", "Reptile review, Sec. 6.4.1, Table 3",
+                     f"first-order MAML does as well as MAML on Omniglot 5w1s (98.7 vs 98.3 %, quoted from the MAML "
+                     f"authors): FOMAML - MAML comparable to 0 {near}",
+                     ("M-omni", "omniglot fomaml - maml conv 5w1s", paired), "~", COMPARABLE,
+                     model=("M-omni", "omniglot fomaml conv 5w1s", "accuracy"),
+                     control=("A-nil", "omniglot random conv 5w1s nil-head", "accuracy")))
     for dataset in ("omniglot", "miniimagenet"):
         out.append(Claim(f"R-pretrain {dataset} 5w1s", "Reptile review, Sec. 6.5.3, Table 5",
                          f"Reptile from multiclass pre-training ends comparable to Reptile alone {near}",
@@ -292,8 +299,51 @@ def _comparison_claims() -> list[Claim]:
     return out
 
 
-#: the claims judged in reports/claims.md
+#: the claims judged in reports/claims.md whatever the results hold (:func:`claims_for` adds those
+#: whose settings the results name, e.g. the iterations of A-early)
 CLAIMS: list[Claim] = _anil_paper_claims() + _comparison_claims()
+
+_EARLY = re.compile(r"^(?P<where>(?P<dataset>\S+) maml conv (?P<setting>\d+w\d+s)) iteration (?P<iteration>\d+) "
+                    r"(?P<what>freeze 1-4|body\.layer\d|head) ?(pre vs post)?$")
+
+
+def early_claims(rows: Sequence[dict]) -> list[Claim]:
+    """The ANIL paper's "feature reuse happens early in learning" (Sec. 3.2.3, Figs. 3 and 9) at
+    every iteration the A-early rows of ``rows`` hold: the final model's freezing and CCA claims
+    (:data:`CLAIMS`, A-freeze and A-cca) on MAML's model at that iteration, the body layers and
+    the head of one iteration judged together (Holm). Each is guarded by the model of that
+    iteration (its accuracy, A-early "freeze none") against the random body with a NIL head: a model
+    that has learnt nothing yet tests nothing."""
+    out, seen = [], set()
+    for r in rows:
+        match = _EARLY.match(r["setting"]) if r["experiment"] == "A-early" else None
+        if match is None or (r["setting"], r["metric"]) in seen:
+            continue
+        seen.add((r["setting"], r["metric"]))
+        dataset, setting, iteration, what = match["dataset"], match["setting"], match["iteration"], match["what"]
+        guard = dict(model=("A-early", f"{match['where']} iteration {iteration} freeze none", "accuracy"),
+                     control=("A-nil", f"{dataset} random conv {setting} nil-head", "accuracy"))
+        name = f"A-early {dataset} {setting} iteration {iteration}"
+        source = "ANIL paper, Sec. 3.2.3, Figs. 3 and 9"
+        if what == "freeze 1-4" and r["metric"] == "cost vs none (points, paired)":
+            out.append(Claim(f"{name} freeze", source, f"from early in training (here iteration {iteration}) freezing "
+                             "the whole body at test time costs little accuracy (taken here as under 1 point, paired)",
+                             ("A-early", r["setting"], r["metric"]), "<", 1.0, **guard))
+        elif what.startswith("body.") and r["metric"] in ("cca", "cka"):
+            out.append(Claim(f"{name} {what.removeprefix('body.')} {r['metric']}", source,
+                             f"from early in training (here iteration {iteration}) the body barely changes in the "
+                             f"inner loop: {r['metric'].upper()} of {what} before vs after adaptation above 0.9",
+                             ("A-early", r["setting"], r["metric"]), ">", 0.9, **guard, family=name))
+        elif what == "head" and r["metric"] == "cca":
+            out.append(Claim(f"{name} head cca", source, f"from early in training (here iteration {iteration}) the "
+                             "head changes in the inner loop: CCA before vs after adaptation below 0.5",
+                             ("A-early", r["setting"], r["metric"]), "<", 0.5, **guard, family=name))
+    return out
+
+
+def claims_for(rows: Sequence[dict]) -> list[Claim]:
+    """Every claim judged on ``rows``: :data:`CLAIMS` and :func:`early_claims`."""
+    return CLAIMS + early_claims(rows)
 
 
 def tally(judged: list[dict]) -> dict[str, int]:
