@@ -165,21 +165,10 @@ pd.DataFrame(out)[["setting", "metric", "value", "ci95"]]
 # untrained network's, CIs apart).
 
 # %%
-def value(at, measure, layer=""):
-    row = at[(at.measure == measure) & (at.layer == layer)].iloc[0]
-    return float(row.value), float(row.ci95)
-
-
-lines = []
-for axis in shifts:
-    verdicts = []
-    for step, at in table[table.axis == axis].groupby("step"):
-        guard = (value(at, "relative error", "maml"), value(at, "relative error", "control"))
-        freeze = claims.verdict(*value(at, "freeze cost"), "<", P.freeze_threshold, guard, better="lower")
-        same = claims.verdict(*value(at, "anil - maml"), "~", P.comparable, guard, better="lower")
-        verdicts.append((at.distance.iloc[0], value(at, "relative error", "maml"), freeze, same))
-    lines.append(f"- **{axis}**: " + "; ".join(
-        f"{d}: MAML {e:.3g} ± {ci:.2g}, freezing *{f[0]}* ({f[1]}), ANIL ~ MAML *{s[0]}* ({s[1]})"
-        for d, (e, ci), f, s in verdicts))
+verdicts = claims.sine_shift_verdicts(table, P.freeze_threshold, P.comparable)
+lines = [f"- **{axis}**: " + "; ".join(f"{r.distance}: MAML {r.error:.3g} ± {r.error_ci95:.2g}, freezing *{r.freeze}* "
+                                       f"({r.freeze_why}), ANIL ~ MAML *{r.anil}* ({r.anil_why})"
+                                       for r in part.itertuples())
+         for axis, part in verdicts.groupby("axis", sort=False)]
 lines.append(f"\nScale: {SCALE}.")
 display(Markdown("\n".join(lines)))

@@ -162,3 +162,19 @@ def test_a_missing_sine_model_says_which_stage_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("METALEARN_STAGING", str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="run the nowhere stage first"):
         shift.sine_model("maml", stage="nowhere")
+
+
+def test_sine_verdicts_apply_the_claims_rule_guarded_by_the_control():
+    def rows(maml, control, freeze, anil):
+        return [dict(measure="relative error", layer="maml", value=maml, ci95=0.01),
+                dict(measure="relative error", layer="control", value=control, ci95=0.01),
+                dict(measure="freeze cost", layer="", value=freeze, ci95=0.002),
+                dict(measure="anil - maml", layer="", value=anil, ci95=0.005)]
+    table = pd.concat([pd.DataFrame(rows(0.1, 0.9, 0.005, 0.001)).assign(axis="a", step=0, distance="0"),
+                       pd.DataFrame(rows(0.1, 0.9, 0.5, 0.1)).assign(axis="a", step=1, distance="1"),
+                       pd.DataFrame(rows(0.95, 0.9, 0.005, 0.001)).assign(axis="b", step=0, distance="x")])
+    out = claims.sine_shift_verdicts(table, 0.01, 0.02).set_index(["axis", "step"])
+    assert out.loc[("a", 0), ["freeze", "anil"]].tolist() == ["reproduced", "reproduced"]
+    assert out.loc[("a", 1), ["freeze", "anil"]].tolist() == ["contradicted", "contradicted"]
+    assert out.loc[("b", 0), ["freeze", "anil"]].tolist() == ["not testable at this scale"] * 2  # no better than control
+    assert out.loc[("a", 1), "distance"] == "1" and out.loc[("a", 0), "error"] == 0.1

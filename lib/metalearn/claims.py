@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.stats
 
 VERDICTS = ("reproduced", "contradicted", "not testable at this scale", "not measured")
@@ -211,6 +212,26 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict:
     half = scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
     p = scipy.stats.ttest_1samp(d, 0.0).pvalue if d.std(ddof=1) > 0 else (0.0 if d.mean() != 0 else 1.0)
     return {"difference": float(d.mean()), "ci95": float(half), "p": float(p), "n": len(d)}
+
+
+def sine_shift_verdicts(table: pd.DataFrame, freeze_threshold: float, comparable: float) -> pd.DataFrame:
+    """X-shift on sinusoids: the verdicts at each shift of ``table`` (:func:`metalearn.shift.sine_summary`'s
+    rows with columns axis, step, distance added) by :func:`verdict`, each guarded by the control (MAML's error must lie
+    below the untrained network's): freezing the body costs under ``freeze_threshold``, and ANIL -
+    MAML lies within +-``comparable`` -> rows axis, step, distance, error, error_ci95, freeze,
+    freeze_why, anil, anil_why."""
+    rows = []
+    for (axis, step), at in table.groupby(["axis", "step"], sort=False):
+        at = at.set_index(["measure", "layer"])
+
+        def number(measure, layer=""):
+            return float(at.loc[(measure, layer), "value"]), float(at.loc[(measure, layer), "ci95"])
+        guard = (number("relative error", "maml"), number("relative error", "control"))
+        freeze = verdict(*number("freeze cost"), "<", freeze_threshold, guard, better="lower")
+        anil = verdict(*number("anil - maml"), "~", comparable, guard, better="lower")
+        rows.append(dict(axis=axis, step=step, distance=at.distance.iloc[0], error=guard[0][0], error_ci95=guard[0][1],
+                         freeze=freeze[0], freeze_why=freeze[1], anil=anil[0], anil_why=anil[1]))
+    return pd.DataFrame(rows)
 
 
 def _anil_paper_claims() -> list[Claim]:

@@ -335,3 +335,4 @@ def sine_summary(scores: pd.DataFrame) -> pd.DataFrame:
             out.append(dict(measure={"moved": "relative movement"}.get(kind, kind), layer=layer, value=value, ci95=ci))
     return pd.DataFrame(out, columns=["measure", "layer", "value", "ci95"])
 
+
