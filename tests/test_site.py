@@ -99,3 +99,11 @@ def test_the_site_has_an_index_and_a_page_per_report_and_refuses_a_remote_load(t
         site.build(tmp_path, out, dvc_plots=False)
     assert "<td>1</td>" in (out / "summary.html").read_text()
     assert not list(out.parent.glob(".site-*"))  # no half-written folder left
+
+
+def test_a_markdown_report_is_titled_by_its_first_heading(tmp_path):
+    report = tmp_path / "campaign.md"
+    report.write_text("Intro line\n## not this\n# The campaign: where each run stands\n\n# Later\n")
+    assert site.markdown_title(report) == "The campaign: where each run stands"
+    report.write_text("| no | heading |\n")
+    assert site.markdown_title(report) == "campaign"

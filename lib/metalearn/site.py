@@ -77,11 +77,8 @@ code {{ background: #f3f3f3; padding: 0 0.2em; }}
 _NAV = '<p class="site-nav"><a href="index.html">&larr; all reports</a></p>'
 
 #: the markdown reports, in the order the index lists them: (file under reports/, page, title)
-MARKDOWN_REPORTS = (
-    ("summary.md", "summary.html", "Our numbers beside the papers'"),
-    ("claims.md", "claims.html", "The papers' claims, judged on our numbers"),
-    ("campaign.md", "campaign.html", "The training campaign: where each run stands"),
-)
+#: the markdown reports and their pages (each titled by its first heading, :func:`markdown_title`)
+MARKDOWN_REPORTS = (("summary.md", "summary.html"), ("claims.md", "claims.html"), ("campaign.md", "campaign.html"))
 
 
 def remote_loads(page: str) -> list[str]:
@@ -119,6 +116,14 @@ def inline_images(body: str, base: Path) -> str:
         encoded = base64.b64encode(image.read_bytes()).decode("ascii")
         return f'{match.group(1)}data:{kind};base64,{encoded}{match.group(3)}'
     return re.sub(r'(<img\b[^>]*?\ssrc=")([^"]+)(")', data_uri, body, flags=re.IGNORECASE)
+
+
+def markdown_title(markdown_file: Path) -> str:
+    """A markdown report's title: its first level-1 heading, else its file name without suffix."""
+    for line in markdown_file.read_text().splitlines():
+        if line.startswith("# "):
+            return line.removeprefix("# ").strip()
+    return markdown_file.stem
 
 
 def markdown_page(markdown_file: Path, title: str) -> str:
@@ -183,12 +188,14 @@ def _notebook_title(notebook: Path) -> str:
 
 
 def _dvc_plots(root: Path, out: Path) -> Path:
-    """``dvc plots show`` of ``root`` into ``out`` with :func:`plots_template`; its index page."""
-    with tempfile.TemporaryDirectory() as scratch:
-        template = Path(scratch) / "plots.html"
+    """``dvc plots show`` of ``root`` into ``out`` with the repository's template (``.dvc/plots.html``,
+    which ``make env`` writes from :func:`plots_template`; written here where it is missing); its
+    index page."""
+    template = root / ".dvc" / "plots.html"
+    if not template.is_file():
         template.write_text(plots_template())
-        subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--out", str(out),
-                        "--html-template", str(template)], cwd=root, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--out", str(out), "--html-template", str(template)],
+                   cwd=root, check=True, capture_output=True)
     return out / "index.html"
 
 
@@ -212,8 +219,9 @@ def build(root: Path | None = None, out: Path | None = None, dvc_plots: bool = T
     reports = root / "reports"
     entries: list[tuple[str, str, str]] = []   # (page, title, source)
     pages: dict[str, str] = {}
-    for source, name, title in MARKDOWN_REPORTS:
+    for source, name in MARKDOWN_REPORTS:
         if (reports / source).is_file():
+            title = markdown_title(reports / source)
             pages[name] = markdown_page(reports / source, title)
             entries.append((name, title, f"reports/{source}"))
     if (reports / "results.csv").is_file():
