@@ -119,7 +119,7 @@ table = pd.concat([o["measures"].assign(dataset=d, shift=s) for (d, s), o in out
 HEAD = {"maml": "adapt", "anil": "adapt", "control": "nil"}  # the control: a random body's NIL head, as in the claims
 accuracy = pd.DataFrame([dict(dataset=d, shift=s, role=role, accuracy=mean, ci95=ci)
                          for (d, s), o in outcomes.items() for role, scores in o["scores"].items()
-                         for mean, ci in [evaluation.mean_ci95(torch.from_numpy(scores[HEAD[role]].to_numpy()))]])
+                         for mean, ci in [evaluation.mean_ci95(scores[HEAD[role]])]])
 contrast = pd.DataFrame([dict(dataset=d, shift=s, **claims.paired(o["scores"]["anil"].adapt, o["scores"]["maml"].adapt))
                          for (d, s), o in outcomes.items()])  # ANIL - MAML over the same tasks
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/measures.csv")

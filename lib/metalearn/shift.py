@@ -281,7 +281,7 @@ def sine_task_measures(net: models.Net, maml: models.Params, anil: models.Params
       frozen (only the head adapts), ANIL's (its head adapts, as in training), and an untrained
       network's adapted whole (inf where an adaptation diverged);
     - ``moved <layer>``: ||theta' - theta|| / ||theta|| of each layer's weight and bias in MAML's
-      adaptation;
+      adaptation (:func:`reuse.weight_distance`);
     - ``cka <layer>``: linear CKA of each body layer's activations on the queries, before vs after
       MAML's adaptation; ``chance <layer>``: its chance level (the points re-paired at random,
       ``permutations`` times, :func:`similarity.chance`) on the first ``chance_tasks`` tasks, NaN
@@ -295,27 +295,23 @@ def sine_task_measures(net: models.Net, maml: models.Params, anil: models.Params
     with torch.no_grad():
         errors = {role: relative_error(torch.func.vmap(lambda p, x: models.forward(net, p, x))(params, batch.xq), batch.yq)
                   for role, params in after.items()}
-    out = pd.DataFrame({role: e.nan_to_num(math.inf).double().numpy() for role, e in errors.items()})
-    for layer in net.layers:
-        names = [k for k in maml if k.startswith(layer + ".")]
-        before = torch.cat([maml[k].detach().flatten() for k in names])
-        moved = torch.cat([after["maml"][k].flatten(1) for k in names], 1) - before
-        out[f"moved {layer}"] = (moved.norm(dim=1) / before.norm()).double().numpy()
     body = [layer for layer in net.layers if layer != "head"]
-    cka, chance = {layer: [] for layer in body}, {layer: [] for layer in body}
+    rows = []
     for t, xq in enumerate(batch.xq):
+        row = {role: float(e[t].nan_to_num(math.inf)) for role, e in errors.items()}
         task = {k: v[t] for k, v in after["maml"].items()}
+        row.update({f"moved {layer}": distance / norm
+                    for layer, (distance, norm) in reuse.weight_distance(maml, task, net.layers).items()})
         finite = all(torch.isfinite(v).all() for v in task.values())
         with torch.no_grad():
             pre, post = models.activations(net, maml, xq, body), models.activations(net, task, xq, body)
         for layer in body:
             comparable = finite and bool(post[layer].std(0).gt(0).any() and pre[layer].std(0).gt(0).any())
-            cka[layer].append(similarity.compare(pre[layer], post[layer], "cka").value if comparable else math.nan)
-            chance[layer].append(similarity.chance(pre[layer], post[layer], "cka", permutations).mean
-                                 if comparable and t < chance_tasks else math.nan)
-    for layer in body:
-        out[f"cka {layer}"], out[f"chance {layer}"] = cka[layer], chance[layer]
-    return out
+            row[f"cka {layer}"] = similarity.compare(pre[layer], post[layer], "cka").value if comparable else math.nan
+            row[f"chance {layer}"] = (similarity.chance(pre[layer], post[layer], "cka", permutations).mean
+                                      if comparable and t < chance_tasks else math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def sine_summary(scores: pd.DataFrame) -> pd.DataFrame:
