@@ -12,8 +12,11 @@ def stage(runs: dict[str, dict]) -> accuracy.Stage:
     """A training stage's records and per-task scores: {run: {"adapt": [...], "nil": [...], budget}}."""
     records, scores = {}, {}
     for run, r in runs.items():
-        records[run] = {"settings": {"test_steps": 2, "iterations": r.get("iterations", 100), "meta_batch": 4}}
-        frame = {"adapt@0": np.zeros(len(r["adapt"])), "adapt@2": r["adapt"]}
+        records[run] = {"spec": run, "settings": {
+            "test_steps": r.get("test_steps", 2), "iterations": r.get("iterations", 100), "meta_batch": 4,
+            "train_queries": 5, "inner_steps": 3, "inner_lr": 0.4, "train_shots": 10, "inner_batch": 10,
+            "pretrain_iterations": 600, "pretrain_batch": 64}}
+        frame = {"adapt@0": np.zeros(len(r["adapt"])), f"adapt@{records[run]['settings']['test_steps']}": r["adapt"]}
         if "nil" in r:
             frame["nil"] = r["nil"]
         scores[run] = pd.DataFrame(frame)
@@ -41,19 +44,23 @@ def test_contrasts_are_paired_differences_over_the_same_tasks():
 
 
 def test_a_contrast_of_runs_on_different_budgets_names_both_and_the_claims_find_its_model():
-    """Reptile (500 iterations) against MAML (1000): the scale's training clause is MAML's, and
-    Reptile's budget is named beside it."""
+    """Reptile (500 iterations, 5 test steps) against MAML (1000, 2): the scale's training clause and
+    test steps are MAML's, and how Reptile trained and was tested is named beside them."""
     s = stage({"maml-conv-5w1s": {"adapt": np.full(4, 90.0), "iterations": 1000},
-               "reptile-conv-5w1s": {"adapt": np.array([70.0, 71, 72, 73]), "iterations": 500},
-               "multiclass+reptile-conv-5w1s": {"adapt": np.array([71.0, 71, 72, 74]), "iterations": 500}})
-    rows = accuracy.contrast_rows(s, accuracy.contrasts("omniglot", s), "{iterations} iterations x {meta_batch} "
-                                  "tasks; 4 test tasks")
+               "reptile-conv-5w1s": {"adapt": np.array([70.0, 71, 72, 73]), "iterations": 500, "test_steps": 5},
+               "multiclass+reptile-conv-5w1s": {"adapt": np.array([71.0, 71, 72, 74]), "iterations": 500,
+                                                "test_steps": 5}})
+    rows = accuracy.contrast_rows(s, accuracy.contrasts("omniglot", s), "{training}; 4 test tasks, {steps} test steps")
     by = {r["setting"]: r for r in rows}
     assert by["omniglot reptile - maml conv 5w1s"]["experiment"] == "R-omni"
     assert by["omniglot reptile - maml conv 5w1s"]["value"] == "-18.5"
-    assert by["omniglot reptile - maml conv 5w1s"]["scale"] == ("1000 iterations x 4 tasks; reptile-conv-5w1s: 500 "
-                                                               "iterations x 4 tasks; 4 test tasks")
-    assert by["omniglot reptile from multiclass - reptile conv 5w1s"]["scale"] == "500 iterations x 4 tasks; 4 test tasks"
+    reptile = "500 iterations x 4 tasks x 10 shots/class, 3 inner Adam steps of 10 images (lr 0.4)"
+    assert by["omniglot reptile - maml conv 5w1s"]["scale"] == (
+        f"1000 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; reptile-conv-5w1s: {reptile}, 5 test "
+        "steps; 4 test tasks, 2 test steps")
+    assert by["omniglot reptile from multiclass - reptile conv 5w1s"]["scale"] == (
+        f"{reptile}; multiclass+reptile-conv-5w1s: multiclass pre-training 600 iterations x 64 images, then {reptile}, 5 test "
+        "steps; 4 test tasks, 5 test steps")
     assert {r["metric"] for r in rows} == {"difference (points, paired)"}
 
 

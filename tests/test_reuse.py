@@ -1,6 +1,7 @@
 """Feature reuse analyses (metalearn.reuse): freezing, per-layer weight distance, similarity
 before/after adaptation and between models, checked against hand computations and the
 independent code paths of core/models/fewshot/similarity on a tiny Conv4."""
+import dataclasses
 import json
 import math
 import warnings
@@ -104,7 +105,7 @@ def _fake_stage(root, stage, name, model, snapshots=(), test_steps=10, iteration
         {"spec": name.split("-seed")[0], "dataset": dataset, "filters": filters, "data": f"{dataset} (fake)",
          "identity": {"run": f"{stage}-{name}", "split": split},
          "settings": {"test_steps": test_steps, "iterations": iterations, "meta_batch": 2, "inner_lr": 0.4,
-                      "bn": "transductive"}, "history": []}))
+                      "bn": "transductive", "train_queries": 5, "inner_steps": 5}, "history": []}))
     (folder / "stage.json").write_text(json.dumps({"test": {"tasks": 600, "queries": 5, "seed": 0, "bn": "transductive"}}))
     (root / f"data/scores/{stage}").mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"adapt@0": [0.0] * len(scores), f"adapt@{test_steps}": scores}).to_csv(
@@ -153,6 +154,7 @@ def test_a_case_repeats_the_stages_test_tasks_and_settings(tmp_path, monkeypatch
     assert torch.equal(case.test.xq, expected.xq) and torch.equal(case.test.ys, expected.ys)
     assert case.data == "omniglot (fake)" and "7 test tasks x 5 queries/class, 3 test steps of 0.4" in case.scale("here")
     assert case.scale("here").startswith(f"{case.trained.record['settings']['iterations']} iterations x ")  # not 3.0
+    assert case.scale("here").startswith(f"{reuse.describe_training(case.trained.record)} (training); ")
     with pytest.raises(ParameterError, match="601 test tasks asked here, but train_omniglot tested it on 600"):
         reuse.load_case("train_omniglot", "maml-conv-5w1s", 601, param="omni_runs")
 
@@ -498,3 +500,23 @@ def test_a_forced_cca_is_a_note_on_its_row_not_a_printed_warning(recwarn):
     assert clean == ""
     with pytest.warns(UserWarning, match="other"):  # other warnings still reach the reader
         reuse.forced_as_note(lambda: warnings.warn("other"))
+
+
+def test_describe_training_names_what_each_iteration_does_and_only_the_settings_the_run_uses():
+    settings = dataclasses.asdict(fewshot.Settings(iterations=1000, meta_batch=4, inner_steps=5, inner_lr=0.4,
+                                                   test_steps=10, train_queries=15, pretrain_iterations=600,
+                                                   pretrain_batch=64))
+
+    def described(run, **changed):
+        return reuse.describe_training({"spec": run, "settings": {**settings, **changed}})
+
+    assert described("maml-conv-5w1s") == "1000 iterations x 4 tasks x 15 queries/class, 5 inner steps of 0.4"
+    assert described("reptile-conv-5w1s") == ("1000 iterations x 4 tasks x 10 shots/class, 5 inner Adam steps of 10 "
+                                              "images (lr 0.4)")
+    assert described("multiclass+head-conv-5w1s") == ("multiclass pre-training 600 iterations x 64 images, then "
+                                                      + described("head-conv-5w1s"))
+    assert described("multitask+reptile-conv-5w1s").startswith("multitask pre-training 600 iterations x 4 tasks, then")
+    assert described("maml-conv-5w1s", train_shots=3) == described("maml-conv-5w1s")  # Reptile's own: unused
+    assert described("reptile-conv-5w1s", train_queries=1) == described("reptile-conv-5w1s")  # no queries in Reptile
+    assert described("maml-conv-5w1s", pretrain_iterations=1) == described("maml-conv-5w1s")  # no init: unused
+    assert ";" not in described("multiclass+reptile-conv-5w1s")  # a scale's clauses are split at ";"

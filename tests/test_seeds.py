@@ -51,7 +51,7 @@ def test_per_seed_rows_equal_the_one_seed_stages_test_table(scores):
         table, _ = accuracy.test_table(stage_of({seed: runs}))
         merged = table.merge(ours[ours.seed == seed], on=["run", "head"], suffixes=("", "_seeds"))
         assert len(merged) == len(table) == 4  # 2 runs x (adapt, nil)
-        for column in ("steps", "accuracy", "ci95", "iterations", "meta_batch"):
+        for column in ("steps", "accuracy", "ci95", "iterations", "meta_batch", "training"):
             assert (merged[column] == merged[f"{column}_seeds"]).all(), column
     assert ours.run.tolist()[:2] == ["maml-conv-3w1s-seed4"] * 2
     assert set(ours.steps) == {0, 2}  # NIL has no steps; adapt has the test steps
@@ -70,7 +70,7 @@ def test_summary_is_the_mean_and_std_over_seeds_with_a_ci_over_tasks_of_the_seed
     # 2 seeds x 3 tasks of one run: seed 0 scores 10, 20, 30; seed 1 scores 30, 40, 80
     scores = pd.DataFrame({"seed": [0] * 3 + [1] * 3, "run": "maml-conv-5w1s", "head": "adapt", "steps": 5,
                            "task": [0, 1, 2] * 2, "accuracy": [10.0, 20, 30, 30, 40, 80], "iterations": 9,
-                           "meta_batch": 2})
+                           "meta_batch": 2, "training": "t"})
     table = seeds.summary(scores)
     row = table.loc[("maml-conv-5w1s", "adapt")]
     assert (row["seed 0"], row["seed 1"]) == (20, 50)
@@ -79,7 +79,7 @@ def test_summary_is_the_mean_and_std_over_seeds_with_a_ci_over_tasks_of_the_seed
     task_means = np.array([20.0, 30, 55])  # per task, the mean over the two seeds
     half = scipy.stats.t.ppf(0.975, 2) * task_means.std(ddof=1) / math.sqrt(3)
     assert row["ci95 over tasks"] == pytest.approx(half)
-    assert (row["iterations"], row["meta_batch"]) == (9, 2)
+    assert (row["steps"], row["iterations"], row["meta_batch"], row["training"]) == (5, 9, 2, "t")
 
 
 def test_summary_keeps_the_runs_order(scores):
@@ -106,16 +106,17 @@ def test_difference_is_paired_over_tasks_and_given_per_seed():
 
 
 def test_result_rows_carry_the_papers_value_beside_the_mean_and_a_std_row(scores):
-    rows = seeds.result_rows("omniglot", seeds.summary(scores), "{iterations} iterations x {meta_batch} tasks; 2 seeds")
+    rows = seeds.result_rows("omniglot", seeds.summary(scores), "{training}; {steps} test steps; 2 seeds")
     keys = [(r["experiment"], r["setting"], r["metric"]) for r in rows]
     assert ("A-anil", "omniglot maml conv 3w1s", "accuracy") in keys
     assert ("A-anil", "omniglot maml conv 3w1s", "accuracy, std over seeds") in keys
     assert ("A-nil", "omniglot anil conv 3w1s nil-head", "accuracy") in keys
     assert not any(e == "A-regimes" for e, _, _ in keys)  # only the experiments asked for
-    assert {r["scale"] for r in rows} == {"7 iterations x 3 tasks; 2 seeds"}
+    training = "7 iterations x 3 tasks x 1 queries/class, 1 inner steps of 0.4"
+    assert {r["scale"] for r in rows} == {f"{training}; 2 test steps; 2 seeds", f"{training}; 0 test steps; 2 seeds"}
     assert all(r["ci95"] == "" for r in rows if r["metric"].endswith("std over seeds"))
     real = pd.DataFrame({"seed": [0, 0, 1, 1], "run": "anil-conv-20w1s", "head": "adapt", "steps": 5, "task": [0, 1] * 2,
-                         "accuracy": [90.0, 95, 92, 97], "iterations": 300, "meta_batch": 2})
+                         "accuracy": [90.0, 95, 92, 97], "iterations": 300, "meta_batch": 2, "training": "t"})
     row = seeds.result_rows("omniglot", seeds.summary(real), "s")[0]
     assert (row["value"], row["paper"]) == ("93.5", "96.2")  # the paper's column comes from metalearn.papers
 
@@ -143,7 +144,7 @@ def test_verdicts_name_each_run_and_the_anil_minus_maml_gap(scores):
 
 
 def test_contrast_rows_give_anil_minus_maml_with_the_tasks_and_the_seeds_intervals(scores):
-    rows = seeds.contrast_rows("omniglot", scores, "{iterations} iterations x {meta_batch} tasks; 2 seeds")
+    rows = seeds.contrast_rows("omniglot", scores, "{training}; {steps} test steps; 2 seeds")
     assert [(r["experiment"], r["setting"], r["metric"]) for r in rows] == [
         ("A-anil", "omniglot anil - maml conv 3w1s", "difference (points, paired)"),
         ("A-anil", "omniglot anil - maml conv 3w1s", "difference (points, over seeds)")]
@@ -151,5 +152,5 @@ def test_contrast_rows_give_anil_minus_maml_with_the_tasks_and_the_seeds_interva
     assert float(rows[0]["value"]) == pytest.approx(d["difference"], rel=1e-5) == float(rows[1]["value"])
     assert float(rows[0]["ci95"]) == pytest.approx(d["ci95"], rel=1e-5)
     assert float(rows[1]["ci95"]) == pytest.approx(d["ci95 over seeds"], rel=1e-5)
-    assert rows[0]["scale"] == "7 iterations x 3 tasks; 2 seeds"
+    assert rows[0]["scale"] == "7 iterations x 3 tasks x 1 queries/class, 1 inner steps of 0.4; 2 test steps; 2 seeds"
     assert seeds.contrast_rows("omniglot", scores[scores.run != "maml-conv-3w1s"], "s") == []  # no MAML: no contrast

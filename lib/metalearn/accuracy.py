@@ -19,6 +19,7 @@ import pandas as pd
 from . import paths, report, results
 from .evaluation import mean_ci95
 from .fewshot import HEAD_ONLY, Spec, read_scores
+from .reuse import describe_training
 
 
 class Stage(NamedTuple):
@@ -51,11 +52,12 @@ def histories(stage: Stage) -> pd.DataFrame:
 
 def test_table(stage: Stage) -> tuple[pd.DataFrame, pd.DataFrame]:
     """From the per-task scores: (one row per run and head: run, head, steps, accuracy and ci95
-    in %, iterations, meta_batch; accuracy after each measured test step per run, with ci95).
-    ``run`` is the run's name in the stage (spec name and suffix)."""
+    in %, iterations, meta_batch, training (:func:`reuse.describe_training`); accuracy after each
+    measured test step per run, with ci95). ``run`` is the run's name in the stage (spec name and suffix)."""
     rows, curves = [], []
     for run, scores in stage.scores.items():
         settings = stage.records[run]["settings"]
+        training = describe_training(stage.records[run])
         adapt = [c for c in scores.columns if c.startswith("adapt@")]
         for column in adapt:
             mean, ci = mean_ci95(scores[column].to_numpy())
@@ -66,7 +68,7 @@ def test_table(stage: Stage) -> tuple[pd.DataFrame, pd.DataFrame]:
         for head, (steps, values) in heads.items():
             mean, ci = mean_ci95(values.to_numpy())
             rows.append(dict(run=run, head=head, steps=steps, accuracy=mean, ci95=ci,
-                             iterations=settings["iterations"], meta_batch=settings["meta_batch"]))
+                             iterations=settings["iterations"], meta_batch=settings["meta_batch"], training=training))
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
@@ -134,12 +136,12 @@ def experiments(dataset: str, spec: Spec, head: str) -> list[tuple[str, str]]:
 def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> list[dict]:
     """``reports/results.csv`` rows: each test result under its experiment ids
     (:func:`experiments`), and for MAML and ANIL runs the final validation accuracy under
-    A-curves. ``scale`` describes the scale, with ``{iterations}`` and ``{meta_batch}``
-    filled in per run."""
+    A-curves. ``scale`` describes the scale, with ``{training}`` and ``{steps}`` (the test
+    steps of the row's head) filled in per row."""
     out = []
     for r in table.itertuples():
         spec = Spec.parse(r.run)
-        described = scale.format(iterations=r.iterations, meta_batch=r.meta_batch)
+        described = scale.format(training=r.training, steps=r.steps)
         for experiment, setting in experiments(dataset, spec, r.head):
             out.append(results.row(experiment, setting, "accuracy", r.accuracy, described, r.ci95))
         if r.head == "adapt" and spec.algorithm in ("maml", "anil"):
@@ -206,16 +208,19 @@ def contrasts(dataset: str, stage: Stage) -> list[dict]:
 
 def contrast_rows(stage: Stage, found: list[dict], scale: str) -> list[dict]:
     """``reports/results.csv`` rows of :func:`contrasts`' differences, metric "difference (points,
-    paired)". The scale's training clause is run b's; when run a trained on another budget, a
-    clause names it (e.g. Reptile's 500 iterations x 5 tasks against MAML's 1000 x 4)."""
+    paired)". The scale's training clause and test steps are run b's; when run a trained or was
+    tested otherwise, a clause names how (e.g. Reptile's 500 iterations x 5 tasks x 10 shots/class
+    and 20 test steps against MAML's 1000 x 4 x 15 queries/class and 10)."""
     rows = []
     for c in found:
-        budget = {run: (stage.records[run]["settings"]["iterations"], stage.records[run]["settings"]["meta_batch"])
-                  for run in (c["a"], c["b"])}
-        described = scale.format(iterations=budget[c["b"]][0], meta_batch=budget[c["b"]][1])
-        if budget[c["a"]] != budget[c["b"]]:
+        how = {}
+        for run in (c["a"], c["b"]):
+            settings = stage.records[run]["settings"]
+            how[run] = (describe_training(stage.records[run]), settings["test_steps"])
+        described = scale.format(training=how[c["b"]][0], steps=how[c["b"]][1])
+        if how[c["a"]] != how[c["b"]]:
             first, rest = described.split("; ", 1)
-            described = f"{first}; {c['a']}: {budget[c['a']][0]} iterations x {budget[c['a']][1]} tasks; {rest}"
+            described = f"{first}; {c['a']}: {how[c['a']][0]}, {how[c['a']][1]} test steps; {rest}"
         rows.append(results.row(c["experiment"], c["setting"], "difference (points, paired)", c["difference"],
                                 described, c["ci95"]))
     return rows
@@ -240,11 +245,11 @@ def save_tests(table: pd.DataFrame, curves: pd.DataFrame, stage: str, folder: st
 
 
 def scale(stage: Stage) -> str:
-    """The scale column of a one-seed training stage's results, with ``{iterations}`` and
-    ``{meta_batch}`` left to fill per run (:func:`result_rows`)."""
+    """The scale column of a one-seed training stage's results, with ``{training}`` and ``{steps}``
+    left to fill per row (:func:`result_rows`)."""
     info = stage.info
-    return (f"{{iterations}} iterations x {{meta_batch}} tasks; {info['test']['tasks']} test tasks x "
-            f"{info['test']['queries']} queries/class; 1 seed; {info['data']}; bn {info['test']['bn']}; "
+    return (f"{{training}}; {info['test']['tasks']} test tasks x {info['test']['queries']} queries/class, "
+            f"{{steps}} test steps; 1 seed; {info['data']}; bn {info['test']['bn']}; "
             + "; ".join(info["hardware"]))
 
 

@@ -223,6 +223,26 @@ def test_tasks(dataset: str, spec: fewshot.Spec, n_tasks: int, queries: int, see
 
 
 
+def describe_training(record: dict) -> str:
+    """How a run was trained, as a results scale's first clause (no ";"), from its model record
+    (``spec`` and ``settings``, as :func:`fewshot.train_runs` saves it): the meta-training budget and what each iteration does (MAML family:
+    training queries per class and inner steps; Reptile: shots, Adam inner steps and batch),
+    after the body's pre-training when the run has an ``init``. E.g. "1000 iterations x 4 tasks x
+    15 queries/class, 5 inner steps of 0.4" or "multiclass pre-training 600 iterations x 64 images, then
+    150 iterations x 5 tasks x 15 shots/class, 8 inner Adam steps of 10 images (lr 0.001)"."""
+    spec, s = fewshot.Spec.parse(record["spec"]), record["settings"]
+    if spec.algorithm == "reptile":
+        each = (f"{s['train_shots']} shots/class, {s['inner_steps']} inner Adam steps of {s['inner_batch']} images "
+                f"(lr {s['inner_lr']})")
+    else:
+        each = f"{s['train_queries']} queries/class, {s['inner_steps']} inner steps of {s['inner_lr']}"
+    budget = f"{s['iterations']} iterations x {s['meta_batch']} tasks x {each}"
+    if spec.init:
+        batch = f"{s['pretrain_batch']} images" if spec.init == "multiclass" else f"{s['meta_batch']} tasks"
+        return f"{spec.init} pre-training {s['pretrain_iterations']} iterations x {batch}, then {budget}"
+    return budget
+
+
 class Case(NamedTuple):
     """One analysed run: the trained model, its test-time settings (the training stage's step
     size, steps and batch norm), its first test tasks, the description of their data, the
@@ -240,8 +260,8 @@ class Case(NamedTuple):
         after that many of the training iterations)."""
         t, st = self.trained, self.settings
         adaptation = f", {st.test_steps} test steps of {st.inner_lr}" if adapted else ", no adaptation"
-        return (f"{'' if at is None else f'{at} of '}{t.row.iterations} iterations x {t.row.meta_batch} tasks "
-                f"(training); {len(self.test.xs)} test tasks x {self.queries} queries/class{adaptation}; {seeds}; "
+        return (f"{'' if at is None else f'{at} of '}{describe_training(t.record)} (training); "
+                f"{len(self.test.xs)} test tasks x {self.queries} queries/class{adaptation}; {seeds}; "
                 f"{self.data}; bn {st.bn}; {hardware}")
 
 

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from . import accuracy, fewshot, results
+from . import accuracy, fewshot, results, reuse
 from .evaluation import mean_ci95
 
 
@@ -30,7 +30,8 @@ def scores_of(stage: accuracy.Stage) -> pd.DataFrame:
     """The per-task scores of an over-seeds training stage (:func:`metalearn.accuracy.load`) as
     one frame: one row per (seed, run, head, task), ``accuracy`` in % after the run's test steps
     (head ``adapt``, ``steps`` = its test steps) and with the NIL head (``nil``, 0 steps; MAML
-    family only); plus the run's ``iterations`` and ``meta_batch``. ``run`` is the spec's name."""
+    family only); plus the run's ``iterations``, ``meta_batch`` and ``training``
+    (:func:`reuse.describe_training`). ``run`` is the spec's name."""
     frames = []
     for name, scores in stage.scores.items():
         record = stage.records[name]
@@ -42,7 +43,8 @@ def scores_of(stage: accuracy.Stage) -> pd.DataFrame:
             frames.append(pd.DataFrame({
                 "seed": record["seed"], "run": record["spec"], "head": head, "steps": steps,
                 "task": range(len(accuracy)), "accuracy": accuracy.to_numpy(),
-                "iterations": settings["iterations"], "meta_batch": settings["meta_batch"]}))
+                "iterations": settings["iterations"], "meta_batch": settings["meta_batch"],
+                "training": reuse.describe_training(record)}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -52,30 +54,31 @@ def history_of(stage: accuracy.Stage) -> pd.DataFrame:
 
 
 def scale(stage: accuracy.Stage) -> str:
-    """The scale column of an over-seeds stage's results (``{iterations}`` and ``{meta_batch}``
-    filled in per run by :func:`result_rows`)."""
+    """The scale column of an over-seeds stage's results (``{training}`` and ``{steps}``, the test
+    steps, filled in per row by :func:`result_rows`)."""
     info, seeds = stage.info, stage.info["seeds"]
-    return (f"{{iterations}} iterations x {{meta_batch}} tasks; {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
-            f"{info['test']['tasks']} test tasks x {info['test']['queries']} queries/class (the same for every seed); "
+    return (f"{{training}}; {len(seeds)} seeds ({', '.join(map(str, seeds))}); {info['test']['tasks']} test tasks x "
+            f"{info['test']['queries']} queries/class, {{steps}} test steps (the same tasks for every seed); "
             f"{info['data']}; bn {info['test']['bn']}; " + "; ".join(info["hardware"]))
 
 
 def per_seed(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (run with its seed, head): ``run`` named ``<run>-seed<s>``, steps, accuracy and
-    ci95 over tasks (%), iterations, meta_batch, seed (``reports/<stage>/accuracy.csv``)."""
+    ci95 over tasks (%), iterations, meta_batch, training, seed (``reports/<stage>/accuracy.csv``)."""
     rows = []
     for (seed, run, head), part in scores.groupby(["seed", "run", "head"], sort=False):
         mean, ci = mean_ci95(torch.tensor(part.accuracy.to_numpy()))
         first = part.iloc[0]
         rows.append(dict(run=f"{run}-seed{seed}", head=head, steps=first.steps, accuracy=mean, ci95=ci,
-                         iterations=first.iterations, meta_batch=first.meta_batch, seed=seed))
+                         iterations=first.iterations, meta_batch=first.meta_batch, training=first.training, seed=seed))
     return pd.DataFrame(rows)
 
 
 def summary(scores: pd.DataFrame) -> pd.DataFrame:
     """Per (run, head): each seed's accuracy (``seed <s>``), the ``mean over seeds`` with the 95%
     half-width over tasks of the per-task mean over seeds (``ci95 over tasks``), and the
-    ``std over seeds`` (n - 1) of the seeds' accuracies; the runs' ``iterations`` and ``meta_batch``."""
+    ``std over seeds`` (n - 1) of the seeds' accuracies; the runs' ``steps``, ``iterations``,
+    ``meta_batch`` and ``training``."""
     each = per_seed(scores).assign(run=lambda t: t.run.str.rsplit("-seed", n=1).str[0])
     table = each.pivot(index=["run", "head"], columns="seed", values="accuracy")
     pooled = scores.groupby(["run", "head", "task"], sort=False).accuracy.mean()
@@ -84,7 +87,8 @@ def summary(scores: pd.DataFrame) -> pd.DataFrame:
     out["mean over seeds"] = table.mean(axis=1)
     out["ci95 over tasks"] = [ci[key] for key in table.index]
     out["std over seeds"] = table.std(axis=1)
-    out[["iterations", "meta_batch"]] = each.groupby(["run", "head"])[["iterations", "meta_batch"]].first()
+    described = ["steps", "iterations", "meta_batch", "training"]
+    out[described] = each.groupby(["run", "head"])[described].first()
     order = list(dict.fromkeys(zip(scores.run, scores["head"])))
     return out.loc[order]
 
@@ -109,12 +113,12 @@ def result_rows(dataset: str, table: pd.DataFrame, scale: str, experiments=("A-a
     """``reports/results.csv`` rows of :func:`summary`'s ``table`` under ``experiments``
     (:func:`metalearn.accuracy.experiments`): ``accuracy`` is the mean over seeds (with its ci95 over
     tasks), as the papers' Table 2 values are, and ``accuracy, std over seeds`` the spread.
-    ``scale`` may hold ``{iterations}`` and ``{meta_batch}``, filled in per run."""
+    ``scale`` may hold ``{training}`` and ``{steps}``, filled in per row."""
     rows = []
     for (name, head), r in table.iterrows():
         for experiment, setting in accuracy.experiments(dataset, fewshot.Spec.parse(name), head):
             if experiment in experiments:
-                described = scale.format(iterations=int(r["iterations"]), meta_batch=int(r["meta_batch"]))
+                described = scale.format(training=r["training"], steps=int(r["steps"]))
                 rows.append(results.row(experiment, setting, "accuracy", r["mean over seeds"], described,
                                         r["ci95 over tasks"]))
                 rows.append(results.row(experiment, setting, "accuracy, std over seeds", r["std over seeds"], described))
@@ -136,7 +140,7 @@ def contrast_rows(dataset: str, scores: pd.DataFrame, scale: str) -> list[dict]:
             continue
         d = difference(scores, anil, maml)
         first = scores[scores.run == maml].iloc[0]
-        described = scale.format(iterations=int(first.iterations), meta_batch=int(first.meta_batch))
+        described = scale.format(training=first.training, steps=int(first.steps))
         setting = f"{dataset} anil - maml {spec.model} {spec.setting}"
         rows.append(results.row("A-anil", setting, "difference (points, paired)", d["difference"], described, d["ci95"]))
         rows.append(results.row("A-anil", setting, "difference (points, over seeds)", d["difference"], described,
