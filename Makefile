@@ -39,8 +39,10 @@ endif
 
 # The campaign's stages are not upstream of summarize: `make repro` never starts them. While the campaign
 # trains (DVC holds its lock), `python -m metalearn.run report_campaign` shows where each run stands.
+# freeze_campaign analyses the finished models; report_campaign judges the claims on them.
 campaign: env
 	dvc repro campaign_miniimagenet campaign_omniglot
+	dvc repro -s freeze_campaign
 	dvc repro -s report_campaign
 
 report: env

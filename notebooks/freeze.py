@@ -32,6 +32,9 @@
 # `params-paper.yaml` the papers'.
 
 # %% tags=["parameters"]
+stage = "freeze"                # the DVC stage this execution is (the runner sets it): names its outputs
+mini_stage = "train_miniimagenet"  # the training stage of mini_runs (the campaign's: campaign_miniimagenet)
+omni_stage = "train_omniglot"   # the training stage of omni_runs
 threads = 2                     # torch CPU threads
 device = "cpu"                  # cpu or cuda: where the models adapt and episodes are drawn
 freezes = ["none", "1", "1-2", "1-3", "1-4"]  # frozen body layers during test-time adaptation (paper Table 1)
@@ -48,8 +51,9 @@ early_tasks = 4                 # test tasks per seed and iteration (the first o
 from metalearn import fewshot, reuse
 from metalearn.params import Choice, Int, List, Str, check, require
 
-P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), freezes=List(Str(reuse.check_freeze), unique=True),
-          n_test_tasks=Int(min=2), mini_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
+P = check(globals(), stage=Str(), mini_stage=Str(), omni_stage=Str(), threads=Int(min=1), device=Choice("cpu", "cuda"),
+          freezes=List(Str(reuse.check_freeze), unique=True), n_test_tasks=Int(min=2),
+          mini_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           omni_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           early_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True), early_seeds=List(Int(min=0), unique=True),
           early_iterations=List(Int(min=1), unique=True), early_freezes=List(Str(reuse.check_freeze), unique=True),
@@ -74,14 +78,14 @@ from metalearn import hardware, report, results, store
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
-STAGE = "freeze"
+STAGE = P.stage
 HARDWARE = hardware.describe(P.device)
 
 
 # every analysed run (reuse.Case: trained model, test-time settings, test tasks, data, queries), as its training
 # stage recorded it: dataset, network, test-time step size, steps, batch norm, test episodes
-cases = ([reuse.load_case("train_miniimagenet", spec.name, P.n_test_tasks, P.device, "mini_runs") for spec in P.mini_runs]
-         + [reuse.load_case("train_omniglot", spec.name, P.n_test_tasks, P.device, "omni_runs") for spec in P.omni_runs])
+cases = ([reuse.load_case(P.mini_stage, spec.name, P.n_test_tasks, P.device, "mini_runs") for spec in P.mini_runs]
+         + [reuse.load_case(P.omni_stage, spec.name, P.n_test_tasks, P.device, "omni_runs") for spec in P.omni_runs])
 early_cases = {(spec, seed): reuse.load_case("train_seeds", f"{spec.name}-seed{seed}", P.early_tasks, P.device,
                                              "early_runs") for spec in P.early_runs for seed in P.early_seeds}
 # what each table below is computed from: these settings, the analysed runs, the test-time numerics. A table

@@ -26,22 +26,28 @@
 # pace, and its validation accuracy against meta-iterations with the papers' final test
 # accuracies marked (validation tasks are not the papers' test tasks: the marks say how far a
 # curve is from where the papers ended, not whether it got there). A finished stage's test
-# scores on 600 fixed tasks are in `data/scores/<stage>/`.
+# scores on its fixed test tasks are in `data/scores/<stage>/`: this report shows them, with the
+# analyses run on its models (`analyses`, e.g. `freeze_campaign`), and judges the papers' claims
+# on them by the rules of `reports/claims.md` (`metalearn.claims`). The campaign has no random
+# body of its own: each model's control (a random body with a NIL head) is the study's, from
+# `reports/results.csv`.
 
 # %% tags=["parameters"]
 stages = ["campaign_miniimagenet", "campaign_omniglot"]  # the campaign's training stages
 params_file = "params-campaign.yaml"  # where their parameters (and so each run's target iterations) are
+analyses = ["freeze_campaign", "similarity_campaign"]  # analyses of the finished models (reports/<stage>/results.csv)
 
 # %%
 from metalearn.params import List, Str, check
 
-P = check(globals(), stages=List(Str(), unique=True), params_file=Str())
+P = check(globals(), stages=List(Str(), unique=True), params_file=Str(),
+          analyses=List(Str(), min_len=0, unique=True))
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from metalearn import fewshot, papers, paths, report
+from metalearn import accuracy, claims, fewshot, papers, paths, report, results
 from metalearn.run import load_section
 
 STAGE = "report_campaign"
@@ -86,6 +92,26 @@ fig.suptitle("Campaign: validation accuracy after test-time adaptation (dashed: 
              fontsize=8)
 report.save_figure(fig, f"reports/{STAGE}/validation.png")
 
+# %% [markdown]
+# ## Finished stages: test accuracy, analyses and the claims at the campaign's scale
+#
+# A campaign stage has finished when every run reached its target and was tested (its
+# `data/models/<stage>/stage.json`); before that it has no rows here.
+
+# %%
+finished = [stage for stage in P.stages if paths.input(f"data/models/{stage}/stage.json").is_file()]
+measured = [row for stage in finished for row in accuracy.stage_rows(accuracy.load(stage))]
+for analysis in P.analyses:
+    path = paths.input(f"reports/{analysis}/results.csv")
+    measured += results.read(path) if path.is_file() else []
+results.write(measured, STAGE)
+judged = claims.judge_borrowing_controls(measured, results.read(paths.input("reports/results.csv")))
+print("finished:", finished or "none yet")
+results.frame(measured)
+
+# %%
+pd.DataFrame(judged)[["id", "ours", "ci95", "threshold", "verdict", "why"]] if judged else None
+
 # %%
 lines = [f"| {r['stage']} | {r['run']} | {r['iteration']} / {r['target']} | "
          f"{r['validation accuracy (%)']:.1f} | {r['seconds per iteration']:.2f} | {r['hours left']:.1f} | "
@@ -99,7 +125,14 @@ text = ("# The training campaign: where each run stands\n\n"
         + "), not the test accuracy; the papers' numbers are final test accuracies after their full training.\n\n"
         "| stage | run | iteration / target | validation accuracy (%) | seconds per iteration | hours left | "
         "papers (final test accuracy, %) |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
-        f"![validation accuracy](report_campaign/validation.png)\n")
+        f"![validation accuracy](report_campaign/validation.png)\n\n"
+        "## Finished stages\n\n"
+        + (f"Test results of {', '.join(finished)} and the analyses of their models ({', '.join(P.analyses) or 'none'}) "
+           f"are in `reports/{STAGE}/results.csv`, each row with its scale. The papers' claims, judged on them by the "
+           "rules of `reports/claims.md` (`metalearn.claims`); each model's control, a random body with a NIL head, is "
+           "the study's (from `reports/results.csv`, at its own scale):\n\n"
+           + "; ".join(f"{v}: {n}" for v, n in claims.tally(judged).items() if v != "not measured") + "\n\n"
+           + claims.table(judged) if finished else "None yet: no campaign stage has tested its models.\n"))
 with paths.atomic_write(paths.output("reports/campaign.md")) as handle:
     handle.write(text)
 print(text)

@@ -99,8 +99,7 @@ for stage, table in tables.items():
 # %%
 rows, metrics = [], {}
 for stage, s in loaded.items():
-    rows += accuracy.result_rows(s.info["dataset"], tables[stage], histories[stage], accuracy.scale(s))
-    rows += accuracy.contrast_rows(s, accuracy.contrasts(s.info["dataset"], s), accuracy.scale(s))
+    rows += accuracy.stage_rows(s)
     metrics[stage] = accuracy.metrics(tables[stage])
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")

@@ -42,6 +42,9 @@
 # The defaults below are smoke-sized; `params.yaml` holds the study's CPU scale.
 
 # %% tags=["parameters"]
+stage = "similarity"              # the DVC stage this execution is (the runner sets it): names its outputs
+mini_stage = "train_miniimagenet" # the training stage of the MiniImageNet runs (the campaign's: campaign_miniimagenet)
+omni_stage = "train_omniglot"     # the training stage whose Omniglot runs omni_cca_runs are
 threads = 2                       # torch CPU threads
 device = "cpu"                    # cpu or cuda
 n_tasks = 3                       # fixed test tasks per setting, the first n of the training stage's list (study: 100)
@@ -66,7 +69,8 @@ from metalearn import fewshot, reuse
 from metalearn.params import Choice, Float, Int, List, Str, check, require
 
 layer_names = [f"body.layer{i}" for i in range(1, 5)]
-P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), n_tasks=Int(min=2),
+P = check(globals(), stage=Str(), mini_stage=Str(), omni_stage=Str(), threads=Int(min=1), device=Choice("cpu", "cuda"),
+          n_tasks=Int(min=2),
           methods=List(Choice(*reuse.METHODS), unique=True), mini_cca_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           mini_reference=Str(fewshot.Spec.parse), mini_bodies=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           repr_layers=List(Choice(*layer_names), unique=True), regime_layers=List(Choice(*layer_names), unique=True),
@@ -104,12 +108,12 @@ from metalearn import hardware, papers, report, results, store
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
-STAGE = "similarity"
+STAGE = P.stage
 HARDWARE = hardware.describe(P.device)
 
 
 # every analysed run (reuse.Case), as its training stage recorded it: dataset, network, test-time settings, test tasks
-MINI, OMNI = "train_miniimagenet", "train_omniglot"
+MINI, OMNI = P.mini_stage, P.omni_stage
 cca_cases = ([reuse.load_case(MINI, s.name, P.n_tasks, P.device, "mini_cca_runs") for s in P.mini_cca_runs]
              + [reuse.load_case(OMNI, s.name, P.n_tasks, P.device, "omni_cca_runs") for s in P.omni_cca_runs])
 reference = (reuse.load_case(MINI, P.mini_reference.name, P.n_tasks, P.device, "mini_reference") if P.mini_bodies
@@ -127,7 +131,8 @@ require(not P.mini_bodies or P.independent_seed != reference.trained.record["see
         f"is the reference's own seed ({P.independent_seed}): the random body would be MAML's starting point")
 pd.DataFrame([dict(analysis=a, dataset=t.dataset, run=t.name, iterations=t.row.iterations,
                    meta_batch=t.row.meta_batch, test_accuracy=t.row.accuracy)
-              for a, t in [("A-cca", c.trained) for c in cca_cases] + [("reference", reference.trained)] * bool(reference)
+              for a, t in [("A-cca", c.trained) for c in cca_cases]
+              + ([("reference", reference.trained)] if reference else [])
               + [("body", b.trained) for b in bodies] + [("seeds", c.trained) for c in seeded.values()]])
 
 # %% [markdown]

@@ -74,3 +74,21 @@ def test_every_comparison_claim_reads_a_row_the_contrasts_make():
         made |= {(c["experiment"], c["setting"], "difference (points, paired)") for c in accuracy.contrasts(dataset, s)}
     wanted = {c.row for c in claims.CLAIMS if c.row[2] == "difference (points, paired)"}
     assert wanted and wanted <= made, wanted - made
+
+
+def test_stage_rows_are_a_stages_results_and_its_contrasts_at_its_scale():
+    s = stage({"maml-conv-5w1s": {"adapt": np.array([80.0, 90]), "nil": np.array([70.0, 75])},
+               "anil-conv-5w1s": {"adapt": np.array([85.0, 86])}})
+    for record in s.records.values():
+        record["history"] = [{"iteration": 100, "val_accuracy": 0.5}]
+    s = s._replace(info={"dataset": "omniglot", "test": {"tasks": 2, "queries": 5, "bn": "transductive"}, "data": "d",
+                         "hardware": ["h"]})
+    rows = accuracy.stage_rows(s)
+    keys = {(r["experiment"], r["setting"], r["metric"]) for r in rows}
+    assert ("M-omni", "omniglot maml conv 5w1s", "accuracy") in keys
+    assert ("A-curves", "omniglot anil conv 5w1s final validation", "accuracy") in keys
+    assert ("A-anil", "omniglot anil - maml conv 5w1s", "difference (points, paired)") in keys
+    maml = next(r for r in rows if r["setting"] == "omniglot maml conv 5w1s")
+    assert maml["value"] == "85" and maml["scale"] == ("100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
+                                                       "2 test tasks x 5 queries/class, 2 test steps; 1 seed; d; "
+                                                       "bn transductive; h")

@@ -224,3 +224,26 @@ def test_early_claims_are_the_final_models_rules_at_each_iteration_the_rows_hold
     assert judged["A-early miniimagenet 5w1s iteration 50 layer2 cka"] == "contradicted"
     unguarded = [_early_row(f"{where} freeze none", "accuracy", 30, 1), guard[1]]
     assert {j["verdict"] for j in claims.judge(early, rows + unguarded)} == {"not testable at this scale"}
+
+
+def test_claims_of_rows_without_a_control_borrow_it_and_judge_only_their_own_scales():
+    """The campaign's rows hold a model and its freezing cost but no random body: the control comes
+    from the study's results; the study's own rows of the same claims are not judged again."""
+    model = ("A-anil", "miniimagenet maml conv 5w1s", "accuracy")
+    cost = ("A-freeze", "miniimagenet maml conv 5w1s freeze 1-4", "cost vs none (points, paired)")
+    control = ("A-nil", "miniimagenet random conv 5w1s nil-head", "accuracy")
+
+    def row(key, value, ci95, scale):
+        return dict(zip(("experiment", "setting", "metric"), key), value=value, ci95=ci95, scale=scale)
+
+    campaign = [row(model, "44.0", "0.8", "5000 iterations x 4 tasks; c"),
+                row(cost, "0.4", "0.3", "5000 iterations x 4 tasks (training); c")]
+    study = [row(control, "29.7", "0.8", "150 iterations x 2 tasks; s"),
+             row(model, "28.9", "0.8", "150 iterations x 2 tasks; s"),
+             row(cost, "0.2", "0.7", "150 iterations x 2 tasks (training); s")]
+    got = claims.judge_borrowing_controls(campaign, study)
+    assert [(j["id"], j["scale"], j["verdict"]) for j in got] == [
+        ("A-freeze miniimagenet 5w1s", "5000 iterations x 4 tasks (training); c", "reproduced")]  # [0.1, 0.7] < 1
+    assert claims.judge_borrowing_controls(campaign, [])[0]["verdict"] == "not testable at this scale"  # no control
+    beaten = [campaign[0] | {"value": "30.0"}, campaign[1]]  # the model no better than the borrowed control
+    assert claims.judge_borrowing_controls(beaten, study)[0]["verdict"] == "not testable at this scale"

@@ -451,12 +451,12 @@ def _stages_depending_on(path: str) -> set[str]:
 #: the stages that present what the papers say: they change with the papers' numbers, nothing else does
 PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "shift",
               "shift_sine",
-              "nav", "cheetah", "benchmark", "summarize", "report_campaign"}
+              "nav", "cheetah", "benchmark", "summarize", "report_campaign", "freeze_campaign", "similarity_campaign"}
 
 
 @pytest.mark.parametrize("path,expected", [
     ("lib/metalearn/papers.py", PRESENTING),
-    ("lib/metalearn/accuracy.py", {"report_training", "report_seeds"}),
+    ("lib/metalearn/accuracy.py", {"report_training", "report_seeds", "report_campaign"}),
     ("lib/metalearn/report.py", PRESENTING | {"prepare"}),
     ("notebooks/report_training.ipynb", {"report_training"}),
     ("data/models/train_omniglot/maml-conv-5w1s.pt", {"train_seeds_omniglot", "report_training", "freeze",

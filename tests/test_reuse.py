@@ -520,3 +520,17 @@ def test_describe_training_names_what_each_iteration_does_and_only_the_settings_
     assert described("reptile-conv-5w1s", train_queries=1) == described("reptile-conv-5w1s")  # no queries in Reptile
     assert described("maml-conv-5w1s", pretrain_iterations=1) == described("maml-conv-5w1s")  # no init: unused
     assert ";" not in described("multiclass+reptile-conv-5w1s")  # a scale's clauses are split at ";"
+
+
+def test_an_analysis_identity_leaves_out_where_it_runs_and_what_its_runs_already_name():
+    """The same analysis of the same runs under another stage name (freeze_campaign runs the freeze
+    notebook) or with the training stage named by a parameter is the same computation; any other
+    parameter is not."""
+    from types import SimpleNamespace
+
+    base = dict(threads=2, stage="freeze", mini_stage="train_miniimagenet", n_test_tasks=300)
+    identity = reuse.analysis_identity(SimpleNamespace(**base), [])
+    assert identity == reuse.analysis_identity(SimpleNamespace(**{**base, "threads": 1, "stage": "freeze_campaign",
+                                                                  "mini_stage": "campaign_miniimagenet"}), [])
+    assert identity["parameters"] == {"n_test_tasks": 300}
+    assert identity != reuse.analysis_identity(SimpleNamespace(**{**base, "n_test_tasks": 200}), [])

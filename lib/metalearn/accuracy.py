@@ -226,6 +226,16 @@ def contrast_rows(stage: Stage, found: list[dict], scale: str) -> list[dict]:
     return rows
 
 
+def stage_rows(stage: Stage) -> list[dict]:
+    """Every ``reports/results.csv`` row of a one-seed training stage: its test results
+    (:func:`result_rows`) and the paired differences of :func:`contrasts` (:func:`contrast_rows`),
+    at the stage's :func:`scale`."""
+    dataset, described = stage.info["dataset"], scale(stage)
+    table, _ = test_table(stage)
+    return (result_rows(dataset, table, histories(stage), described)
+            + contrast_rows(stage, contrasts(dataset, stage), described))
+
+
 def save_learning_curves(history: pd.DataFrame, stage: str, folder: str, title: str):
     """Write the validation accuracy per run as DVC plot data (``reports/plots/<stage>_val_accuracy.csv``)
     and the curves as ``<folder>/<stage>_learning_curves.png``."""

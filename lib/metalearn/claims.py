@@ -367,6 +367,19 @@ def claims_for(rows: Sequence[dict]) -> list[Claim]:
     return CLAIMS + early_claims(rows)
 
 
+def judge_borrowing_controls(rows: Sequence[dict], reference: Sequence[dict]) -> list[dict]:
+    """The claims ``rows`` measure (e.g. the training campaign's, which has no random body of its
+    own), judged as :func:`judge` does, each model's control taken from ``reference`` (the study's
+    ``reports/results.csv``) where ``rows`` lack it; only the lines of ``rows``' own scales, none
+    "not measured"."""
+    claims = claims_for(rows)
+    have = {(r["experiment"], r["setting"], r["metric"]) for r in rows}
+    wanted = {c.control for c in claims if c.control is not None} - have
+    borrowed = [r for r in reference if (r["experiment"], r["setting"], r["metric"]) in wanted]
+    scales = {r["scale"] for r in rows}
+    return [j for j in judge(claims, [*rows, *borrowed]) if j["verdict"] != "not measured" and j["scale"] in scales]
+
+
 def tally(judged: list[dict]) -> dict[str, int]:
     """How many of :func:`judge`'s rows have each verdict, every verdict of :data:`VERDICTS` named
     (zero included), in that order."""
@@ -393,8 +406,14 @@ def markdown(judged: list[dict]) -> str:
              "regimes against MAML) are judged together: Holm's adjustment of their p-values (from each interval, "
              "normal approximation) over the family's tested claims, reproduced or contradicted only below 0.05 "
              "after it.", "",
-             "; ".join(f"{v}: {n}" for v, n in counts.items()), "",
-             "| claim | source | the paper says | ours | threshold | verdict | why | scale |",
+             "; ".join(f"{v}: {n}" for v, n in counts.items()), "", table(judged)]
+    return "\n".join(lines)
+
+
+def table(judged: list[dict]) -> str:
+    """:func:`judge`'s rows as a markdown table: ours ± 95% half-width, the paper's threshold, the
+    verdict, why, and the scale."""
+    lines = ["| claim | source | the paper says | ours | threshold | verdict | why | scale |",
              "|---|---|---|---|---|---|---|---|"]
     for j in judged:
         ours = "-" if math.isnan(j["ours"]) else f"{j['ours']:.3g}" + ("" if math.isnan(j["ci95"]) else f" ± {j['ci95']:.2g}")

@@ -174,10 +174,14 @@ def load_trained(stage: str, name: str, device: str = "cpu", param: str = "runs"
 
 def analysis_identity(P: Any, trained: Sequence[Trained], apart: Sequence[str] = ()) -> dict:
     """What an analysis' tables are computed from (their records' identity, :mod:`metalearn.store`):
-    the analysis' parameters ``P`` (all but ``threads`` and those ``apart``: parameters of a table of
-    its own, which adds them to its identity, so changing them recomputes that table only), the
-    identity of every analysed run, and :data:`metalearn.evaluation.NUMERICS`."""
-    return {"parameters": {k: v for k, v in vars(P).items() if k != "threads" and k not in apart},
+    the analysis' parameters ``P`` (all but ``threads``, the stage's own name and the training stages
+    it reads (``stage``, ``*_stage``: each analysed run's identity names its stage), and those
+    ``apart``: parameters of a table of its own, which adds them to its identity, so changing them
+    recomputes that table only), the identity of every analysed run, and
+    :data:`metalearn.evaluation.NUMERICS`."""
+    kept = {k: v for k, v in vars(P).items()
+            if k not in ("threads", "stage", *apart) and not k.endswith("_stage")}
+    return {"parameters": kept,
             "runs": {f"{t.stage}/{t.name}": t.identity for t in trained}, "numerics": NUMERICS}
 
 
