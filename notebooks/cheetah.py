@@ -90,12 +90,14 @@ require(P.hvp_tasks <= P.meta_batch, "hvp_tasks", "must be at most meta_batch")
 require(len(P.seeds) >= 1, "seeds", "needs at least one seed")
 
 # %%
+import functools
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from metalearn import cheetah, core, evaluation, hardware, models, papers, report, results, rl
+from metalearn import cheetah, hardware, models, papers, report, results, rl, rlseeds
 
 torch.set_num_threads(P.threads)
 STAGE = "cheetah"
@@ -118,12 +120,8 @@ print(SCALE)
 styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),
           "anil": dict(color="C4", marker="o"), "random": dict(color="k", marker="P", ls=":"),
           "pretrained": dict(color="C0", marker="s", ls="--"), "oracle": dict(color="C3", marker="+", ls="--")}
-
-
-def policy(seed, oracle=False):
-    """Every policy of a seed starts from the same initialisation (the oracle's also sees the goal)."""
-    inputs = cheetah.HalfCheetah.obs_dim + (cheetah.HalfCheetah.goal_dim if oracle else 0)
-    return models.init_model(lambda: rl.gaussian_policy(inputs, cheetah.HalfCheetah.action_dim, P.hidden), seed)
+# policy(seed, oracle=False): a seed's initialisation (every family's policy has the same sizes)
+policy = functools.partial(rl.policy_for, cheetah.HalfCheetah, P.hidden)
 
 # %% [markdown]
 # ## Training: MAML and ANIL with TRPO meta-updates, and the baselines, on each task family
@@ -134,15 +132,14 @@ def policy(seed, oracle=False):
 # for the baselines the return itself), as the papers select the best of their iterations.
 
 # %%
+SETTINGS = dict(meta_batch=P.meta_batch, trajectories=P.trajectories, gamma=P.gamma, trpo=trpo, hvp_tasks=P.hvp_tasks)
 trained, histories = {}, []
 for seed in P.seeds:
     for family in P.tasks:
         for name in [*P.algorithms, *P.baselines]:
             model = policy(seed, oracle=name == "oracle")
             meta = name in P.algorithms
-            inner = core.inner_loop(name, models.params_of(model), steps=1, lr=P.inner_lr) if meta else None
-            setting = rl.MetaRL(envs[family], inner, meta_batch=P.meta_batch, trajectories=P.trajectories,
-                                gamma=P.gamma, trpo=trpo, oracle=name == "oracle", hvp_tasks=P.hvp_tasks)
+            setting = rl.method_setting(name, envs[family], model, P.inner_lr, **SETTINGS)
             run = f"{family}-{name}-seed{seed}"
             key = {**config, "seed": seed} if meta else {**config, "seed": seed, "iterations": P.baseline_iterations}
             out = rl.train(f"{STAGE}-{run}", key, model, setting, P.iterations if meta else P.baseline_iterations,
@@ -189,40 +186,22 @@ TESTED = [*P.algorithms, *[b for b in P.baselines if b == "pretrained"], "random
                                                                                      if b == "oracle"]]
 STEP_SIZES = {**{name: tuple(P.test_lrs) for name in P.algorithms}, "pretrained": (P.pretrained_lr,),
               "random": (P.random_lr,), "oracle": (0.0,)}
-curves, episodes = {}, {}
+testing = {family: rl.TestTime(env, P.test_steps, P.test_trajectories, P.gamma) for family, env in envs.items()}
+curves, episodes = {}, {}  # curves: {(seed, family, method): returns [n_test_tasks, test_steps + 1]}
 for seed in P.seeds:
-    for family, env in envs.items():
+    for family in P.tasks:
         for name in TESTED:
             params = (models.params_of(policy(seed), False) if name == "random"
                       else trained[seed, family, name]["best"])
-            adapt = core.inner_loop(name, params, 1, P.test_lrs[0]).adapt if name in P.algorithms else None
-            steps = 0 if name == "oracle" else P.test_steps
-            curve, eps = rl.evaluate(env, policy(seed, oracle=name == "oracle"), params, test_goals[family], steps,
-                                     STEP_SIZES[name], P.test_trajectories,
-                                     torch.Generator().manual_seed(P.test_seed + 20_000), adapt=adapt, gamma=P.gamma,
-                                     oracle=name == "oracle")
-            curves[seed, family, name] = curve.expand(-1, P.test_steps + 1)
+            curves[seed, family, name], eps = testing[family].returns(
+                policy(seed, oracle=name == "oracle"), name, params, test_goals[family], STEP_SIZES[name],
+                P.test_seed + 20_000)
             episodes[seed, family, name] = (eps[0], eps[-1])  # before adaptation and after the last step
 
-
-def seed_mean(family, name):
-    """Each test task's return averaged over the seeds, [n_test_tasks, test_steps + 1]."""
-    return torch.stack([curves[seed, family, name] for seed in P.seeds]).mean(0)
-
-
-per_seed = pd.DataFrame([dict(seed=seed, family=family, method=name, step=step, average_return=mean, ci95=ci)
-                         for (seed, family, name), curve in curves.items() for step in range(P.test_steps + 1)
-                         for mean, ci in [evaluation.mean_ci95(curve[:, step])]])
+FIELDS = ["family", "method"]
+per_seed = rlseeds.per_seed_table(curves, FIELDS)
 report.save_table(per_seed.to_dict("records"), f"reports/{STAGE}/test_returns_per_seed.csv")
-rows = []
-for family in P.tasks:
-    for name in TESTED:
-        for step in range(P.test_steps + 1):
-            mean, ci = evaluation.mean_ci95(seed_mean(family, name)[:, step])
-            spread = per_seed[(per_seed.family == family) & (per_seed.method == name) & (per_seed.step == step)]
-            rows.append(dict(family=family, method=name, step=step, average_return=mean, ci95=ci,
-                             std_over_seeds=spread.average_return.std() if len(P.seeds) > 1 else None))
-table = pd.DataFrame(rows)
+table = rlseeds.seed_table(curves, P.seeds, FIELDS)
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/test_returns.csv")
 print(f"mean over {SEEDS}; 95% CI over the test tasks of each task's seed-averaged return")
 table.pivot(index=["family", "method"], columns="step", values="average_return").round(1)
@@ -241,16 +220,15 @@ paper_marks = {
     "M-cheetah": dict(marker="s", ms=9, mfc="none", ls="none"),
     "A-anil-rl": dict(marker="D", ms=9, mfc="none", ls="none"),
 }
+
+
+def label_of(name):
+    return f"{name} (step {STEP_SIZES[name][0]:g})" if name in ("pretrained", "random") else name
+
+
 fig, axes = plt.subplots(1, len(P.tasks), figsize=(5.5 * len(P.tasks), 4), squeeze=False)
 for ax, family in zip(axes[0], P.tasks):
-    for name, t in table[table.family == family].groupby("method", sort=False):
-        label = f"{name} (step {STEP_SIZES[name][0]:g})" if name in ("pretrained", "random") else name
-        ax.plot(t.step, t.average_return, label=label, **styles[name])
-        ax.fill_between(t.step, t.average_return - t.ci95, t.average_return + t.ci95, color=styles[name]["color"],
-                        alpha=0.15)
-        if len(P.seeds) > 1:
-            for seed, one in per_seed[(per_seed.family == family) & (per_seed.method == name)].groupby("seed"):
-                ax.plot(one.step, one.average_return, color=styles[name]["color"], lw=0.6, alpha=0.5)
+    rlseeds.plot_test_returns(ax, table[table.family == family], per_seed[per_seed.family == family], styles, label_of)
     for experiment, style in paper_marks.items():
         for name in ("maml", "anil"):
             points = [(s, papers.paper_value(experiment, f"cheetah-{family} {name} steps={s}", "return"))
@@ -306,65 +284,33 @@ report.save_figure(fig, f"reports/{STAGE}/velocity_vs_goal.png")
 # seeds with the 95% CI over test tasks; `return, std over seeds` the spread of the seeds' means.
 
 # %%
-out = []
-for r in table.itertuples():
-    setting = f"cheetah-{r.family} {r.method} steps={r.step}"
-    for experiment, methods in (("M-cheetah", ("maml", "fomaml", "pretrained", "random", "oracle")),
-                                ("A-anil-rl", ("maml", "anil"))):
-        if r.method in methods and not (r.method == "oracle" and r.step > 0):
-            out.append(results.row(experiment, setting, "return", r.average_return, SCALE, r.ci95))
-            if len(P.seeds) > 1:
-                out.append(results.row(experiment, setting, "return, std over seeds", r.std_over_seeds, SCALE))
+EXPERIMENTS = {"M-cheetah": ("maml", "fomaml", "pretrained", "random", "oracle"), "A-anil-rl": ("maml", "anil")}
+out = rlseeds.result_rows(table, EXPERIMENTS, "cheetah-{family} {method} steps={step}", SCALE, P.seeds)
 results.write(out, STAGE)
-pd.DataFrame(out)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
+results.frame(out)
 
 # %%
-def at(family, method, step):
-    cell = table[(table.family == family) & (table.method == method) & (table.step == step)]
-    return float(cell.average_return.iloc[0])
-
-
-metrics = {f"{f}_{m}_step{s}": at(f, m, s) for f in P.tasks for m in TESTED for s in range(P.test_steps + 1)}
-for (seed, family, name), t in trained.items():
-    metrics[f"{family}_{name}_seed{seed}_best_iteration"] = t["best_iteration"] + 1
-    if t["resumed_from"] < len(t["history"]):  # trained now, not only loaded from a checkpoint
-        metrics[f"{family}_{name}_seed{seed}_seconds_per_iteration"] = t["seconds_per_iteration"]
+metrics = {**rlseeds.return_metrics(table, FIELDS), **rlseeds.training_metrics(trained)}
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
-
-
-def verdict(family, a, b, step_a, step_b=None):
-    """a after ``step_a`` steps minus b after ``step_b``: each task's seed-averaged difference (95% CI over the
-    same test tasks), and each seed's."""
-    step_b = step_a if step_b is None else step_b
-    diff, ci = evaluation.mean_ci95(seed_mean(family, a)[:, step_a] - seed_mean(family, b)[:, step_b])
-    each = ""
-    if len(P.seeds) > 1:
-        each = "; per seed " + ", ".join(
-            f"{(curves[s, family, a][:, step_a] - curves[s, family, b][:, step_b]).mean().item():+.1f}"
-            for s in P.seeds)
-    left, right = (f"{m} after {k} step{'' if k == 1 else 's'}" for m, k in ((a, step_a), (b, step_b)))
-    if abs(diff) <= ci:
-        return f"{left} and {right} are not distinguishable ({diff:+.1f} +- {ci:.1f}{each})"
-    return f"{left} is {'better' if diff > 0 else 'worse'} than {right} ({diff:+.1f} +- {ci:.1f}{each})"
-
-
-def curve_text(family, method):
-    return " -> ".join(f"{at(family, method, s):.1f}" for s in range(P.test_steps + 1))
-
+# a after step_a steps minus b after step_b (default: step_a), paired over the test tasks; runs are (family, method)
+verdict = functools.partial(rlseeds.verdict, curves, P.seeds, digits=1, steps_named=True)
 
 lines = []
 for family in P.tasks:
     paper = {m: papers.paper_value("A-anil-rl", f"cheetah-{family} {m} steps=1", "return") for m in ("maml", "anil")}
+    maml, anil, random_init = (family, "maml"), (family, "anil"), (family, "random")
+    curve = {name: rlseeds.curve_text(table, 1, family=family, method=name) for name in TESTED}
     lines += [f"**{family}** (ANIL paper after one step: MAML {paper['maml']}, ANIL {paper['anil']})", "",
-              f"- ANIL vs MAML: {verdict(family, 'anil', 'maml', 1)}.",
-              f"- does one step help MAML? {verdict(family, 'maml', 'maml', 1, 0)}.",
-              f"- MAML vs the random initialisation: {verdict(family, 'maml', 'random', 1)}; after {P.test_steps} "
-              f"steps: {verdict(family, 'maml', 'random', P.test_steps)}.",
-              *([f"- MAML vs the pretrained policy: {verdict(family, 'maml', 'pretrained', 1)}."]
+              f"- ANIL vs MAML: {verdict(anil, maml, 1)}.",
+              f"- does one step help MAML? {verdict(maml, maml, 1, 0)}.",
+              f"- MAML vs the random initialisation: {verdict(maml, random_init, 1)}; after {P.test_steps} "
+              f"steps: {verdict(maml, random_init, P.test_steps)}.",
+              *([f"- MAML vs the pretrained policy: {verdict(maml, (family, 'pretrained'), 1)}."]
                 if "pretrained" in TESTED else []),
-              f"- after 0..{P.test_steps} steps: MAML {curve_text(family, 'maml')}; ANIL {curve_text(family, 'anil')}; "
-              + "".join(f"{name} {curve_text(family, name)}; " for name in TESTED if name in ("pretrained", "random"))
-              + (f"the oracle (no adaptation) {at(family, 'oracle', 0):.1f}." if "oracle" in TESTED else ""), ""]
+              f"- after 0..{P.test_steps} steps: MAML {curve['maml']}; ANIL {curve['anil']}; "
+              + "".join(f"{name} {curve[name]}; " for name in TESTED if name in ("pretrained", "random"))
+              + (f"the oracle (no adaptation) {metrics[f'{family}_oracle_step0']:.1f}." if "oracle" in TESTED
+                 else ""), ""]
     unchanged = [f"{name} (seed {seed})" for seed in P.seeds for name in P.algorithms
                  if trained[seed, family, name]["best_iteration"] == 0]
     if unchanged:

@@ -92,7 +92,7 @@ require(P.plot_tasks <= P.n_test_tasks, "plot_tasks", "must be at most n_test_ta
 require(len(P.seeds) >= 1, "seeds", "needs at least one seed")
 
 # %%
-import math
+import functools
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -100,7 +100,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from metalearn import core, evaluation, hardware, models, report, results, rl
+from metalearn import hardware, models, report, results, rl, rlseeds
 
 torch.set_num_threads(P.threads)
 STAGE = "nav"
@@ -121,11 +121,7 @@ print(SCALE)
 styles = {"maml": dict(color="C2", marker="^"), "fomaml": dict(color="C1", marker="v"),
           "anil": dict(color="C4", marker="o"), "pretrained": dict(color="C0", marker="s", ls="--"),
           "random": dict(color="k", ls=":"), "oracle": dict(color="C3", marker="+", ls="--")}
-
-
-def policy(seed, oracle=False):
-    """Every policy of a seed starts from the same initialisation (the oracle's has 4 inputs)."""
-    return models.init_model(lambda: rl.gaussian_policy(4 if oracle else 2, 2, P.hidden), seed)
+policy = functools.partial(rl.policy_for, env, P.hidden)  # policy(seed, oracle=False): a seed's initialisation
 
 # %% [markdown]
 # ## Training: MAML and ANIL (TRPO meta-updates), pretrained and oracle (TRPO on all tasks)
@@ -138,14 +134,12 @@ def policy(seed, oracle=False):
 
 # %%
 METHODS = [*P.algorithms, "pretrained", "oracle"]
+SETTINGS = dict(meta_batch=P.meta_batch, trajectories=P.trajectories, gamma=P.gamma, trpo=trpo, hvp_tasks=P.hvp_tasks)
 trained, histories = {}, []
 for seed in P.seeds:
     for offset, name in enumerate(METHODS):
         model = policy(seed, oracle=name == "oracle")
-        inner = (core.inner_loop(name, models.params_of(model), steps=1, lr=P.inner_lr) if name in P.algorithms
-                 else None)
-        setting = rl.MetaRL(env, inner, meta_batch=P.meta_batch, trajectories=P.trajectories, gamma=P.gamma,
-                            trpo=trpo, oracle=name == "oracle", hvp_tasks=P.hvp_tasks)
+        setting = rl.method_setting(name, env, model, P.inner_lr, **SETTINGS)
         n = P.iterations if name in P.algorithms else P.baseline_iterations
         out = rl.train(f"{STAGE}-{name}-seed{seed}", {**config, "seed": seed}, model, setting, n,
                        seed=seed + 1 + offset, checkpoint_every=P.checkpoint_every,
@@ -177,54 +171,26 @@ report.save_figure(fig, f"reports/{STAGE}/training.png")
 # %%
 goals = env.sample_goals(P.n_test_tasks, torch.Generator().manual_seed(P.test_seed + 10_000))
 val_goals = env.sample_goals(P.n_val_tasks, torch.Generator().manual_seed(P.test_seed + 30_000))
+testing = rl.TestTime(env, P.test_steps, P.test_trajectories, P.gamma)
 
-
-def curve_of(name, params, goals, lrs, seed_offset=20_000):
-    adapt = core.inner_loop(name, params, 1, lrs[0]).adapt if name in P.algorithms else None
-    return rl.evaluate(env, policy(0), params, goals, P.test_steps, lrs, P.test_trajectories,
-                       torch.Generator().manual_seed(P.test_seed + seed_offset), adapt=adapt, gamma=P.gamma)
-
-
-curves, episodes, step_sizes = {}, {}, {}
+curves, episodes, step_sizes = {}, {}, {}  # curves: {(seed, method): returns [n_test_tasks, test_steps + 1]}
 for seed in P.seeds:
     starts = {name: trained[seed, name]["best"] for name in [*P.algorithms, "pretrained"]}
     starts["random"] = models.params_of(policy(seed), False)
     step_sizes.update({(seed, name): tuple(P.test_lrs) for name in P.algorithms})
     for name in ("pretrained", "random"):
-        validation = {lr: curve_of(name, starts[name], val_goals, (lr,), 40_000)[0][:, -1].mean().item()
-                      for lr in P.baseline_lrs}
-        best = max(validation, key=lambda lr: validation[lr] if math.isfinite(validation[lr]) else -math.inf)
-        step_sizes[seed, name] = (best,)
-        edge = " (an end of the candidates: widen baseline_lrs)" if best in (min(P.baseline_lrs),
-                                                                           max(P.baseline_lrs)) else ""
-        print(f"seed {seed}, {name}: validation return after {P.test_steps} steps per step size "
-              f"{ {lr: round(v, 2) for lr, v in validation.items()} } -> {best}{edge}")
+        validation = testing.validate(policy(0), name, starts[name], val_goals, P.baseline_lrs, P.test_seed + 40_000)
+        step_sizes[seed, name] = (rl.best_step_size(validation),)
+        print(f"seed {seed}, {name}: {rl.tuning_note(validation, step_sizes[seed, name][0], P.test_steps)}")
     for name, params in starts.items():
-        curves[seed, name], episodes[seed, name] = curve_of(name, params, goals, step_sizes[seed, name])
-    oracle_returns, _ = rl.evaluate(env, policy(seed, oracle=True), trained[seed, "oracle"]["best"], goals, 0,
-                                    (0.0,), P.test_trajectories, torch.Generator().manual_seed(P.test_seed + 20_000),
-                                    oracle=True)
-    curves[seed, "oracle"] = oracle_returns.expand(-1, P.test_steps + 1)
-TESTED = [*P.algorithms, "pretrained", "random", "oracle"]
+        curves[seed, name], episodes[seed, name] = testing.returns(policy(0), name, params, goals,
+                                                                   step_sizes[seed, name], P.test_seed + 20_000)
+    curves[seed, "oracle"], _ = testing.returns(policy(seed, oracle=True), "oracle", trained[seed, "oracle"]["best"],
+                                                goals, (), P.test_seed + 20_000)
 
-
-def seed_mean(name):
-    """Each test task's return averaged over the seeds, [n_test_tasks, test_steps + 1]."""
-    return torch.stack([curves[seed, name] for seed in P.seeds]).mean(0)
-
-
-per_seed = pd.DataFrame([dict(seed=seed, method=name, step=step, average_return=mean, ci95=ci)
-                         for (seed, name), curve in curves.items() for step in range(P.test_steps + 1)
-                         for mean, ci in [evaluation.mean_ci95(curve[:, step])]])
+per_seed = rlseeds.per_seed_table(curves, ["method"])
 report.save_table(per_seed.to_dict("records"), f"reports/{STAGE}/test_returns_per_seed.csv")
-rows = []
-for name in TESTED:
-    for step in range(P.test_steps + 1):
-        mean, ci = evaluation.mean_ci95(seed_mean(name)[:, step])
-        spread = per_seed[(per_seed.method == name) & (per_seed.step == step)].average_return
-        rows.append(dict(method=name, step=step, average_return=mean, ci95=ci,
-                         std_over_seeds=spread.std() if len(P.seeds) > 1 else None))
-table = pd.DataFrame(rows)
+table = rlseeds.seed_table(curves, P.seeds, ["method"])
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/test_returns.csv")
 print(f"mean over {SEEDS}; 95% CI over the test tasks of each task's seed-averaged return")
 table.pivot(index="method", columns="step", values="average_return").round(2)
@@ -237,13 +203,7 @@ def label_of(name):
 
 
 fig, ax = plt.subplots(figsize=(6, 4))
-for name, t in table.groupby("method", sort=False):
-    ax.plot(t.step, t.average_return, label=label_of(name), **styles[name])
-    ax.fill_between(t.step, t.average_return - t.ci95, t.average_return + t.ci95, color=styles[name]["color"],
-                    alpha=0.15)
-    if len(P.seeds) > 1:  # each seed, thin
-        for seed, s in per_seed[per_seed.method == name].groupby("seed"):
-            ax.plot(s.step, s.average_return, color=styles[name]["color"], lw=0.6, alpha=0.5)
+rlseeds.plot_test_returns(ax, table, per_seed, styles, label_of)
 ax.set_yscale("symlog", linthresh=1)  # log scale of the negative returns, as the paper's figure
 low = min(per_seed.average_return.min(), (table.average_return - table.ci95.fillna(0)).min()) * 1.2
 high = min(max(per_seed.average_return.max(), (table.average_return + table.ci95.fillna(0)).max()) / 1.2, 0)
@@ -291,56 +251,25 @@ report.save_figure(fig, f"reports/{STAGE}/trajectories.png")
 # seeds` the spread of the seeds' means.
 
 # %%
-out = []
-for r in table.itertuples():
-    for experiment in ("M-nav", "A-anil-rl"):
-        if experiment == "M-nav" and not (r.method in ("maml", "pretrained", "random", "fomaml")
-                                          or (r.method == "oracle" and r.step == 0)):
-            continue
-        if experiment == "A-anil-rl" and r.method not in ("maml", "anil"):
-            continue
-        setting = f"nav {r.method} steps={r.step}"
-        out.append(results.row(experiment, setting, "return", r.average_return, SCALE, r.ci95))
-        if len(P.seeds) > 1:
-            out.append(results.row(experiment, setting, "return, std over seeds", r.std_over_seeds, SCALE))
+EXPERIMENTS = {"M-nav": ("maml", "fomaml", "pretrained", "random", "oracle"), "A-anil-rl": ("maml", "anil")}
+out = rlseeds.result_rows(table, EXPERIMENTS, "nav {method} steps={step}", SCALE, P.seeds)
 results.write(out, STAGE)
-pd.DataFrame(out)[["experiment", "setting", "metric", "value", "ci95", "paper"]]
+results.frame(out)
 
 # %%
-def at(method, step):
-    return float(table[(table.method == method) & (table.step == step)].average_return.iloc[0])
-
-
-metrics = {f"{m}_step{s}": at(m, s) for m in TESTED for s in range(P.test_steps + 1)}
-for (seed, m), t in trained.items():
-    metrics[f"{m}_seed{seed}_best_iteration"] = t["best_iteration"] + 1
-    if t["resumed_from"] < len(t["history"]):  # trained now, not only loaded from a checkpoint
-        metrics[f"{m}_seed{seed}_seconds_per_iteration"] = t["seconds_per_iteration"]
+metrics = {**rlseeds.return_metrics(table, ["method"]), **rlseeds.training_metrics(trained)}
 metrics.update({f"{m}_seed{seed}_test_step_size": step_sizes[seed, m][0] for seed in P.seeds
                 for m in ("pretrained", "random")})
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
-
-
-def verdict(a, b, step):
-    """a - b after ``step`` steps: each task's seed-averaged difference (95% CI over the same test tasks), and
-    each seed's."""
-    diff, ci = evaluation.mean_ci95(seed_mean(a)[:, step] - seed_mean(b)[:, step])
-    each = ""
-    if len(P.seeds) > 1:
-        each = "; per seed " + ", ".join(f"{(curves[s, a][:, step] - curves[s, b][:, step]).mean().item():+.2f}"
-                                         for s in P.seeds)
-    if abs(diff) <= ci:
-        return f"{a} and {b} are not distinguishable ({a} - {b} = {diff:.2f} +- {ci:.2f}{each})"
-    return f"{a} is {'better' if diff > 0 else 'worse'} than {b} ({a} - {b} = {diff:.2f} +- {ci:.2f}{each})"
-
+verdict = functools.partial(rlseeds.verdict, curves, P.seeds, step_a=1)  # a minus b after one step, paired
 
 Markdown(f"""### What the numbers say (after one step, {P.n_test_tasks} test tasks, mean over {SEEDS}, paired 95% CIs)
 
-- ANIL vs MAML: {verdict('anil', 'maml', 1)}.
-- MAML vs pretrained: {verdict('maml', 'pretrained', 1)}.
-- MAML vs random initialisation: {verdict('maml', 'random', 1)}.
-- MAML after 0..{P.test_steps} steps: {' -> '.join(f"{at('maml', s):.2f}" for s in range(P.test_steps + 1))};
-  pretrained: {' -> '.join(f"{at('pretrained', s):.2f}" for s in range(P.test_steps + 1))};
-  the oracle (no adaptation): {at('oracle', 0):.2f}.
+- ANIL vs MAML: {verdict('anil', 'maml')}.
+- MAML vs pretrained: {verdict('maml', 'pretrained')}.
+- MAML vs random initialisation: {verdict('maml', 'random')}.
+- MAML after 0..{P.test_steps} steps: {rlseeds.curve_text(table, 2, method='maml')};
+  pretrained: {rlseeds.curve_text(table, 2, method='pretrained')};
+  the oracle (no adaptation): {metrics['oracle_step0']:.2f}.
 
 Scale: {SCALE}.""")

@@ -66,7 +66,7 @@ def test_paper_scale_file_has_exactly_the_default_keys():
 
 LIB = paths.ROOT / "lib" / "metalearn"
 #: modules that only present results: what computes never imports them (ARCHITECTURE.md, rule 1)
-PRESENTATION = {"report", "results", "papers", "accuracy", "seeds", "claims", "site"}
+PRESENTATION = {"report", "results", "papers", "accuracy", "seeds", "rlseeds", "claims", "site"}
 #: modules every stage runs under: the runner, parameter checks, paths
 RUNNER = {"run", "params", "paths"}
 

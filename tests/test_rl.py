@@ -408,3 +408,86 @@ def test_a_test_time_policy_gradient_step_raises_the_return_of_a_task():
     frozen, _ = rl.evaluate(env, net, params, goals, 1, (0.0,), 50, torch.Generator().manual_seed(0))
     same, _ = mean_ci95(frozen[:, 1] - frozen[:, 0])
     assert abs(same) < gain / 3
+
+
+# --- the stages' policies, training settings and test protocol ------------------------------
+
+def test_a_seeds_policy_has_the_environments_sizes_and_the_seeds_weights():
+    env = rl.Navigation()
+    net, oracle = rl.policy_for(env, [5], seed=3), rl.policy_for(env, [5], seed=3, oracle=True)
+    assert net(torch.zeros(1, 2)).shape == (1, 4) and oracle(torch.zeros(1, 4)).shape == (1, 4)  # mean, log-std
+    by_hand = models.init_model(lambda: rl.gaussian_policy(2, 2, [5]), 3)
+    assert models.fingerprint(net) == models.fingerprint(by_hand)
+    assert models.fingerprint(rl.policy_for(env, [5], seed=4)) != models.fingerprint(net)
+
+    class Sizes:  # any object with the three sizes will do (a class of environments, e.g.)
+        obs_dim, goal_dim, action_dim = 7, 3, 2
+
+    assert rl.policy_for(Sizes, [5], 0, oracle=True)(torch.zeros(1, 10)).shape == (1, 4)
+
+
+def test_each_method_trains_with_its_own_inner_loop_or_none():
+    env, net = rl.Navigation(), rl.gaussian_policy(2, 2, [4])
+    setting = {name: rl.method_setting(name, env, net, 0.1, meta_batch=3, trajectories=2, hvp_tasks=1)
+               for name in ("maml", "fomaml", "anil", "pretrained", "oracle")}
+    assert setting["maml"].inner == core.InnerLoop(1, 0.1, first_order=False, adapt=None)
+    assert setting["fomaml"].inner.first_order and setting["fomaml"].inner.adapt is None
+    assert setting["anil"].inner.adapt == {"head.linear.weight", "head.linear.bias", "head.log_std"}
+    assert setting["pretrained"].inner is None and not setting["pretrained"].oracle
+    assert setting["oracle"].inner is None and setting["oracle"].oracle
+    assert all(s.meta_batch == 3 and s.hvp_tasks == 1 and s.env is env for s in setting.values())
+    with pytest.raises(ValueError, match="unknown method 'random'"):
+        rl.method_setting("random", env, net, 0.1)
+
+
+def test_test_time_adapts_what_each_method_adapts_on_one_noise_stream_and_never_the_oracle():
+    env = rl.Navigation(horizon=5)
+    net = constant_policy([0.0, 0.0], math.log(0.3))
+    params, goals = models.params_of(net, False), torch.tensor([[0.3, 0.3], [-0.3, 0.2]])
+    testing = rl.TestTime(env, steps=2, trajectories=4, gamma=0.9)
+    anil, _ = testing.returns(net, "anil", params, goals, (0.5, 0.1), seed=7)
+    head = core.layer_mask(params, ["head"])
+    by_hand, _ = rl.evaluate(env, net, params, goals, 2, (0.5, 0.1), 4, torch.Generator().manual_seed(7), adapt=head,
+                             gamma=0.9)
+    assert anil.shape == (2, 3) and torch.equal(anil, by_hand)
+    pretrained, _ = testing.returns(net, "pretrained", params, goals, (0.5,), seed=7)
+    every, _ = rl.evaluate(env, net, params, goals, 2, (0.5,), 4, torch.Generator().manual_seed(7), gamma=0.9)
+    assert torch.equal(pretrained, every) and torch.equal(pretrained[:, 0], anil[:, 0])  # same start, same noise
+    seer = constant_policy([0.0, 0.0], math.log(0.3), obs_dim=4)
+    oracle, episodes = testing.returns(seer, "oracle", models.params_of(seer, False), goals, (), seed=7)
+    assert oracle.shape == (2, 3) and len(episodes) == 1 and torch.equal(oracle[:, 1], oracle[:, 0])
+    with pytest.raises(ValueError, match="at least one test step size"):
+        testing.returns(net, "maml", params, goals, (), seed=7)
+
+
+def test_validation_scores_each_step_size_after_the_last_step_on_the_same_noise():
+    env = rl.Navigation(horizon=4)
+    net = constant_policy([0.0, 0.0], math.log(0.3))
+    params, goals = models.params_of(net, False), torch.tensor([[0.3, 0.3], [-0.3, 0.2]])
+    testing = rl.TestTime(env, steps=1, trajectories=3)
+    scores = testing.validate(net, "random", params, goals, [1.0, 0.1], seed=5)
+    assert list(scores) == [1.0, 0.1]
+    for lr, score in scores.items():
+        assert score == testing.returns(net, "random", params, goals, (lr,), 5)[0][:, -1].mean().item()
+    for bad in ([], [0.1, 0.1]):
+        with pytest.raises(ValueError, match="distinct candidate step sizes"):
+            testing.validate(net, "random", params, goals, bad, seed=5)
+
+
+def test_the_best_step_size_is_the_argmax_of_the_finite_scores():
+    assert rl.best_step_size({0.1: -5.0, 0.3: -2.0, 1.0: -3.0}) == 0.3
+    assert rl.best_step_size({0.1: -5.0, 0.3: math.nan, 1.0: math.inf, 3.0: -math.inf}) == 0.1  # diverged: never
+    assert rl.best_step_size({0.1: -2.0, 0.3: -2.0}) == 0.1  # ties: the first
+    assert rl.best_step_size({0.1: math.nan, 0.3: math.nan}) == 0.1  # nothing finite: the first
+    with pytest.raises(ValueError, match="no step sizes"):
+        rl.best_step_size({})
+
+
+def test_the_tuning_note_flags_a_choice_at_an_end_of_the_candidates():
+    scores = {0.1: -5.0, 0.3: -2.345, 1.0: -3.0}
+    assert rl.tuning_note(scores, 0.3, 3) == ("validation return after 3 steps per step size "
+                                              "{0.1: -5.0, 0.3: -2.35, 1.0: -3.0} -> 0.3")
+    for end in (0.1, 1.0):
+        assert rl.tuning_note(scores, end, 3).endswith(f"-> {end} (an end of the candidates: widen baseline_lrs)")
+    with pytest.raises(ValueError, match="not among the candidates"):
+        rl.tuning_note(scores, 0.5, 3)

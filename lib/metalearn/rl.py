@@ -22,7 +22,11 @@ Every rollout steps T tasks x N trajectories at once, the policy batched in torc
   backtracking line search; :func:`meta_iteration` is one TRPO step on the post-adaptation
   surrogate, differentiated through the inner step; :func:`train` a resumable run of them
   (its weights recorded, and reused by a later execution) and :func:`summary` its one-line account.
-- :func:`evaluate`: average return after 0..k policy-gradient steps on fresh trajectories.
+- :func:`policy_for`: a seed's policy for an environment; :func:`method_setting`: how a method
+  (MAML, FOMAML, ANIL, the pretrained policy, the oracle) trains.
+- :func:`evaluate`: average return after 0..k policy-gradient steps on fresh trajectories;
+  :class:`TestTime` runs it for a named method (what it adapts, the oracle unadapted), and
+  :meth:`TestTime.validate`, :func:`best_step_size` tune a baseline's step size on validation tasks.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from . import core
-from .models import Net, Params, forward, mlp
+from .models import Net, Params, forward, init_model, mlp, params_of
 from .training import Run, cleanup_stale, reuse_or_train
 
 REWARDS = ("distance", "squared")
@@ -224,6 +228,14 @@ def gaussian_policy(obs_dim: int, action_dim: int, hidden: list[int], init_log_s
     """
     base = mlp([obs_dim, *hidden, action_dim])
     return Net(base.body, GaussianHead(base.head, init_log_std), reduce="none")
+
+
+def policy_for(env: Env, hidden: list[int], seed: int, oracle: bool = False) -> Net:
+    """A :func:`gaussian_policy` for ``env`` (anything with its ``obs_dim``, ``goal_dim`` and
+    ``action_dim``), its weights drawn from ``seed``: every policy of a seed starts from the same
+    initialisation. The oracle's policy also sees the goal: input [..., obs_dim + goal_dim]."""
+    inputs = env.obs_dim + (env.goal_dim if oracle else 0)
+    return init_model(lambda: gaussian_policy(inputs, env.action_dim, hidden), seed)
 
 
 def split(output: Tensor) -> tuple[Tensor, Tensor]:
@@ -458,6 +470,22 @@ class MetaRL:
             raise ValueError("an inner loop needs at least one step (use inner=None for none)")
 
 
+#: the methods trained without an inner loop, on all tasks jointly (the oracle also sees the goal)
+JOINT = ("pretrained", "oracle")
+
+
+def method_setting(name: str, env: Env, model: nn.Module, inner_lr: float, **settings) -> MetaRL:
+    """How method ``name`` trains on ``env`` with the policy ``model``: MAML, FOMAML and ANIL
+    (:data:`core.ALGORITHMS`) meta-train through one inner policy-gradient step of ``inner_lr``
+    (ANIL on the head only); ``"pretrained"`` and ``"oracle"`` (:data:`JOINT`) train on all tasks
+    jointly, without an inner loop, the oracle seeing the goal. ``settings``: the rest of
+    :class:`MetaRL` (meta_batch, trajectories, gamma, trpo, hvp_tasks)."""
+    if name not in (*core.ALGORITHMS, *JOINT):
+        raise ValueError(f"unknown method {name!r}; choose one of {(*core.ALGORITHMS, *JOINT)}")
+    inner = core.inner_loop(name, params_of(model), steps=1, lr=inner_lr) if name in core.ALGORITHMS else None
+    return MetaRL(env, inner, oracle=name == "oracle", **settings)
+
+
 def adapt_tasks(model: nn.Module, params: Params, x: Tensor, y: Tensor, inner: core.InnerLoop) -> Params:
     """Each task's parameters after ``inner`` on its own (x [T, ...], y [T, ...]) -> {name: [T, ...]}.
 
@@ -607,3 +635,67 @@ def evaluate(env: Env, model: nn.Module, params: Params, goals: Tensor, steps: i
             one = lambda p, x_t, y_t: core.adapt(model, p, x_t, y_t, inner, reinforce_loss)  # noqa: E731
             current = {name: v.detach() for name, v in vmap(one)(current, x, y).items()}
     return torch.stack(returns, 1), episodes
+
+
+@dataclass(frozen=True)
+class TestTime:
+    """The test protocol: a method takes ``steps`` policy-gradient steps on each task of ``env``,
+    each step on ``trajectories`` fresh episodes per task (advantages of returns discounted by
+    ``gamma``)."""
+
+    __test__ = False  # a library class, not a pytest test class
+
+    env: Env
+    steps: int
+    trajectories: int
+    gamma: float = 0.99
+
+    def returns(self, model: nn.Module, name: str, params: Params, goals: Tensor, lrs: tuple[float, ...],
+                seed: int) -> tuple[Tensor, list[Episodes]]:
+        """Method ``name``'s average return on each task of goals [T, G] after 0..steps steps:
+        returns [T, steps + 1], and the episodes of each step (:func:`evaluate`).
+
+        ANIL adapts its head (:func:`core.inner_loop`), every other method all its parameters,
+        with step sizes ``lrs`` (the first step's, then the next, the last repeating). The
+        ``"oracle"`` (its policy sees the goal) is not adapted: its return before any step,
+        repeated steps + 1 times, and that step's episodes (``lrs`` unused). The episodes' noise
+        comes from a fresh generator seeded with ``seed``: the same stream for every method.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        if name == "oracle":
+            returns, episodes = evaluate(self.env, model, params, goals, 0, (0.0,), self.trajectories, gen,
+                                         gamma=self.gamma, oracle=True)
+            return returns.expand(-1, self.steps + 1), episodes
+        if not lrs:
+            raise ValueError(f"{name}: need at least one test step size")
+        adapt = core.inner_loop(name, params, 1, lrs[0]).adapt if name in core.ALGORITHMS else None
+        return evaluate(self.env, model, params, goals, self.steps, tuple(lrs), self.trajectories, gen, adapt=adapt,
+                        gamma=self.gamma)
+
+    def validate(self, model: nn.Module, name: str, params: Params, goals: Tensor, lrs: list[float],
+                 seed: int) -> dict[float, float]:
+        """Each constant step size of ``lrs`` scored by method ``name``'s mean return over the
+        tasks of goals [T, G] after the last step: {lr: mean return}, in the order of ``lrs``,
+        each on the same episodes' noise (:meth:`returns` with ``seed``)."""
+        if not lrs or len(set(lrs)) != len(lrs):
+            raise ValueError(f"need distinct candidate step sizes, got {lrs}")
+        return {lr: self.returns(model, name, params, goals, (lr,), seed)[0][:, -1].mean().item() for lr in lrs}
+
+
+def best_step_size(scores: dict[float, float]) -> float:
+    """The step size of the highest score, scores {lr: mean return} (:meth:`TestTime.validate`):
+    the first of ties; a non-finite score (a diverged run: nan, +-inf) never wins, unless every
+    score is non-finite, then the first step size."""
+    if not scores:
+        raise ValueError("no step sizes to choose from")
+    return max(scores, key=lambda lr: scores[lr] if math.isfinite(scores[lr]) else -math.inf)
+
+
+def tuning_note(scores: dict[float, float], best: float, steps: int) -> str:
+    """One line on a step-size choice: each candidate's score (rounded) and the chosen ``best``,
+    with a warning when it is the smallest or the largest candidate (the best may lie beyond)."""
+    if best not in scores:
+        raise ValueError(f"the chosen step size {best} is not among the candidates {list(scores)}")
+    edge = " (an end of the candidates: widen baseline_lrs)" if best in (min(scores), max(scores)) else ""
+    rounded = {lr: round(v, 2) for lr, v in scores.items()}
+    return f"validation return after {steps} steps per step size {rounded} -> {best}{edge}"
