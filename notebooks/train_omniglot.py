@@ -75,15 +75,16 @@ test_queries = 5          # query images per class in validation and test tasks
 pretrain_iterations = 4   # Adam steps of pre-training for runs with an init (multiclass, multitask, niltrain)
 pretrain_batch = 16       # images per multiclass pre-training step (multitask and niltrain: meta_batch tasks)
 checkpoint_every = 100    # iterations between checkpoints (a killed run resumes from the last)
+snapshots = []            # iterations after which each run's weights are also kept (A-early through training)
 
 # %%
 from metalearn import fewshot
-from metalearn.params import Bool, Choice, Int, Str, check, require
+from metalearn.params import Bool, Choice, Int, List, Str, check, require
 
 P = check(globals(), **fewshot.RUN_PARAMETERS, **fewshot.REPTILE_PARAMETERS, seed=Int(min=0), stage=Str(),
           keep_checkpoints=Bool(), split=Choice("maml", "official"),
           **{f"{name}_{way}way": check_of for name, check_of in fewshot.STEP_PARAMETERS.items() for way in (5, 20)},
-          meta_batch_5way=Int(min=1), meta_batch_20way=Int(min=1))
+          meta_batch_5way=Int(min=1), meta_batch_20way=Int(min=1), snapshots=List(Int(min=1), min_len=0, unique=True))
 for spec in P.runs:
     require(spec.n_way in (5, 20), "runs", f"has {spec.name}: Omniglot settings exist for 5-way and 20-way")
 
@@ -133,9 +134,9 @@ def settings_of(spec):
 
 episodes = fewshot.episode_factory(images, classes, P.seed)
 config = {"split": P.split, "filters": P.filters, "data": DATA, "fingerprint": FINGERPRINT}
-trained, _ = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks,
-                                      P.test_queries, P.seed, STAGE, config, P.device,
-                                      about={"data": DATA, "hardware": HARDWARE}, workers=P.workers, path=P.path,
+trained, _ = fewshot.train_runs(P.runs, DATASET, P.filters, episodes, settings_of, P.n_val_tasks, P.test_queries,
+                                P.seed, STAGE, config, P.device, snapshots=P.snapshots,
+                                about={"data": DATA, "hardware": HARDWARE}, workers=P.workers, path=P.path,
                                 work_dir=paths.checkpoints(P.keep_checkpoints))
 
 # %% [markdown]
