@@ -42,7 +42,7 @@ endif
 # freeze_campaign analyses the finished models; report_campaign judges the claims on them.
 campaign: env
 	dvc repro campaign_miniimagenet campaign_omniglot
-	dvc repro -s freeze_campaign similarity_campaign
+	dvc repro -s freeze_campaign similarity_campaign shift_campaign
 	dvc repro -s report_campaign
 
 report: env

@@ -74,7 +74,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from metalearn import hardware, report, results, store
+from metalearn import hardware, report, results, reuseresults, store
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -209,35 +209,19 @@ if early_rows:
 # ## Results beside the paper's
 
 # %%
-rows, metrics = [], {}
+rows = []
 for case in cases:
-    t = case.trained
-    scale = case.scale(HARDWARE)
-    base = f"{t.dataset} maml conv {t.spec.setting}"
-    mine = (freeze.dataset == t.dataset) & (freeze.run == t.spec.name)
-    for r in freeze[mine].itertuples():
-        rows.append(results.row("A-freeze", f"{base} freeze {r.frozen}", "accuracy", r.accuracy, scale, r.ci95))
-        if r.frozen != "none":
-            rows.append(results.row("A-freeze", f"{base} freeze {r.frozen}", "cost vs none (points, paired)", r.cost,
-                                    scale, r.cost_ci95))
-        metrics[f"{t.dataset}_{t.spec.name}_freeze_{r.frozen}"] = r.accuracy
-    for r in dist[(dist.dataset == t.dataset) & (dist.run == t.spec.name)].itertuples():
-        rows.append(results.row("A-dist", f"{base} {r.layer}", "distance", r.distance, scale, r.distance_ci95))
-        rows.append(results.row("A-dist", f"{base} {r.layer}", "relative distance", r.relative, scale, r.relative_ci95))
-        metrics[f"{t.dataset}_{t.spec.name}_{r.layer}_relative_distance"] = r.relative
-for (spec, seed), case in early_cases.items():
-    if seed != P.early_seeds[0]:
-        continue
+    t, scale = case.trained, case.scale(HARDWARE)
+    rows += reuseresults.freeze_rows(freeze, t.dataset, t.spec.name, scale)
+    rows += reuseresults.distance_rows(dist, t.dataset, t.spec.name, scale)
+if early_rows:
     seeds = (f"mean over {len(P.early_seeds)} seeds ({', '.join(map(str, P.early_seeds))}) of train_seeds, "
              "95% interval over the seeds")
-    for r in early_mean[early_mean.run == spec.name].itertuples():
-        setting = f"miniimagenet {spec.algorithm} conv {spec.setting} iteration {r.iteration} freeze {r.frozen}"
-        scale = case.scale(HARDWARE, seeds=seeds, at=r.iteration)
-        rows.append(results.row("A-early", setting, "accuracy", r.accuracy, scale, r.accuracy_ci95_seeds))
-        if r.frozen != "none" and "none" in P.early_freezes:
-            rows.append(results.row("A-early", setting, "cost vs none (points, paired)", r.cost, scale,
-                                    r.cost_ci95_seeds))
-        metrics[f"early_{spec.name}_{r.iteration}_freeze_{r.frozen}"] = r.accuracy
+    for spec in P.early_runs:
+        case = early_cases[spec, P.early_seeds[0]]
+        rows += reuseresults.early_freeze_rows(early_mean, spec.name,
+                                               lambda at: case.scale(HARDWARE, seeds=seeds, at=at))
+metrics = reuseresults.freeze_metrics(freeze, dist, early_mean if early_rows else None)
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
 pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]]

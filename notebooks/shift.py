@@ -21,7 +21,8 @@
 # tasks drawn like the training tasks (new classes of the same dataset). This stage asks the
 # reviewer's question that no paper in the study answers: does the conclusion survive when the
 # test tasks move away from training? The models of `train_omniglot` and `train_miniimagenet`
-# (MAML, ANIL and a random-body control of one setting) are tested, without retraining, on
+# (MAML, ANIL and a random-body control of one setting; under the name `shift_campaign`, the
+# training campaign's) are tested, without retraining, on
 # shifts named in order of distance (`metalearn.shift`):
 #
 # - **same**: the training stage's own test tasks (new classes, same dataset);
@@ -40,6 +41,12 @@
 # The defaults below are smoke-sized; `params.yaml` holds the study's CPU scale.
 
 # %% tags=["parameters"]
+stage = "shift"                     # the DVC stage this execution is (the runner sets it): names its outputs
+datasets = ["omniglot", "miniimagenet"]  # whose models are analysed (a campaign: those of its finished stages)
+mini_stage = "train_miniimagenet"   # the training stage of the MiniImageNet runs (the campaign: campaign_miniimagenet)
+omni_stage = "train_omniglot"       # the training stage of the Omniglot runs
+mini_control_stage = "train_miniimagenet"  # the stage whose random-body run is the MiniImageNet control (its body
+omni_control_stage = "train_omniglot"      # is the untrained network of the seed: the same for any stage of that seed)
 threads = 2                         # torch CPU threads
 device = "cpu"                      # cpu or cuda: where the models adapt
 omniglot_maml = "maml-conv-5w1s"    # train_omniglot's MAML run whose feature reuse is measured
@@ -57,11 +64,13 @@ permutations = 2                    # random pairings per task (at least 2)
 from metalearn import fewshot, reuse, shift
 from metalearn.params import Bool, Choice, Int, List, Str, check, require
 
-P = check(globals(), threads=Int(min=1), device=Choice("cpu", "cuda"), omniglot_maml=Str(fewshot.Spec.parse),
+P = check(globals(), stage=Str(), datasets=List(Choice(*shift.SHIFTS), unique=True), mini_stage=Str(),
+          omni_stage=Str(), mini_control_stage=Str(), omni_control_stage=Str(), threads=Int(min=1),
+          device=Choice("cpu", "cuda"), omniglot_maml=Str(fewshot.Spec.parse),
           omniglot_anil=Str(fewshot.Spec.parse), omniglot_control=Bool(), miniimagenet_maml=Str(fewshot.Spec.parse),
           miniimagenet_anil=Str(fewshot.Spec.parse), miniimagenet_control=Bool(), n_tasks=Int(min=2),
           methods=List(Choice(*reuse.METHODS), unique=True), chance_tasks=Int(min=2), permutations=Int(min=2))
-for dataset in shift.SHIFTS:
+for dataset in P.datasets:
     maml, anil = getattr(P, f"{dataset}_maml"), getattr(P, f"{dataset}_anil")
     require(maml.algorithm == "maml" and maml.model == "conv" and maml.init is None, f"{dataset}_maml",
             f"is {maml.name}: feature reuse is measured on a MAML conv run")
@@ -77,22 +86,27 @@ import torch
 from IPython.display import Markdown, display
 from tqdm import tqdm  # not tqdm.auto: its widget warning prints the absolute path of the venv
 
-from metalearn import claims, evaluation, hardware, report, results, store
+from metalearn import claims, evaluation, hardware, report, results, reuseresults, store
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
-STAGE = "shift"
+STAGE = P.stage
+STAGES = {"omniglot": (P.omni_stage, P.omni_control_stage), "miniimagenet": (P.mini_stage, P.mini_control_stage)}
 HARDWARE = hardware.describe(P.device)
 
 # each dataset's runs (reuse.Case: model, test-time settings, test tasks as the training stage recorded them)
 cases = {}
-for dataset in shift.SHIFTS:
-    runs = {"maml": getattr(P, f"{dataset}_maml").name, "anil": getattr(P, f"{dataset}_anil").name}
+for dataset in P.datasets:
+    trained_in, control_in = STAGES[dataset]
+    maml = getattr(P, f"{dataset}_maml")
+    runs = {"maml": (trained_in, maml.name), "anil": (trained_in, getattr(P, f"{dataset}_anil").name)}
     if getattr(P, f"{dataset}_control"):
-        runs["control"] = f"random-conv-{getattr(P, f'{dataset}_maml').setting}"
-    cases[dataset] = {role: reuse.load_case(f"train_{dataset}", name, P.n_tasks, P.device, f"{dataset}_{role}")
-                      for role, name in runs.items()}
-IDENTITY = reuse.analysis_identity(P, [c.trained for runs in cases.values() for c in runs.values()])
+        runs["control"] = (control_in, f"random-conv-{maml.setting}")
+    cases[dataset] = {role: reuse.load_case(where, name, P.n_tasks, P.device, f"{dataset}_{role}")
+                      for role, (where, name) in runs.items()}
+# which datasets are analysed changes no outcome (each is kept per dataset and shift): not part of the identity
+IDENTITY = reuse.analysis_identity(P, [c.trained for runs in cases.values() for c in runs.values()],
+                                   apart=["datasets"])
 pd.DataFrame([dict(dataset=dataset, role=role, run=c.trained.spec.name, iterations=c.trained.row.iterations,
                    test_steps=c.settings.test_steps, inner_lr=c.settings.inner_lr, queries=c.queries)
               for dataset, runs in cases.items() for role, c in runs.items()])
@@ -114,7 +128,7 @@ def measure(dataset, name):
 
 outcomes = {(dataset, name): store.result(f"data/analyses/{STAGE}/{dataset}-{name}", IDENTITY,
                                           lambda: measure(dataset, name))
-            for dataset in tqdm(shift.SHIFTS, desc="X-shift") for name in shift.SHIFTS[dataset]}
+            for dataset in tqdm(P.datasets, desc="X-shift") for name in shift.SHIFTS[dataset]}
 table = pd.concat([o["measures"].assign(dataset=d, shift=s) for (d, s), o in outcomes.items()], ignore_index=True)
 HEAD = {"maml": "adapt", "anil": "adapt", "control": "nil"}  # the control: a random body's NIL head, as in the claims
 accuracy = pd.DataFrame([dict(dataset=d, shift=s, role=role, accuracy=mean, ci95=ci)
@@ -134,8 +148,8 @@ accuracy.pivot_table(index=["dataset", "shift"], columns="role", values="accurac
 # chance.
 
 # %%
-fig, axes = plt.subplots(len(shift.SHIFTS), 4, figsize=(16, 3.4 * len(shift.SHIFTS)), squeeze=False)
-for row, dataset in zip(axes, shift.SHIFTS):
+fig, axes = plt.subplots(len(P.datasets), 4, figsize=(16, 3.4 * len(P.datasets)), squeeze=False)
+for row, dataset in zip(axes, P.datasets):
     names, x = shift.SHIFTS[dataset], np.arange(len(shift.SHIFTS[dataset]))
     acc = accuracy[accuracy.dataset == dataset]
     for i, role in enumerate(dict.fromkeys(acc.role)):
@@ -174,23 +188,14 @@ rows = []
 for (dataset, name), outcome in outcomes.items():
     maml = cases[dataset]["maml"]
     scale = maml._replace(data=outcome["data"]).scale(HARDWARE)  # the shifted tasks: as many, other data
-    setting = f"{dataset} maml conv {maml.trained.spec.setting} {name}"
-    for r in table[(table.dataset == dataset) & (table["shift"] == name)].itertuples():
-        if r.measure in ("accuracy", "freeze cost"):
-            metric = "accuracy" if r.measure == "accuracy" else "freeze cost (points, paired)"
-            rows.append(results.row("X-shift", setting, metric, r.value, scale, r.ci95))
-        elif r.measure == "relative movement":
-            rows.append(results.row("X-shift", f"{setting} {r.layer}", "relative movement", r.value, scale, r.ci95))
-        elif r.value == r.value:  # NaN where CCA is undefined
-            metric = r.method if r.measure == "similarity" else f"{r.method} chance level"
-            rows.append(results.row("X-shift", f"{setting} {r.layer} pre vs post", metric, r.value, scale, r.ci95))
-    diff = contrast[(contrast.dataset == dataset) & (contrast["shift"] == name)].iloc[0]
-    rows.append(results.row("X-shift", setting, "anil - maml (points, paired)", diff.difference, scale, diff.ci95))
+    at = {frame: part[(part.dataset == dataset) & (part["shift"] == name)]
+          for frame, part in (("table", table), ("accuracy", accuracy), ("contrast", contrast))}
+    control = None
     if "control" in cases[dataset]:
-        control = accuracy[(accuracy.dataset == dataset) & (accuracy["shift"] == name) & (accuracy.role == "control")]
-        rows.append(results.row("X-shift", setting,
-                                f"control accuracy ({cases[dataset]['control'].trained.spec.name}, NIL head)",
-                                control.accuracy.iloc[0], scale, control.ci95.iloc[0]))
+        c = at["accuracy"][at["accuracy"].role == "control"].iloc[0]
+        control = (cases[dataset]["control"].trained.spec.name, c.accuracy, c.ci95)
+    rows += reuseresults.shift_rows(at["table"], f"{reuseresults.run_setting(dataset, maml.trained.spec.name)} {name}",
+                                    scale, at["contrast"].iloc[0], control)
 results.write(rows, STAGE)
 report.save_metrics({f"{d}_{s}_{m}": float(v) for d, s, m, v in
                      table[table.measure.isin(["accuracy", "freeze cost"])][["dataset", "shift", "measure", "value"]]

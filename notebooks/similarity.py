@@ -96,15 +96,13 @@ for spec in P.mini_bodies:
                            f"({P.mini_reference.setting})")
 
 # %%
-import re
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 from tqdm import tqdm  # not tqdm.auto: its widget warning prints the absolute path of the venv
 
-from metalearn import hardware, papers, report, results, store
+from metalearn import hardware, papers, report, results, reuseresults, store
 
 torch.set_num_threads(P.threads)
 require(P.device == "cpu" or torch.cuda.is_available(), "device", "is cuda, but torch sees no GPU")
@@ -224,7 +222,8 @@ def independent_table():
     return table.assign(body=f"random (seed {P.independent_seed})", regime=INDEPENDENT)
 
 
-INDEPENDENT, OWN_START = "random", "random, MAML's own start"  # the paper's random body; the random-features run
+# the regimes of the paper's random body and of the random-features run (MAML's own start)
+INDEPENDENT, OWN_START = reuseresults.INDEPENDENT, reuseresults.OWN_START
 pairs = store.result(f"data/analyses/{STAGE}/bodies", IDENTITY, body_table)
 body_rows = len(pairs) > 0
 if body_rows:
@@ -234,26 +233,15 @@ if body_rows:
                       ignore_index=True)
 
 
-def experiment_of(regime):
-    return "A-repr" if regime == "anil" else "A-regime-sim"
-
-
-def setting_of(regime):
-    """A body of the reference's seed against MAML's; ANIL's shares MAML's initialisation (seed), unlike
-    the paper's Table 3 pairs, which the section on seeds below gives; the random-features run starts
-    where MAML started."""
-    if regime == OWN_START:
-        return f"miniimagenet random vs maml conv {P.mini_reference.setting} maml's own start"
-    return f"miniimagenet {regime} vs maml conv {P.mini_reference.setting}{' same seed' if regime == 'anil' else ''}"
-
-
 if body_rows:
     means = pairs[pairs.layer == "mean"]
     fig, axes = plt.subplots(1, len(P.methods), figsize=(4.0 * len(P.methods), 3.4), squeeze=False)
     for ax, method in zip(axes[0], P.methods):
         part = means[means.method == method]
         ax.bar(part.regime, part.value, yerr=part.ci95, capsize=3, label="ours")
-        paper = [papers.paper_value(experiment_of(r), setting_of(r), method) for r in part.regime]
+        paper = [papers.paper_value(reuseresults.regime_experiment(r),
+                                    reuseresults.regime_setting(r, P.mini_reference.setting), method)
+                 for r in part.regime]
         ax.scatter([r for r, v in zip(part.regime, paper) if v is not None], [v for v in paper if v is not None],
                    marker="x", color="k", zorder=3, label="paper")
         ax.set(title=f"mean {method.upper()} with MAML's body", ylim=(0, 1.05), xlabel="body trained by")
@@ -411,58 +399,34 @@ if repr_rows:
 # ## Results beside the paper's
 
 # %%
-rows, metrics = [], {}
+rows = []
 for case in cca_cases:
-    trained, scale = case.trained, case.scale(HARDWARE)
-    base = f"{trained.dataset} {trained.spec.algorithm} conv {trained.spec.setting}"
-    for r in cca[(cca.dataset == trained.dataset) & (cca.run == trained.spec.name)].itertuples():
-        rows.append(results.row("A-cca", f"{base} {r.layer} pre vs post", r.method, r.value, scale, r.ci95))
-        if r.chance == r.chance:  # NaN where CCA is undefined
-            rows.append(results.row("A-cca", f"{base} {r.layer} pre vs post", f"{r.method} chance level", r.chance,
-                                    f"{scale}; chance: first {P.chance_tasks} tasks x {P.chance_permutations} random "
-                                    "pairings of the data points", r.chance_ci95))
-        metrics[f"{trained.dataset}_{trained.spec.name}_{r.layer}_{r.method}"] = r.value
+    trained = case.trained
+    rows += reuseresults.cca_rows(cca, trained.dataset, trained.spec.name, case.scale(HARDWARE), P.chance_tasks,
+                                  P.chance_permutations)
 if body_rows:
     scales = {b.trained.spec.name: b.scale(HARDWARE, adapted=False) for b in bodies}
     untrained = reference.scale(HARDWARE, adapted=False).replace(
         "(training)", f"(MAML's training; the random body untrained, seed {P.independent_seed})", 1)
-    for (body, regime), part in pairs.groupby(["body", "regime"], sort=False):
-        for r in part.itertuples():
-            setting = setting_of(regime) + ("" if r.layer == "mean" else f" {r.layer}")
-            rows.append(results.row(experiment_of(regime), setting, r.method, r.value, scales.get(body, untrained),
-                                    r.ci95))
-            if r.layer == "mean":
-                key = re.sub(r"\W+", "_", regime)
-                metrics[f"miniimagenet_{key}_vs_maml_{r.method}"] = r.value
+    rows += reuseresults.regime_rows(pairs, P.mini_reference.setting, scales, untrained)
 seeds_text = f"{len(P.seeds)} seeds ({', '.join(map(str, P.seeds))}) of train_seeds"
 if early_rows:
     for spec in P.early_runs:
         case = seeded[spec, P.seeds[0]]
-        for r in early_mean[early_mean.run == spec.name].itertuples():
-            setting = f"miniimagenet {spec.algorithm} conv {spec.setting} iteration {r.iteration} {r.layer} pre vs post"
-            rows.append(results.row("A-early", setting, r.method, r.value,
-                                    case.scale(HARDWARE, seeds=f"mean over {seeds_text}, 95% interval over the seeds",
-                                               at=r.iteration), r.value_ci95_seeds))
-for fit in fits.to_dict("records"):
+        rows += reuseresults.early_similarity_rows(
+            early_mean, spec.name,
+            lambda at: case.scale(HARDWARE, seeds=f"mean over {seeds_text}, 95% interval over the seeds", at=at))
+if cross_rows:
     case = seeded[P.seed_runs[0], P.seeds[0]]
-    setting = f"miniimagenet {P.seed_runs[0].algorithm} conv {P.seed_runs[0].setting} ({fit['comparison']}) vs (pre,pre)"
-    scale = case.scale(HARDWARE, seeds=f"{len(seed_pairs)} pairs of {seeds_text}; fit over body layers "
-                                      "(the points are not independent: pairs share seeds, layers a model)")
-    for metric in ("slope", "intercept", "r2"):
-        rows.append(results.row("A-seeds", setting, f"{fit['method']} {metric}", fit[metric], scale))
-    metrics[f"seeds_{fit['comparison']}_{fit['method']}_r2"] = fit["r2"]
+    rows += reuseresults.seed_fit_rows(fits, P.seed_runs[0].name, case.scale(
+        HARDWARE, seeds=f"{len(seed_pairs)} pairs of {seeds_text}; fit over body layers "
+                        "(the points are not independent: pairs share seeds, layers a model)"))
 if repr_rows:
     case = seeded[P.seed_runs[0], P.seeds[0]]
-    for r in across_mean[across_mean.layer == "mean"].itertuples():
-        setting = f"miniimagenet {r.pair} conv {P.seed_runs[0].setting}"
-        scale = case.scale(HARDWARE, adapted=False, seeds=f"mean over {r.count} pairs of {seeds_text}")
-        rows.append(results.row("A-repr", setting, r.method, r.mean, scale))
-        metrics[f"repr_{r.pair.replace(' ', '_')}_{r.method}"] = r.mean
-        if r.pair == "maml vs maml":  # Table 8's MAML row: mean over regime_layers (a mean of per-task means)
-            per_layer = across_mean[(across_mean.pair == r.pair) & (across_mean.method == r.method)
-                                    & across_mean.layer.isin(P.regime_layers)]
-            if len(per_layer) == len(P.regime_layers):
-                rows.append(results.row("A-regime-sim", setting, r.method, per_layer["mean"].mean(), scale))
+    rows += reuseresults.across_seed_rows(
+        across_mean, P.seed_runs[0].name, P.regime_layers,
+        lambda count: case.scale(HARDWARE, adapted=False, seeds=f"mean over {count} pairs of {seeds_text}"))
+metrics = reuseresults.similarity_metrics(cca, pairs, fits, across_mean if repr_rows else None)
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
 pd.DataFrame(rows)[["experiment", "setting", "metric", "value", "ci95", "paper"]]

@@ -113,18 +113,14 @@ maml, maml_hist = meta_trained("maml")
 anil, anil_hist = meta_trained("anil")
 
 
-def all_tasks_batch(gen, oracle=False):
-    b = family.batch(P.meta_batch, P.k_train, 0, gen)
-    x = tasks.with_task_input(b.xs, b.task) if oracle else b.xs
-    return x.reshape(-1, x.shape[-1]), b.ys.reshape(-1, 1)
-
-
 pretrained, pre_hist = train(
     "pretrained", models.init_model(lambda: models.mlp(sizes), P.seed),
-    lambda run: training.supervised_step(run, all_tasks_batch), seed_offset=1)
+    lambda run: training.supervised_step(run, lambda g: sine.pooled_batch(family, P.meta_batch, P.k_train, g)),
+    seed_offset=1)
 oracle, oracle_hist = train(
     "oracle", models.init_model(lambda: models.mlp([3, *P.hidden, 1]), P.seed),
-    lambda run: training.supervised_step(run, lambda g: all_tasks_batch(g, oracle=True)), seed_offset=2)
+    lambda run: training.supervised_step(run, lambda g: sine.pooled_batch(family, P.meta_batch, P.k_train, g,
+                                                                          oracle=True)), seed_offset=2)
 
 history = pd.concat([maml_hist, anil_hist, pre_hist, oracle_hist])
 wide = history.pivot(index="iteration", columns="model", values="loss").reset_index()

@@ -66,7 +66,7 @@ def test_paper_scale_file_has_exactly_the_default_keys():
 
 LIB = paths.ROOT / "lib" / "metalearn"
 #: modules that only present results: what computes never imports them (ARCHITECTURE.md, rule 1)
-PRESENTATION = {"report", "results", "papers", "accuracy", "seeds", "rlseeds", "claims", "site"}
+PRESENTATION = {"report", "results", "papers", "accuracy", "seeds", "rlseeds", "reuseresults", "claims", "site"}
 #: modules every stage runs under: the runner, parameter checks, paths
 RUNNER = {"run", "params", "paths"}
 
@@ -451,7 +451,8 @@ def _stages_depending_on(path: str) -> set[str]:
 #: the stages that present what the papers say: they change with the papers' numbers, nothing else does
 PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "shift",
               "shift_sine",
-              "nav", "cheetah", "benchmark", "summarize", "report_campaign", "freeze_campaign", "similarity_campaign"}
+              "nav", "cheetah", "benchmark", "summarize", "report_campaign", "freeze_campaign", "similarity_campaign",
+              "shift_campaign"}
 
 
 @pytest.mark.parametrize("path,expected", [

@@ -88,3 +88,21 @@ def test_the_oracle_error_is_its_query_mse_given_the_task():
     assert torch.allclose(truth, perfect(tasks.with_task_input(batch.xq, batch.task)), atol=1e-6), "input layout"
     assert torch.allclose(sine.oracle_error(perfect, batch), torch.zeros(3), atol=1e-10)
     assert torch.allclose(sine.oracle_error(lambda x: torch.zeros_like(x[..., :1]), batch), (batch.yq ** 2).mean((1, 2)))
+
+
+def test_the_pooled_batch_is_each_fresh_tasks_points_in_one_regression_batch_and_draws_as_a_task_batch():
+    gen = torch.Generator().manual_seed(3)
+    x, y = sine.pooled_batch(FAMILY, 4, 5, gen)
+    after = torch.rand(1, generator=gen)  # the stream continues where a batch of 4 tasks x 5 points leaves it
+    again = torch.Generator().manual_seed(3)
+    task = FAMILY.sample_tasks(4, again)
+    xs = FAMILY.sample_x(4, 5, again)
+    FAMILY.sample_x(4, 0, again)  # no queries
+    assert torch.equal(after, torch.rand(1, generator=again))
+    assert x.shape == (20, 1) and y.shape == (20, 1)
+    assert torch.equal(x, xs.reshape(20, 1))
+    amplitude, phase = task.repeat_interleave(5, dim=0).unbind(1)  # points 0..4 are task 0's, 5..9 task 1's ...
+    assert torch.allclose(y[:, 0], amplitude * torch.sin(x[:, 0] + phase))
+    ox, oy = sine.pooled_batch(FAMILY, 4, 5, torch.Generator().manual_seed(3), oracle=True)
+    assert ox.shape == (20, 3) and torch.equal(ox[:, :1], x) and torch.equal(oy, y)
+    assert torch.equal(ox[:, 1:], task.repeat_interleave(5, dim=0))  # each point told its task's amplitude, phase

@@ -79,6 +79,18 @@ def multitask_baselines(factory: Callable[[], nn.Module], family, n: int, pilot:
     return averaged, errors, chosen
 
 
+def pooled_batch(family, n_tasks: int, points: int, gen: torch.Generator,
+                 oracle: bool = False) -> tuple[Tensor, Tensor]:
+    """One training step's batch of the baselines trained on all tasks at once (the MAML paper's
+    "pretrained on all tasks" network, and the oracle): ``points`` points of each of ``n_tasks``
+    fresh tasks of ``family`` (drawn as :meth:`metalearn.tasks.SineFamily.batch` draws support
+    sets), pooled into one regression batch: inputs [n_tasks * points, 1] (the oracle's with the
+    task's amplitude and phase appended, [n_tasks * points, 3]), targets [n_tasks * points, 1]."""
+    b = family.batch(n_tasks, points, 0, gen)
+    x = tasks.with_task_input(b.xs, b.task) if oracle else b.xs
+    return x.reshape(-1, x.shape[-1]), b.ys.reshape(-1, 1)
+
+
 def finetune_curves(model: nn.Module, params: Params, batch: tasks.Batch, steps: int, lr: float) -> Tensor:
     """Query MSE of each task of ``batch`` after 0..``steps`` plain gradient steps of size ``lr``
     on its support set (:func:`evaluation.learning_curves`) -> [T, steps + 1]."""
