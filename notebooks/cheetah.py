@@ -91,11 +91,13 @@ require(len(P.seeds) >= 1, "seeds", "needs at least one seed")
 
 # %%
 import functools
+import itertools
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import Markdown
+from tqdm import tqdm  # not tqdm.auto: its widget warning prints the absolute path of the venv
 
 from metalearn import cheetah, hardware, models, papers, report, results, rl, rlseeds
 
@@ -188,15 +190,11 @@ STEP_SIZES = {**{name: tuple(P.test_lrs) for name in P.algorithms}, "pretrained"
               "random": (P.random_lr,), "oracle": (0.0,)}
 testing = {family: rl.TestTime(env, P.test_steps, P.test_trajectories, P.gamma) for family, env in envs.items()}
 curves, episodes = {}, {}  # curves: {(seed, family, method): returns [n_test_tasks, test_steps + 1]}
-for seed in P.seeds:
-    for family in P.tasks:
-        for name in TESTED:
-            params = (models.params_of(policy(seed), False) if name == "random"
-                      else trained[seed, family, name]["best"])
-            curves[seed, family, name], eps = testing[family].returns(
-                policy(seed, oracle=name == "oracle"), name, params, test_goals[family], STEP_SIZES[name],
-                P.test_seed + 20_000)
-            episodes[seed, family, name] = (eps[0], eps[-1])  # before adaptation and after the last step
+for seed, family, name in tqdm(list(itertools.product(P.seeds, P.tasks, TESTED)), desc="test returns"):
+    params = models.params_of(policy(seed), False) if name == "random" else trained[seed, family, name]["best"]
+    curves[seed, family, name], eps = testing[family].returns(
+        policy(seed, oracle=name == "oracle"), name, params, test_goals[family], STEP_SIZES[name], P.test_seed + 20_000)
+    episodes[seed, family, name] = (eps[0], eps[-1])  # before adaptation and after the last step
 
 FIELDS = ["family", "method"]
 per_seed = rlseeds.per_seed_table(curves, FIELDS)

@@ -88,6 +88,10 @@ def test_stage_rows_are_a_stages_results_and_its_contrasts_at_its_scale():
     assert ("M-omni", "omniglot maml conv 5w1s", "accuracy") in keys
     assert ("A-curves", "omniglot anil conv 5w1s final validation", "accuracy") in keys
     assert ("A-anil", "omniglot anil - maml conv 5w1s", "difference (points, paired)") in keys
+    curves = next(r for r in rows if r["setting"] == "omniglot maml conv 5w1s final validation")
+    assert curves["value"] == "50" and curves["ci95"] == "" and curves["scale"] == (
+        "100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
+        f"{accuracy.VALIDATION}; 1 seed; d; bn transductive; h")  # a validation mean, not the test's 2 tasks
     maml = next(r for r in rows if r["setting"] == "omniglot maml conv 5w1s")
     assert maml["value"] == "85" and maml["scale"] == ("100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
                                                        "2 test tasks x 5 queries/class, 2 test steps; 1 seed; d; "

@@ -133,11 +133,16 @@ def experiments(dataset: str, spec: Spec, head: str) -> list[tuple[str, str]]:
     return out
 
 
+#: what an A-curves row measures in place of the test (a training stage keeps each validation's mean only)
+VALIDATION = "the last validation in training, on the stage's fixed validation tasks (their mean only: no CI)"
+
+
 def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> list[dict]:
     """``reports/results.csv`` rows: each test result under its experiment ids
     (:func:`experiments`), and for MAML and ANIL runs the final validation accuracy under
-    A-curves. ``scale`` describes the scale, with ``{training}`` and ``{steps}`` (the test
-    steps of the row's head) filled in per row."""
+    A-curves. ``scale`` describes the scale, ``"{training}; <the test>; ..."``, with
+    ``{training}`` and ``{steps}`` (the test steps of the row's head) filled in per row; an
+    A-curves row's scale names :data:`VALIDATION` in place of the test."""
     out = []
     for r in table.itertuples():
         spec = Spec.parse(r.run)
@@ -147,7 +152,8 @@ def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale:
         if r.head == "adapt" and spec.algorithm in ("maml", "anil"):
             final = history[history.run == r.run].val_accuracy.iloc[-1] * 100
             setting = f"{dataset} {spec.algorithm} {spec.model} {spec.setting} final validation"
-            out.append(results.row("A-curves", setting, "accuracy", final, described))
+            training, _test, rest = described.split("; ", 2)
+            out.append(results.row("A-curves", setting, "accuracy", final, f"{training}; {VALIDATION}; {rest}"))
     return out
 
 
