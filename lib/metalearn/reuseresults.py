@@ -295,7 +295,7 @@ def shift_rows(measures: pd.DataFrame, setting: str, scale: str, anil_minus_maml
             rows.append(results.row("X-shift", setting, SHIFT_METRICS[r.measure], r.value, scale, r.ci95))
         elif r.measure == "relative movement":
             rows.append(results.row("X-shift", f"{setting} {r.layer}", "relative movement", r.value, scale, r.ci95))
-        elif r.value == r.value:  # NaN where CCA is undefined
+        elif pd.notna(r.value):  # NaN where CCA is undefined
             metric = r.method if r.measure == "similarity" else f"{r.method} chance level"
             rows.append(results.row("X-shift", f"{setting} {r.layer} pre vs post", metric, r.value, scale, r.ci95))
     rows.append(results.row("X-shift", setting, "anil - maml (points, paired)", anil_minus_maml["difference"], scale,

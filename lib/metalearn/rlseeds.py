@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import results
-from .evaluation import mean_ci95
+from .evaluation import mean_ci95, paired_over_seeds
 
 Curves = dict[tuple, Tensor]
 
@@ -82,14 +82,15 @@ def seed_table(curves: Curves, seeds: Sequence[int], fields: Sequence[str]) -> p
 def paired_difference(curves: Curves, seeds: Sequence[int], a: str | tuple[str, ...], b: str | tuple[str, ...],
                       step_a: int, step_b: int | None = None) -> dict:
     """Run ``a`` after ``step_a`` steps minus run ``b`` after ``step_b`` (default ``step_a``) on
-    the same test tasks: {"difference": the mean over tasks of each task's seed-averaged
+    the same test tasks (:func:`metalearn.evaluation.paired_over_seeds`): {"difference": the mean over tasks of each task's seed-averaged
     difference, "ci95": its 95% half-width over the tasks, "per seed": each seed's mean
     difference [len(seeds)]}."""
     a, b = _run(a), _run(b)
     step_b = step_a if step_b is None else step_b
-    diff, ci = mean_ci95(seed_mean(curves, seeds, a)[:, step_a] - seed_mean(curves, seeds, b)[:, step_b])
-    each = [(curves[(s, *a)][:, step_a] - curves[(s, *b)][:, step_b]).mean().item() for s in seeds]
-    return {"difference": diff, "ci95": ci, "per seed": each}
+    seed_mean(curves, seeds, a), seed_mean(curves, seeds, b)  # a clear error for a missing seed
+    d = paired_over_seeds(torch.stack([curves[(s, *a)][:, step_a] for s in seeds]),
+                          torch.stack([curves[(s, *b)][:, step_b] for s in seeds]))
+    return {"difference": d["difference"], "ci95": d["ci95"], "per seed": d["per seed"]}
 
 
 def after(method: str, steps: int) -> str:
