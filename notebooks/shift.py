@@ -32,6 +32,11 @@
 #   dataset's are (`datasets.omniglot_image`: grey, 28x28, inverted; `datasets.miniimagenet_image`:
 #   RGB, 84x84; the Omniglot drawings inverted back to black on white first).
 #
+# An Omniglot model trained on the official split (the stage `shift_official`, on the models of
+# `train_omniglot_official`: background alphabets for training, evaluation alphabets for test)
+# meets **new alphabets** at `same`, where the study's character split (`maml`, the characters of
+# all alphabets shuffled) meets new characters of the alphabets it trained on; its rows name the split.
+#
 # At each shift, on the same tasks: MAML's accuracy, the cost of freezing its whole body at test
 # time (paired over the tasks), how far each layer moves in adaptation (relative to its norm),
 # CCA / CKA of each layer before vs after adaptation with its chance level, ANIL - MAML (paired),
@@ -104,6 +109,9 @@ for dataset in P.datasets:
         runs["control"] = (control_in, f"random-conv-{maml.setting}")
     cases[dataset] = {role: reuse.load_case(where, name, P.n_tasks, P.device, f"{dataset}_{role}")
                       for role, (where, name) in runs.items()}
+# how results name each dataset's runs: with the Omniglot split they trained on, where it is not the study's
+SPLIT = {dataset: runs["maml"].trained.identity.get("split") for dataset, runs in cases.items()}  # MiniImageNet: None
+WHERE = {dataset: reuseresults.trained_on(dataset, SPLIT[dataset]) for dataset in cases}
 # which datasets are analysed changes no outcome (each is kept per dataset and shift): not part of the identity
 IDENTITY = reuse.analysis_identity(P, [c.trained for runs in cases.values() for c in runs.values()],
                                    apart=["datasets"])
@@ -156,7 +164,7 @@ for row, dataset in zip(axes, P.datasets):
         part = acc[acc.role == role].set_index("shift").loc[list(names)]
         row[0].errorbar(x + 0.05 * i, part.accuracy, yerr=part.ci95, marker="o", capsize=3,
                         label=cases[dataset][role].trained.spec.name + (" (NIL head)" if HEAD[role] == "nil" else ""))
-    row[0].set(title=f"{dataset} models: test accuracy (%)", ylabel="accuracy (%)")
+    row[0].set(title=f"{WHERE[dataset]} models: test accuracy (%)", ylabel="accuracy (%)")
     part = table[(table.dataset == dataset) & (table.measure == "freeze cost")].set_index("shift").loc[list(names)]
     row[1].errorbar(x, part.value, yerr=part.ci95, marker="o", capsize=3, color="C3")
     row[1].axhline(1, color="grey", ls=":", lw=0.8, label="1 point")
@@ -194,8 +202,8 @@ for (dataset, name), outcome in outcomes.items():
     if "control" in cases[dataset]:
         c = at["accuracy"][at["accuracy"].role == "control"].iloc[0]
         control = (cases[dataset]["control"].trained.spec.name, c.accuracy, c.ci95)
-    rows += reuseresults.shift_rows(at["table"], f"{reuseresults.run_setting(dataset, maml.trained.spec.name)} {name}",
-                                    scale, at["contrast"].iloc[0], control)
+    setting = f"{reuseresults.run_setting(dataset, maml.trained.spec.name, SPLIT[dataset])} {name}"
+    rows += reuseresults.shift_rows(at["table"], setting, scale, at["contrast"].iloc[0], control)
 results.write(rows, STAGE)
 report.save_metrics({f"{d}_{s}_{m}": float(v) for d, s, m, v in
                      table[table.measure.isin(["accuracy", "freeze cost"])][["dataset", "shift", "measure", "value"]]
@@ -222,9 +230,9 @@ for (dataset, name), outcome in outcomes.items():
     decided, why = claims.verdict(cost, cost_ci, "<", 1.0, control)
     moved = at.loc["relative movement"].value.droplevel("method")
     diff = contrast[(contrast.dataset == dataset) & (contrast["shift"] == name)].iloc[0]
-    lines.append(f"- **{dataset} {cases[dataset]['maml'].trained.spec.name}, {name}**: accuracy {acc:.1f} ± {acc_ci:.1f} %; "
-                 f"freezing the body costs {cost:+.2f} ± {cost_ci:.2f} points: *{decided}* ({why}); the head moves "
-                 f"{moved['head']:.3g} of its norm, the body at most {moved.drop('head').max():.3g}; "
+    lines.append(f"- **{WHERE[dataset]} {cases[dataset]['maml'].trained.spec.name}, {name}**: "
+                 f"accuracy {acc:.1f} ± {acc_ci:.1f} %; freezing the body costs {cost:+.2f} ± {cost_ci:.2f} points: "
+                 f"*{decided}* ({why}); the head moves {moved['head']:.3g} of its norm, the body at most {moved.drop('head').max():.3g}; "
                  f"ANIL - MAML {diff.difference:+.2f} ± {diff.ci95:.2f} points.")
 lines.append(f"\nScale: {P.n_tasks} test tasks per shift, one training seed, the models "
              "of the training stages at their iterations (see each row's scale).")

@@ -70,10 +70,11 @@ reptile_iterations = 4    # Reptile meta-iterations (review: 100000)
 reptile_meta_batch = 5    # Reptile tasks per meta-iteration (review: 5)
 reptile_inner_steps = 8   # Reptile inner Adam steps per task in training (review: 8)
 reptile_inner_lr = 0.001  # Reptile inner Adam step size (review: 0.001)
+reptile_sgd_inner_lr = 0.003  # reptilesgd runs: inner SGD step size (review, Omniglot: 0.003)
 reptile_inner_batch = 10  # Reptile inner minibatch (review: 10)
 reptile_train_shots = 15  # Reptile training images per class (review: 15)
 reptile_meta_step = 1.0   # Reptile outer step, annealed linearly to 0 (review: 1)
-reptile_test_steps = 10   # Reptile inner Adam steps at test time (review: 50)
+reptile_test_steps = 10   # Reptile inner optimiser steps at test time (review: 50)
 n_val_tasks = 4           # fixed validation tasks scored during training
 val_every = 2             # iterations between validation scores (the learning curves' resolution)
 n_test_tasks = 10         # fixed test tasks per setting (study: at least 600)
@@ -122,10 +123,8 @@ def settings_of(spec):
     """The run's hyperparameters, from the parameters above."""
     common = dict(meta_lr=P.meta_lr, bn=P.bn, val_every=P.val_every, checkpoint_every=P.checkpoint_every,
                   pretrain_iterations=P.pretrain_iterations, pretrain_batch=P.pretrain_batch)
-    if spec.algorithm == "reptile":
-        return fewshot.Settings(P.reptile_iterations, P.reptile_meta_batch, P.reptile_inner_steps, P.reptile_inner_lr,
-                                P.reptile_test_steps, inner_batch=P.reptile_inner_batch,
-                                train_shots=P.reptile_train_shots, meta_step=P.reptile_meta_step, **common)
+    if spec.reptile:
+        return fewshot.reptile_settings(spec, P, **common)
     return fewshot.Settings(P.iterations, P.meta_batch_1shot if spec.k_shot == 1 else P.meta_batch_5shot,
                             P.inner_steps, P.inner_lr, P.test_steps, train_queries=P.train_queries, **common)
 

@@ -6,6 +6,7 @@ import pytest
 import scipy.stats
 
 from metalearn import accuracy, claims
+from metalearn.fewshot import Spec
 
 
 def stage(runs: dict[str, dict]) -> accuracy.Stage:
@@ -66,8 +67,8 @@ def test_a_contrast_of_runs_on_different_budgets_names_both_and_the_claims_find_
 
 def test_every_comparison_claim_reads_a_row_the_contrasts_make():
     """The claims' settings are those the report stages write (a typo would read 'not measured')."""
-    runs = ["maml", "fomaml", "anil", "random", "reptile", "multiclass+reptile", "multiclass+head", "multitask+head",
-            "niltrain+head"]
+    runs = ["maml", "fomaml", "anil", "random", "reptile", "reptilesgd", "multiclass+reptile", "multiclass+head",
+            "multitask+head", "niltrain+head"]
     made = set()
     for dataset, settings in (("miniimagenet", ["5w1s"]), ("omniglot", ["5w1s", "20w1s", "20w5s"])):
         s = stage({f"{run}-conv-{k}": {"adapt": np.arange(3.0), "nil": np.arange(3.0)} for run in runs for k in settings})
@@ -96,3 +97,19 @@ def test_stage_rows_are_a_stages_results_and_its_contrasts_at_its_scale():
     assert maml["value"] == "85" and maml["scale"] == ("100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
                                                        "2 test tasks x 5 queries/class, 2 test steps; 1 seed; d; "
                                                        "bn transductive; h")
+
+
+def test_reptile_with_inner_sgd_is_an_r_omni_result_not_the_pretraining_baseline():
+    """R-pretrain compares Reptile from pre-training with Reptile (inner Adam) from scratch, as the
+    review's Table 5; the inner-SGD run is an R-omni result only, under its own setting."""
+    assert accuracy.experiments("omniglot", Spec.parse("reptile-conv-5w1s"), "adapt") == [
+        ("R-omni", "omniglot reptile conv 5w1s"), ("R-pretrain", "omniglot reptile conv 5w1s")]
+    assert accuracy.experiments("omniglot", Spec.parse("reptilesgd-conv-5w1s"), "adapt") == [
+        ("R-omni", "omniglot reptilesgd conv 5w1s")]
+    assert accuracy.experiments("omniglot", Spec.parse("reptilesgd-conv-5w1s"), "nil") == []
+    s = stage({"reptile-conv-5w1s": {"adapt": np.array([70.0, 80, 90])},
+               "reptilesgd-conv-5w1s": {"adapt": np.array([60.0, 80, 95])}})
+    (got,) = accuracy.contrasts("omniglot", s)
+    assert (got["experiment"], got["setting"], got["a"], got["b"]) == (
+        "R-omni", "omniglot reptilesgd - reptile conv 5w1s", "reptilesgd-conv-5w1s", "reptile-conv-5w1s")
+    assert got["difference"] == pytest.approx(-5 / 3)

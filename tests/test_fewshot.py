@@ -287,6 +287,33 @@ def test_few_shot_optimized_with_sgd_is_few_shot(problem):
     torch.testing.assert_close(sgd["accuracy"], plain["accuracy"])
 
 
+def test_reptilesgd_adapts_with_plain_sgd_of_its_step_and_reptile_with_adam(problem):
+    """The two Reptile algorithms differ in their inner optimiser only: reptilesgd's test-time
+    adaptation is the plain SGD loop of ``inner_lr`` on every parameter, on the mean cross-entropy."""
+    net, batch = problem
+    params = models.params_of(net, requires_grad=False)
+    settings = settings_for("inductive", test_steps=3, inner_lr=0.3)
+    sgd = fewshot.evaluate(fewshot.Spec.parse(f"reptilesgd-conv-{N_WAY}w{K_SHOT}s"), net, params, batch, settings)
+    plain = evaluation.few_shot(net, params, *batch[:4], core.InnerLoop(3, 0.3), bn="inductive")
+    torch.testing.assert_close(sgd["loss"], plain["loss"], atol=1e-10, rtol=1e-10)
+    adam = fewshot.evaluate(fewshot.Spec.parse(f"reptile-conv-{N_WAY}w{K_SHOT}s"), net, params, batch, settings)
+    assert (adam["loss"][:, 1:] - sgd["loss"][:, 1:]).abs().min() > 1e-6
+
+
+def test_a_reptile_runs_settings_take_the_step_size_of_its_inner_optimiser():
+    p = dataclasses.make_dataclass("P", [])()
+    for key, value in dict(reptile_iterations=7, reptile_meta_batch=3, reptile_inner_steps=2, reptile_inner_lr=0.001,
+                           reptile_sgd_inner_lr=0.003, reptile_test_steps=9, reptile_inner_batch=4,
+                           reptile_train_shots=6, reptile_meta_step=0.5).items():
+        setattr(p, key, value)
+    adam = fewshot.reptile_settings(fewshot.Spec.parse("reptile-conv-5w1s"), p, meta_lr=0.01)
+    sgd = fewshot.reptile_settings(fewshot.Spec.parse("multiclass+reptilesgd-conv-5w1s"), p, meta_lr=0.01)
+    assert (adam.inner_lr, sgd.inner_lr) == (0.001, 0.003)
+    assert dataclasses.replace(sgd, inner_lr=0.001) == adam == fewshot.Settings(
+        7, 3, 2, 0.001, 9, inner_batch=4, train_shots=6, meta_step=0.5, meta_lr=0.01)
+    assert fewshot.Spec.parse("reptilesgd-conv-5w1s").reptile and not fewshot.Spec.parse("maml-conv-5w1s").reptile
+
+
 def test_reptile_evaluation_refuses_frozen_layers(problem):
     net, batch = problem
     params = models.params_of(net, requires_grad=False)
@@ -307,7 +334,7 @@ def test_freezing_an_unknown_layer_is_refused_not_ignored(problem):
 
 
 @pytest.mark.parametrize("name", ["maml-conv-5w1s", "anil-conv-20w1s", "fomaml-mlp-5w5s", "random-conv-2w1s",
-                                  "reptile-conv-20w5s", "maml-mlp-100w10s"])
+                                  "reptile-conv-20w5s", "reptilesgd-conv-5w1s", "maml-mlp-100w10s"])
 def test_good_run_names_round_trip(name):
     spec = fewshot.Spec.parse(name)
     assert spec.name == name

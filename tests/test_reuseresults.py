@@ -280,3 +280,12 @@ def test_shift_rows_name_each_measure_leave_out_undefined_similarities_and_end_w
 def test_shift_rows_refuse_a_table_without_its_columns():
     with pytest.raises(ValueError, match="X-shift table has no column 'ci95'"):
         reuseresults.shift_rows(SHIFT.drop(columns="ci95"), "x", "s", {"difference": 0.0, "ci95": 0.0})
+
+
+def test_a_run_trained_on_another_omniglot_split_is_a_setting_of_its_own():
+    """The official (alphabet) split's models sit beside the character split's in results.csv: their
+    settings must differ, and the study's own (maml split, MiniImageNet) keep their names."""
+    assert reuseresults.run_setting("omniglot", "maml-conv-5w1s") == "omniglot maml conv 5w1s"
+    assert reuseresults.run_setting("omniglot", "maml-conv-5w1s", "maml") == "omniglot maml conv 5w1s"
+    assert reuseresults.run_setting("miniimagenet", "anil-conv-5w1s", None) == "miniimagenet anil conv 5w1s"
+    assert reuseresults.run_setting("omniglot", "maml-conv-5w1s", "official") == "omniglot official split maml conv 5w1s"

@@ -110,13 +110,14 @@ def experiments(dataset: str, spec: Spec, head: str) -> list[tuple[str, str]]:
     ``"<dataset> <algorithm> <model> <N>w<K>s"`` (+ ``" nil-head"``, or ``" from <init>"``);
     A-regimes names the body's regime and the head: ``"... multiclass conv 5w1s maml-head"``."""
     base = f"{dataset} {spec.algorithm} {spec.model} {spec.setting}"
-    if spec.algorithm == "reptile":
+    if spec.reptile:
         if head != "adapt":
             return []
         if spec.init:
             return [("R-pretrain", f"{base} from {spec.init}")]
         out = [("R-omni" if dataset == "omniglot" else "R-mini", base)]
-        return out + ([("R-pretrain", base)] if spec.setting == "5w1s" and spec.model == "conv" else [])
+        pretrain = spec.algorithm == "reptile" and spec.setting == "5w1s" and spec.model == "conv"
+        return out + ([("R-pretrain", base)] if pretrain else [])
     out = []
     if spec.init is None:
         if head == "nil":
@@ -177,6 +178,7 @@ def contrasts(dataset: str, stage: Stage) -> list[dict]:
     A-nil       MAML / ANIL with a NIL head                     the same model, head adapted
     M-*         first-order MAML                                MAML
     R-*         Reptile                                         MAML
+    R-*         Reptile with inner SGD                          Reptile (inner Adam)
     R-pretrain  Reptile from multiclass pre-training            Reptile
     A-regimes   each other body (NIL head)                      MAML's body (NIL head)
     ==========  ==============================================  =============================
@@ -203,6 +205,7 @@ def contrasts(dataset: str, stage: Stage) -> list[dict]:
             add("A-nil", f"{algorithm} conv {s} nil-head - maml-head", run, "nil", run, "adapt")
         add(maml_id, f"fomaml - maml conv {s}", f"fomaml-conv-{s}", "adapt", maml, "adapt")
         add(reptile_id, f"reptile - maml conv {s}", f"reptile-conv-{s}", "adapt", maml, "adapt")
+        add(reptile_id, f"reptilesgd - reptile conv {s}", f"reptilesgd-conv-{s}", "adapt", f"reptile-conv-{s}", "adapt")
         add("R-pretrain", f"reptile from multiclass - reptile conv {s}", f"multiclass+reptile-conv-{s}", "adapt",
             f"reptile-conv-{s}", "adapt")
         for run in stage.scores:

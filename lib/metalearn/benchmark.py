@@ -200,7 +200,7 @@ def training_step(setting: Setting, algorithm: str, model: nn.Module, batch: Bat
         run = _Run(model, None)
         settings = fewshot.Settings(iterations=1, meta_batch=setting.meta_batch, inner_steps=setting.inner_steps,
                                     inner_lr=0.001, test_steps=setting.test_steps)
-        optimizer = fewshot.reptile_optimizer(settings)
+        optimizer = fewshot.reptile_optimizer(spec, settings)
         x = torch.cat([batch.xs, batch.xq], 1)
         y = torch.cat([batch.ys, batch.yq], 1)
         size = min(setting.reptile_batch, x.shape[1])

@@ -12,8 +12,9 @@ anil          ANIL: the inner loop adapts the head only (second order)
 head          the body is frozen; only the head is meta-trained (ANIL's inner
               loop): the ANIL paper's "MAML head" on a body trained otherwise
 random        random features: ``head`` on the body's random initialisation
-reptile       Reptile: an inner optimiser on each task's training shots, then
-              ``theta += eps * mean(phi - theta)`` (no query split)
+reptile       Reptile: an inner optimiser (Adam, beta1 0) on each task's training
+              shots, then ``theta += eps * mean(phi - theta)`` (no query split)
+reptilesgd    Reptile with plain SGD as its inner optimiser (Reptile review, Table 3)
 ============  =============================================================
 
 ``<init>`` first trains the body by a regime without an inner loop
@@ -46,9 +47,10 @@ from .evaluation import NUMERICS, few_shot, few_shot_optimized
 from .params import Choice, Float, Int, List, Str, require
 from .tasks import Batch
 
-ALGORITHMS = ("maml", "fomaml", "anil", "head", "random", "reptile")
+REPTILE = {"reptile": "adam", "reptilesgd": "sgd"}  # Reptile's algorithms, by their inner optimiser
+ALGORITHMS = ("maml", "fomaml", "anil", "head", "random", *REPTILE)
 HEAD_ONLY = ("head", "random")  # the body stays as it starts; the head is meta-trained
-INITIALISED = ("head", "reptile")  # the algorithms that may start from a pre-trained body
+INITIALISED = ("head", *REPTILE)  # the algorithms that may start from a pre-trained body
 MODELS = ("conv", "mlp")
 DATASETS = {  # input channels, image side, Conv4 filters, strided (Omniglot) or max-pooled
     "omniglot": dict(channels=1, image_size=28, strided=True),
@@ -94,6 +96,11 @@ class Spec:
         return f"{self.init + '+' if self.init else ''}{self.algorithm}-{self.model}-{self.setting}"
 
     @property
+    def reptile(self) -> bool:
+        """Whether the run trains with Reptile (inner Adam, or inner SGD for ``reptilesgd``)."""
+        return self.algorithm in REPTILE
+
+    @property
     def regime(self) -> str:
         """What trained the body: the pre-training regime, else the algorithm."""
         return self.init or self.algorithm
@@ -109,9 +116,9 @@ class Settings:
 
     MAML family: ``meta_batch`` tasks per iteration, ``inner_steps`` SGD steps of
     ``inner_lr``, Adam with ``meta_lr``; ``train_queries`` query images per class.
-    Reptile: ``inner_steps`` steps of Adam (``inner_lr``, beta1 0) on minibatches of
-    ``inner_batch`` from ``train_shots`` images per class, outer step ``meta_step``
-    annealed linearly to 0. Test: ``test_steps`` adaptation steps (Reptile: of its
+    Reptile: ``inner_steps`` steps of its inner optimiser (:func:`reptile_optimizer`, step
+    ``inner_lr``) on minibatches of ``inner_batch`` from ``train_shots`` images per class, outer
+    step ``meta_step`` annealed linearly to 0. Test: ``test_steps`` adaptation steps (Reptile: of its
     inner optimiser on the support set). ``bn``: batch-norm mode (:func:`core.predict`).
     Pre-training (runs with an ``init``): ``pretrain_iterations`` Adam steps of size
     ``meta_lr``, each on ``pretrain_batch`` images (multiclass) or ``meta_batch`` tasks
@@ -147,11 +154,21 @@ STEP_PARAMETERS = dict(iterations=Int(min=1), inner_steps=Int(min=1), inner_lr=F
                        test_steps=Int(min=1))
 REPTILE_PARAMETERS = dict(
     reptile_iterations=Int(min=1), reptile_meta_batch=Int(min=1), reptile_inner_steps=Int(min=1),
-    reptile_inner_lr=Float(min=0, strict=True), reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1),
-    reptile_meta_step=Float(min=0, strict=True), reptile_test_steps=Int(min=1), pretrain_iterations=Int(min=1),
-    pretrain_batch=Int(min=1))
+    reptile_inner_lr=Float(min=0, strict=True), reptile_sgd_inner_lr=Float(min=0, strict=True),
+    reptile_inner_batch=Int(min=1), reptile_train_shots=Int(min=1), reptile_meta_step=Float(min=0, strict=True),
+    reptile_test_steps=Int(min=1), pretrain_iterations=Int(min=1), pretrain_batch=Int(min=1))
 SEEDS_PARAMETERS = dict(seeds=List(Int(min=0), unique=True), test_seed=Int(min=0))
 PREPARED = ("miniimagenet", "miniimagenet_full_train")  # the prepared MiniImageNet copies (datasets.prepare_*)
+
+
+def reptile_settings(spec: Spec, p, **common) -> Settings:
+    """A Reptile run's settings from a training stage's parameters ``p`` (:data:`REPTILE_PARAMETERS`,
+    as attributes): its inner step ``reptile_inner_lr`` (inner Adam) or ``reptile_sgd_inner_lr``
+    (``reptilesgd``); ``common``: the stage's other :class:`Settings` (meta_lr, bn, ...)."""
+    lr = p.reptile_sgd_inner_lr if REPTILE[spec.algorithm] == "sgd" else p.reptile_inner_lr
+    return Settings(p.reptile_iterations, p.reptile_meta_batch, p.reptile_inner_steps, lr, p.reptile_test_steps,
+                    inner_batch=p.reptile_inner_batch, train_shots=p.reptile_train_shots, meta_step=p.reptile_meta_step,
+                    **common)
 
 
 def require_seed_runs(seeds: Sequence[int], runs: Sequence[Spec]) -> None:
@@ -201,7 +218,7 @@ def require_enough_images(images: Images, runs: Sequence[Spec], train_queries: i
     for spec in runs:
         require(spec.n_way <= min(n_classes.values()), "runs",
                 f"has {spec.name}: {spec.n_way} ways, but a split has fewer classes ({n_classes})")
-        train = (reptile_train_shots + 1 if spec.algorithm == "reptile"
+        train = (reptile_train_shots + 1 if spec.reptile
                  else spec.k_shot + (spec.k_shot if train_queries is None else train_queries))
         require(train <= per_class["train"] and spec.k_shot + test_queries <= min(per_class["val"], per_class["test"]),
                 "runs", f"has {spec.name}: shots plus queries exceed the images per class of a split ({per_class})")
@@ -224,7 +241,7 @@ def inner_loop(spec: Spec, params: models.Params, steps: int, lr: float, layers:
     """The MAML-family inner loop of the run (head-only runs adapt the head, as ANIL), with the
     ``frozen`` layers (names among the model's ``layers``) left as they are: the one place that
     says what a run adapts, in training, at test time and in the freezing analysis."""
-    algorithm = "anil" if spec.algorithm in HEAD_ONLY else {"reptile": "maml"}.get(spec.algorithm, spec.algorithm)
+    algorithm = "anil" if spec.algorithm in HEAD_ONLY else "maml" if spec.reptile else spec.algorithm
     if not frozen:
         return core.inner_loop(algorithm, params, steps, lr)
     unknown = [layer for layer in frozen if layer not in layers]
@@ -237,13 +254,15 @@ def inner_loop(spec: Spec, params: models.Params, steps: int, lr: float, layers:
 def loss_of(spec: Spec) -> core.LossFn:
     """The training loss of the run: the MAML code's :func:`core.class_sum_cross_entropy` for
     the MAML family (its step sizes refer to it), the mean cross-entropy for Reptile (as in
-    the Reptile code; its Adam inner loop is insensitive to the loss's scale)."""
-    return cross_entropy if spec.algorithm == "reptile" else class_sum_cross_entropy
+    the Reptile code: its Adam inner loop is insensitive to the loss's scale, and the review's
+    SGD step size refers to the mean)."""
+    return cross_entropy if spec.reptile else class_sum_cross_entropy
 
 
-def reptile_optimizer(settings: Settings) -> InnerOptimizer:
-    """Reptile's inner optimiser: Adam with beta1 = 0 (Nichol et al.)."""
-    return InnerOptimizer("adam", lr=settings.inner_lr, beta1=0.0, beta2=0.999)
+def reptile_optimizer(spec: Spec, settings: Settings) -> InnerOptimizer:
+    """Reptile's inner optimiser, of step size ``settings.inner_lr``: Adam with beta1 = 0 (Nichol
+    et al.), or plain SGD for ``reptilesgd`` (the review's variant on Omniglot, Sec. 6.4.1)."""
+    return InnerOptimizer(REPTILE[spec.algorithm], lr=settings.inner_lr, beta1=0.0, beta2=0.999)
 
 
 def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, settings: Settings,
@@ -284,12 +303,12 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers, path)
     params = dict(model.named_parameters())
     trainable = model.head.parameters() if spec.algorithm in HEAD_ONLY else model.parameters()
-    optimizer = None if spec.algorithm == "reptile" else torch.optim.Adam(trainable, lr=settings.meta_lr)
-    if spec.algorithm == "reptile":
+    optimizer = None if spec.reptile else torch.optim.Adam(trainable, lr=settings.meta_lr)
+    if spec.reptile:
         if sampler.k_shot != settings.train_shots:
             raise ValueError(f"run {spec.name}: Reptile trains on {settings.train_shots} shots per class, but "
                              f"the sampler draws {sampler.k_shot}")
-        opt = reptile_optimizer(settings)
+        opt = reptile_optimizer(spec, settings)
         n_train = spec.n_way * settings.train_shots
 
         def sample(gen):
@@ -354,7 +373,7 @@ def checkpoint_identity(spec: Spec, key: dict) -> dict:
     run instead of starting again (bit for bit the weights of the longer run trained at once; its
     history too when the shorter one ended on a multiple of ``val_every``). Reptile keeps its total:
     its outer step anneals to 0 over it."""
-    if spec.algorithm == "reptile":
+    if spec.reptile:
         return key
     return {k: v for k, v in key.items() if k not in EXTENDABLE}
 
@@ -364,7 +383,7 @@ def meta_path(spec: Spec, model: nn.Module, settings: Settings, path: str) -> st
     model and batch norm it computes (``"batched"``: Conv4 with transductive batch norm,
     :func:`batched.supports`), else the per-task loop; Reptile and pre-training have no other."""
     require(path in core.PATHS, "path", f"must be one of {core.PATHS}, got {path!r}")
-    if spec.algorithm == "reptile":
+    if spec.reptile:
         return "loop"
     if path == "batched" and not (batched.supports(model) and settings.bn == "transductive"):
         return "loop"
@@ -383,7 +402,7 @@ def run_identity(spec: Spec, settings: Settings, seed: int, stage: str, config: 
     meta-batch takes another path than the loop (:func:`meta_path`: ``"vmap"``, ``"batched"``; equal
     to rounding) is another run too."""
     snapshots = sorted(set(snapshots))
-    ordered = workers > 1 and spec.algorithm != "reptile"
+    ordered = workers > 1 and not spec.reptile
     return (f"{stage}-{spec.name}{suffix}", {**config, **asdict(spec), **settings_of_run(spec, settings), "seed": seed,
                                              **({"snapshots": snapshots} if snapshots else {}),
                                              **({"meta_gradient": "summed task by task"} if ordered else {}),
@@ -399,7 +418,7 @@ def settings_of_run(spec: Spec, settings: Settings) -> dict:
     Reptile's own for the MAML family, the query count for Reptile (it trains on support sets
     only), the pre-training ones for runs without an ``init``. Two runs that differ only in the
     others train the same weights, so they are the same run."""
-    unused = {"checkpoint_every", *(("train_queries",) if spec.algorithm == "reptile" else REPTILE_ONLY),
+    unused = {"checkpoint_every", *(("train_queries",) if spec.reptile else REPTILE_ONLY),
               *(() if spec.init else PRETRAIN_ONLY)}
     return {k: v for k, v in asdict(settings).items() if k not in unused}
 
@@ -434,11 +453,11 @@ def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, s
     optimiser (fresh per task) on the whole support set, all parameters.
     """
     steps = settings.test_steps if steps is None else steps
-    if spec.algorithm == "reptile" and head == "adapt":
+    if spec.reptile and head == "adapt":
         if frozen:
             raise ValueError("freezing layers is defined for the MAML-family inner loop")
         return few_shot_optimized(model, params, test.xs, test.ys, test.xq, test.yq,
-                                  reptile_optimizer(settings), steps, bn=settings.bn, every_step=every_step,
+                                  reptile_optimizer(spec, settings), steps, bn=settings.bn, every_step=every_step,
                                   progress=progress)
     inner = inner_loop(spec, params, steps, settings.inner_lr, model.layers, frozen)
     return few_shot(model, params, test.xs, test.ys, test.xq, test.yq, inner, bn=settings.bn, head=head,
@@ -537,8 +556,8 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
                   + (f", trained by {record['copied_from']})" if "copied_from" in record else ")"))
             model.load_state_dict(torch.load(paths.output(weights), map_location=device, weights_only=True))
         else:
-            shots = settings.train_shots if spec.algorithm == "reptile" else spec.k_shot
-            queries = 1 if spec.algorithm == "reptile" else settings.train_queries
+            shots = settings.train_shots if spec.reptile else spec.k_shot
+            queries = 1 if spec.reptile else settings.train_queries
             val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
             history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
                             snapshots, suffix, workers, work_dir, path)
@@ -623,7 +642,7 @@ def test_scores(spec: Spec, model: nn.Module, settings: Settings, test: Batch, e
                        progress=f"{spec.name}: test")["accuracy"] * 100
     steps = range(settings.test_steps + 1) if every_step else (0, settings.test_steps)
     columns = {f"adapt@{s}": adapted[:, i].numpy() for i, s in enumerate(steps)}
-    if spec.algorithm != "reptile":
+    if not spec.reptile:
         nil = evaluate(spec, model, params, test, settings, head="nil", progress=f"{spec.name}: NIL head")
         columns["nil"] = (nil["accuracy"][:, 0] * 100).numpy()
     return pd.DataFrame(columns)

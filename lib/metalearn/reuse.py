@@ -229,15 +229,16 @@ def test_tasks(dataset: str, spec: fewshot.Spec, n_tasks: int, queries: int, see
 
 def describe_training(record: dict) -> str:
     """How a run was trained, as a results scale's first clause (no ";"), from its model record
-    (``spec`` and ``settings``, as :func:`fewshot.train_runs` saves it): the meta-training budget and what each iteration does (MAML family:
-    training queries per class and inner steps; Reptile: shots, Adam inner steps and batch),
-    after the body's pre-training when the run has an ``init``. E.g. "1000 iterations x 4 tasks x
+    (``spec`` and ``settings``, as :func:`fewshot.train_runs` saves it): the meta-training budget
+    and what each iteration does (MAML family: training queries per class and inner steps;
+    Reptile: shots, inner Adam / SGD steps and batch), after the body's pre-training when the run has an ``init``. E.g. "1000 iterations x 4 tasks x
     15 queries/class, 5 inner steps of 0.4" or "multiclass pre-training 600 iterations x 64 images, then
     150 iterations x 5 tasks x 15 shots/class, 8 inner Adam steps of 10 images (lr 0.001)"."""
     spec, s = fewshot.Spec.parse(record["spec"]), record["settings"]
-    if spec.algorithm == "reptile":
-        each = (f"{s['train_shots']} shots/class, {s['inner_steps']} inner Adam steps of {s['inner_batch']} images "
-                f"(lr {s['inner_lr']})")
+    if spec.reptile:
+        optimiser = {"adam": "Adam", "sgd": "SGD"}[fewshot.REPTILE[spec.algorithm]]
+        each = (f"{s['train_shots']} shots/class, {s['inner_steps']} inner {optimiser} steps of {s['inner_batch']} "
+                f"images (lr {s['inner_lr']})")
     else:
         each = f"{s['train_queries']} queries/class, {s['inner_steps']} inner steps of {s['inner_lr']}"
     budget = f"{s['iterations']} iterations x {s['meta_batch']} tasks x {each}"
@@ -299,7 +300,7 @@ def _mean_ci(values) -> tuple[float, float]:
 def adaptation_loop(spec: fewshot.Spec, model: nn.Module, params: Params, settings: fewshot.Settings,
                     frozen: Sequence[str] = ()) -> core.InnerLoop:
     """The inner loop :func:`fewshot.evaluate` adapts with, minus the ``frozen`` layers."""
-    if spec.algorithm == "reptile":
+    if spec.reptile:
         raise ValueError("the feature reuse analyses adapt with the MAML-family inner loop; "
                          f"{spec.name} adapts with Reptile's optimiser")
     return fewshot.inner_loop(spec, params, settings.test_steps, settings.inner_lr, model.layers,

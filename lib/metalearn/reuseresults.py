@@ -52,10 +52,17 @@ def _of(table: pd.DataFrame, what: str, columns: Sequence[str], **where) -> pd.D
     return table[mask]
 
 
-def run_setting(dataset: str, run: str) -> str:
-    """How a setting names an analysed run: ``"miniimagenet maml conv 5w1s"``."""
+def trained_on(dataset: str, split: str | None = None) -> str:
+    """How settings name the data a run trained on: the dataset, with the Omniglot character split
+    where it is not the study's ``maml`` one (``"omniglot official split"``)."""
+    return dataset if split in (None, "maml") else f"{dataset} {split} split"
+
+
+def run_setting(dataset: str, run: str, split: str | None = None) -> str:
+    """How a setting names an analysed run: ``"miniimagenet maml conv 5w1s"``, or with the split it
+    trained on (:func:`trained_on`): ``"omniglot official split maml conv 5w1s"``."""
     spec = Spec.parse(run)
-    return f"{dataset} {spec.algorithm} {spec.model} {spec.setting}"
+    return f"{trained_on(dataset, split)} {spec.algorithm} {spec.model} {spec.setting}"
 
 
 # ------------------------------------------------------------------- the freeze stage
