@@ -25,8 +25,8 @@
 # weights before and after full test-time adaptation (paper Fig. 6: only the head moves),
 # absolute and relative to the layer's weight norm. A layer's weights are all its parameters:
 # conv weight and bias, batch-norm scale and shift (`metalearn.reuse`). A-early: the same
-# freezing test on the weights the `train_seeds` stage kept through training, for each seed
-# (paper Fig. 3: the pattern holds from early in training on).
+# freezing test on the weights a training stage kept through training (`train_seeds`, for each
+# seed; the campaign's, for its one seed) (paper Fig. 3: the pattern holds from early in training on).
 #
 # The defaults below are smoke-sized; `params.yaml` holds the study's CPU scale and
 # `params-paper.yaml` the papers'.
@@ -41,17 +41,19 @@ freezes = ["none", "1", "1-2", "1-3", "1-4"]  # frozen body layers during test-t
 n_test_tasks = 4                # fixed test tasks per setting (study: at least 600); the first n of the training stage's list
 mini_runs = ["maml-conv-5w1s"]  # MiniImageNet MAML runs of train_miniimagenet (study: maml-conv-5w1s, maml-conv-5w5s)
 omni_runs = ["maml-conv-5w1s"]  # Omniglot MAML runs of train_omniglot (study: maml-conv-5w1s, maml-conv-20w1s)
-early_runs = ["maml-conv-5w1s"] # MiniImageNet runs of train_seeds tested through training (A-early)
-early_seeds = [0, 1]            # their seeds (train_seeds' seeds)
-early_iterations = [2, 4]       # iterations whose weights train_seeds kept, and its last (ANIL paper: 10k, 20k, 30k)
+seeds_stage = "train_seeds"     # the training stage of early_runs (the campaign's: campaign_omniglot)
+early_runs = ["maml-conv-5w1s"] # runs of seeds_stage tested through training (A-early)
+early_seeds = [0, 1]            # their seeds (one seed: intervals over the test tasks instead of over seeds)
+early_iterations = [2, 4]       # iterations whose weights seeds_stage kept, and its last (ANIL paper: 10k, 20k, 30k)
 early_freezes = ["none", "1-4"] # freeze settings tested through training
-early_tasks = 4                 # test tasks per seed and iteration (the first of train_seeds' list)
+early_tasks = 4                 # test tasks per seed and iteration (the first of seeds_stage's list)
 
 # %%
 from metalearn import fewshot, reuse
 from metalearn.params import Choice, Int, List, Str, check, require
 
-P = check(globals(), stage=Str(), mini_stage=Str(), omni_stage=Str(), threads=Int(min=1), device=Choice("cpu", "cuda"),
+P = check(globals(), stage=Str(), mini_stage=Str(), omni_stage=Str(), seeds_stage=Str(), threads=Int(min=1),
+          device=Choice("cpu", "cuda"),
           freezes=List(Str(reuse.check_freeze), unique=True), n_test_tasks=Int(min=2),
           mini_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           omni_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
@@ -86,8 +88,9 @@ HARDWARE = hardware.describe(P.device)
 # stage recorded it: dataset, network, test-time step size, steps, batch norm, test episodes
 cases = ([reuse.load_case(P.mini_stage, spec.name, P.n_test_tasks, P.device, "mini_runs") for spec in P.mini_runs]
          + [reuse.load_case(P.omni_stage, spec.name, P.n_test_tasks, P.device, "omni_runs") for spec in P.omni_runs])
-early_cases = {(spec, seed): reuse.load_case("train_seeds", f"{spec.name}-seed{seed}", P.early_tasks, P.device,
-                                             "early_runs") for spec in P.early_runs for seed in P.early_seeds}
+early_cases = {(spec, seed): reuse.load_case(P.seeds_stage, reuse.seed_run(P.seeds_stage, spec.name, seed, "early_seeds"),
+                                             P.early_tasks, P.device, "early_runs")
+               for spec in P.early_runs for seed in P.early_seeds}
 # what each table below is computed from: these settings, the analysed runs, the test-time numerics. A table
 # an earlier execution computed from the same is read back from data/analyses/freeze/ instead of recomputed.
 IDENTITY = reuse.analysis_identity(P, [c.trained for c in [*cases, *early_cases.values()]])
@@ -163,16 +166,17 @@ report.save_figure(fig, f"reports/{STAGE}/weight_distance.png")
 dist[["dataset", "run", "layer", "parameters", "norm", "distance", "distance_ci95", "relative", "relative_ci95", "tasks"]]
 
 # %% [markdown]
-# ## A-early: freezing through training (seeds of `train_seeds`)
+# ## A-early: freezing through training
 #
-# The weights `train_seeds` kept at each iteration, tested on its first test tasks with each
-# freeze setting; thin lines are seeds, thick their mean. If feature reuse holds from early in
-# training on, the lines for `none` and `1-4` stay together at every iteration (paper Fig. 3).
+# The weights the training stage `seeds_stage` kept at each iteration, tested on its first test
+# tasks with each freeze setting; thin lines are seeds, thick their mean. If feature reuse holds
+# from early in training on, the lines for `none` and `1-4` stay together at every iteration
+# (paper Fig. 3).
 
 # %%
 for case in early_cases.values():
     require(max(P.early_iterations) <= case.trained.row.iterations, "early_iterations",
-            f"goes past the {case.trained.row.iterations} iterations train_seeds trained")
+            f"goes past the {case.trained.row.iterations} iterations {P.seeds_stage} trained")
 
 
 def early_table():
@@ -188,7 +192,7 @@ def early_table():
 early = store.result(f"data/analyses/{STAGE}/early", IDENTITY, early_table)
 early_rows = len(early) > 0
 if early_rows:
-    early_mean = reuse.over_seeds(early, ["run", "iteration", "frozen"], ["accuracy", "cost"])
+    early_mean = reuse.over_seeds(early, ["run", "iteration", "frozen"], {"accuracy": "ci95", "cost": "cost_ci95"})
     fig, axes = plt.subplots(1, len(P.early_runs), figsize=(4.5 * len(P.early_runs), 3.4), squeeze=False)
     for ax, spec in zip(axes[0], P.early_runs):
         for i, frozen in enumerate(P.early_freezes):
@@ -197,7 +201,8 @@ if early_rows:
                 ax.plot(one.iteration, one.accuracy, color=f"C{i}", lw=0.6, alpha=0.5)
             mean = early_mean[(early_mean.run == spec.name) & (early_mean.frozen == frozen)]
             ax.plot(mean.iteration, mean.accuracy, color=f"C{i}", lw=2, marker="o", label=f"frozen {frozen}")
-        ax.set(title=f"miniimagenet {spec.name}", xlabel="training iteration", ylabel="test accuracy (%)")
+        ax.set(title=f"{early_cases[spec, P.early_seeds[0]].trained.dataset} {spec.name}", xlabel="training iteration",
+               ylabel="test accuracy (%)")
         ax.legend(fontsize=7)
     fig.suptitle(f"A-early: freezing through training ({len(P.early_seeds)} seeds x {P.early_tasks} test tasks); "
                  f"{HARDWARE}", fontsize=8)
@@ -215,12 +220,11 @@ for case in cases:
     rows += reuseresults.freeze_rows(freeze, t.dataset, t.spec.name, scale)
     rows += reuseresults.distance_rows(dist, t.dataset, t.spec.name, scale)
 if early_rows:
-    seeds = (f"mean over {len(P.early_seeds)} seeds ({', '.join(map(str, P.early_seeds))}) of train_seeds, "
-             "95% interval over the seeds")
+    seeds = reuseresults.seeds_scale(P.early_seeds, P.seeds_stage)
     for spec in P.early_runs:
         case = early_cases[spec, P.early_seeds[0]]
         rows += reuseresults.early_freeze_rows(early_mean, spec.name,
-                                               lambda at: case.scale(HARDWARE, seeds=seeds, at=at))
+                                               lambda at: case.scale(HARDWARE, seeds=seeds, at=at), case.trained.dataset)
 metrics = reuseresults.freeze_metrics(freeze, dist, early_mean if early_rows else None)
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")
@@ -251,10 +255,9 @@ if early_rows:
     for spec in P.early_runs:
         part = early_mean[(early_mean.run == spec.name) & (early_mean.frozen == "1-4")]
         lines.append(f"- **A-early, {spec.name}**: freezing the body costs "
-                     + ", ".join(f"{r.cost:+.1f} ± {r.cost_ci95_seeds:.2g}" for r in part.itertuples())
+                     + ", ".join(f"{r.cost:+.1f} ± {r.cost_ci95:.2g}" for r in part.itertuples())
                      + " points at iterations " + ", ".join(str(i) for i in part.iteration)
-                     + f" (mean of {len(P.early_seeds)} seeds ± its 95% half-width over the seeds, "
-                     f"{P.early_tasks} test tasks each).")
+                     + f" ({reuseresults.seeds_scale(P.early_seeds, P.seeds_stage)}; {P.early_tasks} test tasks each).")
 lines.append(f"\nScale: {P.n_test_tasks} test tasks per setting, one training seed; see the scale column of the "
              "results for training iterations and data.")
 display(Markdown("\n".join(lines)))

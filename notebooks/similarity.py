@@ -23,8 +23,9 @@
 # - **A-cca** (paper Fig. 2): for each layer of a MAML model, the similarity of its activations
 #   before and after test-time adaptation to the task (same steps and step size as the training
 #   stage's test). Feature reuse predicts body layers near 1 (paper: > 0.9) and the head far below.
-# - **A-early** (Fig. 3, 9): the same at the weights `train_seeds` kept through training, per seed.
-# - **A-seeds** (App. B.4, Fig. 7, 8): two seeds of MAML (`train_seeds`), each layer compared
+# - **A-early** (Fig. 3, 9): the same at the weights a training stage kept through training
+#   (`seeds_stage`: `train_seeds`, per seed; the campaign's, for its one seed).
+# - **A-seeds** (App. B.4, Fig. 7, 8): two seeds of MAML (`seeds_stage`), each layer compared
 #   across the seeds with each side before (pre) or after (post) adaptation; (pre,pre) against
 #   the three others, with a line of best fit and R^2. If adaptation leaves the representations
 #   alone, the points lie on y = x.
@@ -55,11 +56,12 @@ mini_bodies = ["anil-conv-5w1s", "multiclass+head-conv-5w1s", "niltrain+head-con
 repr_layers = ["body.layer1", "body.layer2", "body.layer3", "body.layer4"]  # A-repr mean (paper Table 3: the body)
 regime_layers = ["body.layer1", "body.layer2", "body.layer3"]  # A-regime-sim mean (paper Table 8: first three convs)
 omni_cca_runs = ["maml-conv-5w1s"]  # A-cca: Omniglot MAML runs compared before vs after adaptation
-seed_runs = ["maml-conv-5w1s", "anil-conv-5w1s"]  # train_seeds runs: A-repr across seeds; A-seeds on the first
-seeds = [0, 1]                    # their seeds (train_seeds' seeds)
-early_runs = ["maml-conv-5w1s"]   # A-early: train_seeds runs compared before vs after adaptation through training
-early_iterations = [2, 4]         # iterations whose weights train_seeds kept, and its last (ANIL paper: 10k, 20k, 30k)
-seed_tasks = 3                    # test tasks of A-early, A-seeds and A-repr across seeds (the first of train_seeds' list)
+seeds_stage = "train_seeds"       # the training stage of seed_runs and early_runs (the campaign's: campaign_omniglot)
+seed_runs = ["maml-conv-5w1s", "anil-conv-5w1s"]  # seeds_stage runs: A-repr across seeds; A-seeds on the first
+seeds = [0, 1]                    # their seeds (one seed: A-early's intervals are over the test tasks)
+early_runs = ["maml-conv-5w1s"]   # A-early: seeds_stage runs compared before vs after adaptation through training
+early_iterations = [2, 4]         # iterations whose weights seeds_stage kept, and its last (ANIL paper: 10k, 20k, 30k)
+seed_tasks = 3                    # test tasks of A-early, A-seeds and A-repr across seeds (the first of seeds_stage's list)
 chance_tasks = 2                  # A-cca's chance level: on the first this many of its test tasks (study: 10)
 chance_permutations = 2           # random pairings of the data points per task (study: 5)
 independent_seed = 1              # A-regime-sim's random body: an untrained network from this seed (not MAML's start)
@@ -69,7 +71,8 @@ from metalearn import fewshot, reuse
 from metalearn.params import Choice, Float, Int, List, Str, check, require
 
 layer_names = [f"body.layer{i}" for i in range(1, 5)]
-P = check(globals(), stage=Str(), mini_stage=Str(), omni_stage=Str(), threads=Int(min=1), device=Choice("cpu", "cuda"),
+P = check(globals(), stage=Str(), mini_stage=Str(), omni_stage=Str(), seeds_stage=Str(), threads=Int(min=1),
+          device=Choice("cpu", "cuda"),
           n_tasks=Int(min=2),
           methods=List(Choice(*reuse.METHODS), unique=True), mini_cca_runs=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
           mini_reference=Str(fewshot.Spec.parse), mini_bodies=List(Str(fewshot.Spec.parse), min_len=0, unique=True),
@@ -117,8 +120,8 @@ cca_cases = ([reuse.load_case(MINI, s.name, P.n_tasks, P.device, "mini_cca_runs"
 reference = (reuse.load_case(MINI, P.mini_reference.name, P.n_tasks, P.device, "mini_reference") if P.mini_bodies
              else None)
 bodies = [reuse.load_case(MINI, s.name, P.n_tasks, P.device, "mini_bodies") for s in P.mini_bodies]
-seeded = {(spec, seed): reuse.load_case("train_seeds", f"{spec.name}-seed{seed}", P.seed_tasks, P.device,
-                                        "seed_runs" if spec in P.seed_runs else "early_runs")
+seeded = {(spec, seed): reuse.load_case(P.seeds_stage, reuse.seed_run(P.seeds_stage, spec.name, seed, "seeds"),
+                                        P.seed_tasks, P.device, "seed_runs" if spec in P.seed_runs else "early_runs")
           for spec in dict.fromkeys(P.seed_runs + P.early_runs) for seed in P.seeds}
 # what each table below is computed from: these settings, the analysed runs, the test-time numerics. A table
 # an earlier execution computed from the same is read back from data/analyses/similarity/ instead of recomputed.
@@ -256,7 +259,7 @@ if body_rows:
 # %% [markdown]
 # ## A-early: before vs after adaptation through training
 #
-# A-cca on the weights `train_seeds` kept at each iteration, per seed (thin) and their mean
+# A-cca on the weights `seeds_stage` kept at each iteration, per seed (thin) and their mean
 # (thick), per layer. Feature reuse from early on (paper Fig. 3): the body's lines stay near 1 at
 # every iteration, the head's below.
 
@@ -264,7 +267,7 @@ if body_rows:
 for spec in P.early_runs:
     for seed in P.seeds:
         require(max(P.early_iterations) <= seeded[spec, seed].trained.row.iterations, "early_iterations",
-                f"goes past the {seeded[spec, seed].trained.row.iterations} iterations train_seeds trained")
+                f"goes past the {seeded[spec, seed].trained.row.iterations} iterations {P.seeds_stage} trained")
 
 
 def early_table():
@@ -282,7 +285,7 @@ def early_table():
 early = store.result(f"data/analyses/{STAGE}/early", IDENTITY, early_table)
 early_rows = len(early) > 0
 if early_rows:
-    early_mean = reuse.over_seeds(early, ["run", "iteration", "layer", "method"], ["value"])
+    early_mean = reuse.over_seeds(early, ["run", "iteration", "layer", "method"], {"value": "ci95"})
     fig, axes = plt.subplots(len(P.early_runs), len(P.methods), figsize=(4.2 * len(P.methods), 3.3 * len(P.early_runs)),
                              squeeze=False)
     for row, spec in enumerate(P.early_runs):
@@ -295,7 +298,8 @@ if early_rows:
                 ax.plot(mean.iteration, mean.value, color=f"C{i}", lw=2, marker="o", label=layer.removeprefix("body."))
             ax.set(title=f"{spec.name}: {method.upper()} pre vs post", xlabel="training iteration", ylim=(0, 1.05))
             ax.legend(fontsize=6)
-    fig.suptitle(f"A-early: MiniImageNet, {len(P.seeds)} seeds x {P.seed_tasks} test tasks; {HARDWARE}", fontsize=8)
+    fig.suptitle(f"A-early: {seeded[P.early_runs[0], P.seeds[0]].trained.dataset}, {len(P.seeds)} seed(s) x {P.seed_tasks} test tasks; "
+                 f"{HARDWARE}", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/early_similarity.png")
     display(early_mean.pivot_table(index=["run", "layer"], columns=["method", "iteration"], values="value",
@@ -347,7 +351,7 @@ if cross_rows:
             ax.set(xlabel="(pre, pre)", ylabel=f"({other.replace(',', ', ')})", title=method.upper(),
                    xlim=(0, 1.02), ylim=(0, 1.02))
             ax.legend(fontsize=6)
-    fig.suptitle(f"A-seeds: MiniImageNet {P.seed_runs[0].name}, {len(seed_pairs)} seed pairs x layers, "
+    fig.suptitle(f"A-seeds: {seeded[P.seed_runs[0], P.seeds[0]].trained.dataset} {P.seed_runs[0].name}, {len(seed_pairs)} seed pairs x layers, "
                  f"{P.seed_tasks} test tasks; dotted: y = x", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/seed_similarity.png")
@@ -409,13 +413,14 @@ if body_rows:
     untrained = reference.scale(HARDWARE, adapted=False).replace(
         "(training)", f"(MAML's training; the random body untrained, seed {P.independent_seed})", 1)
     rows += reuseresults.regime_rows(pairs, P.mini_reference.setting, scales, untrained)
-seeds_text = f"{len(P.seeds)} seeds ({', '.join(map(str, P.seeds))}) of train_seeds"
+seeds_text = f"{len(P.seeds)} seeds ({', '.join(map(str, P.seeds))}) of {P.seeds_stage}"
 if early_rows:
     for spec in P.early_runs:
         case = seeded[spec, P.seeds[0]]
         rows += reuseresults.early_similarity_rows(
             early_mean, spec.name,
-            lambda at: case.scale(HARDWARE, seeds=f"mean over {seeds_text}, 95% interval over the seeds", at=at))
+            lambda at: case.scale(HARDWARE, seeds=reuseresults.seeds_scale(P.seeds, P.seeds_stage), at=at),
+            case.trained.dataset)
 if cross_rows:
     case = seeded[P.seed_runs[0], P.seeds[0]]
     rows += reuseresults.seed_fit_rows(fits, P.seed_runs[0].name, case.scale(
@@ -484,6 +489,6 @@ if repr_rows:
                        f"{'about as similar as two MAML seeds (within 0.05)' if abs(gap) <= 0.05 else 'not as similar as two MAML seeds'}")
         lines.append(f"- **A-repr across seeds, mean {method.upper()} over the body**: {text}{verdict}.")
 lines.append(f"\nScale: {P.n_tasks} test tasks per setting for A-cca and the bodies (one training seed per run); "
-             f"{P.seed_tasks} for A-early, A-seeds, A-repr across seeds ({len(P.seeds)} seeds of train_seeds). Training iterations are in the scale "
+             f"{P.seed_tasks} for A-early, A-seeds, A-repr across seeds ({seeds_text}). Training iterations are in the scale "
              "column of the results.")
 display(Markdown("\n".join(lines)))

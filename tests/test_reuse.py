@@ -12,7 +12,8 @@ import pytest
 import scipy.stats
 import torch
 
-from metalearn import core, fewshot, models, reuse, similarity
+from metalearn import core, fewshot, models, paths, reuse, similarity
+from metalearn.params import ParameterError
 from metalearn.tasks import Batch
 
 N_WAY, K_SHOT, N_QUERY, T = 3, 2, 4, 3
@@ -449,17 +450,36 @@ def test_a_random_body_is_the_runs_architecture_from_its_own_seed():
     assert torch.equal(reuse.random_body(trained, 0).body.layer1.layer.weight, start.body.layer1.layer.weight)
 
 
-def test_over_seeds_is_the_student_t_interval_of_the_seeds_values():
+def test_over_seeds_is_the_student_t_interval_of_the_seeds_values_and_one_seeds_own_interval_over_tasks():
     table = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 3 + ["c"], "seed": [0, 1, 2] * 2 + [0],
-                          "cost": [1.0, 2.0, 6.0, 0.5, 0.5, 0.5, 4.0], "accuracy": [50, 52, 54, 40, 41, 42, 30]})
-    out = reuse.over_seeds(table, ["run"], ["cost", "accuracy"]).set_index("run")
-    # known answer: mean 3, sd sqrt(7), t(0.975, 2) = 4.302653
+                          "cost": [1.0, 2.0, 6.0, 0.5, 0.5, 0.5, 4.0], "accuracy": [50, 52, 54, 40, 41, 42, 30],
+                          "cost_ci95": [9.0] * 6 + [0.7], "ci95": [9.0] * 6 + [1.5]})
+    out = reuse.over_seeds(table, ["run"], {"cost": "cost_ci95", "accuracy": "ci95"}).set_index("run")
+    # known answer: mean 3, sd sqrt(7), t(0.975, 2) = 4.302653; the seeds' own task intervals play no part
     assert out.loc["a", "cost"] == pytest.approx(3.0)
-    assert out.loc["a", "cost_ci95_seeds"] == pytest.approx(4.302653 * math.sqrt(7 / 3), rel=1e-6)
-    assert out.loc["b", "cost_ci95_seeds"] == 0.0 and out.loc["b", "accuracy"] == pytest.approx(41.0)
-    assert out.loc["c", "seeds"] == 1 and math.isnan(out.loc["c", "cost_ci95_seeds"])  # one seed: no interval
+    assert out.loc["a", "cost_ci95"] == pytest.approx(4.302653 * math.sqrt(7 / 3), rel=1e-6)
+    assert out.loc["b", "cost_ci95"] == 0.0 and out.loc["b", "accuracy"] == pytest.approx(41.0)
+    assert list(out.interval) == ["seeds", "seeds", "tasks"] and list(out.seeds) == [3, 3, 1]
+    # one seed: its value and its own interval over the test tasks, said so in `interval`
+    assert (out.loc["c", "cost"], out.loc["c", "cost_ci95"], out.loc["c", "accuracy_ci95"]) == (4.0, 0.7, 1.5)
     with pytest.raises(ValueError, match="repeat a seed"):
-        reuse.over_seeds(pd.concat([table, table.iloc[:1]]), ["run"], ["cost"])
+        reuse.over_seeds(pd.concat([table, table.iloc[:1]]), ["run"], {"cost": "cost_ci95"})
+
+
+def test_seed_run_names_a_seeds_stages_run_by_its_seed_and_a_one_seed_stages_by_its_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path / "staging"))  # nothing staged: the root's files
+    folder = tmp_path / "data/models"
+    (folder / "seeds").mkdir(parents=True)
+    (folder / "campaign").mkdir()
+    (folder / "seeds/maml-conv-5w1s-seed1.json").write_text(json.dumps({"identity": {"seed": 1}}))
+    (folder / "campaign/maml-conv-5w1s.json").write_text(json.dumps({"identity": {"seed": 0}}))
+    assert reuse.seed_run("seeds", "maml-conv-5w1s", 1) == "maml-conv-5w1s-seed1"
+    assert reuse.seed_run("campaign", "maml-conv-5w1s", 0) == "maml-conv-5w1s"
+    with pytest.raises(ParameterError, match="early_seeds.*trained maml-conv-5w1s with seed 0 only"):
+        reuse.seed_run("campaign", "maml-conv-5w1s", 1, "early_seeds")
+    with pytest.raises(ParameterError, match="no data/models/seeds/maml-conv-5w1s.json"):
+        reuse.seed_run("seeds", "maml-conv-5w1s", 2)
 
 
 def test_seed_fits_are_least_squares_lines_through_the_body_layers_points():

@@ -63,14 +63,14 @@ def test_distance_rows_give_each_layer_its_absolute_and_relative_distance():
 
 
 EARLY_FREEZE = pd.DataFrame([
-    dict(run="maml-conv-5w1s", iteration=50, frozen="none", accuracy=30.0, accuracy_ci95_seeds=2.0, cost=0.0,
-         cost_ci95_seeds=0.0, seeds=3),
-    dict(run="maml-conv-5w1s", iteration=50, frozen="1-4", accuracy=29.5, accuracy_ci95_seeds=2.5, cost=0.5,
-         cost_ci95_seeds=1.0, seeds=3),
-    dict(run="maml-conv-5w1s", iteration=100, frozen="none", accuracy=33.0, accuracy_ci95_seeds=NAN, cost=0.0,
-         cost_ci95_seeds=NAN, seeds=1),
-    dict(run="anil-conv-5w1s", iteration=50, frozen="none", accuracy=1.0, accuracy_ci95_seeds=1.0, cost=0.0,
-         cost_ci95_seeds=0.0, seeds=3),
+    dict(run="maml-conv-5w1s", iteration=50, frozen="none", accuracy=30.0, accuracy_ci95=2.0, cost=0.0,
+         cost_ci95=0.0, seeds=3),
+    dict(run="maml-conv-5w1s", iteration=50, frozen="1-4", accuracy=29.5, accuracy_ci95=2.5, cost=0.5,
+         cost_ci95=1.0, seeds=3),
+    dict(run="maml-conv-5w1s", iteration=100, frozen="none", accuracy=33.0, accuracy_ci95=1.25, cost=0.0,
+         cost_ci95=0.0, seeds=1),
+    dict(run="anil-conv-5w1s", iteration=50, frozen="none", accuracy=1.0, accuracy_ci95=1.0, cost=0.0,
+         cost_ci95=0.0, seeds=3),
 ])
 
 
@@ -81,7 +81,7 @@ def test_early_freeze_rows_take_each_iterations_scale_and_cost_only_beside_the_u
         ("A-early", f"{setting} 50 freeze none", "accuracy", "30", "2", "50 of 150"),
         ("A-early", f"{setting} 50 freeze 1-4", "accuracy", "29.5", "2.5", "50 of 150"),
         ("A-early", f"{setting} 50 freeze 1-4", COST, "0.5", "1", "50 of 150"),
-        ("A-early", f"{setting} 100 freeze none", "accuracy", "33", "", "100 of 150"),  # one seed: no interval
+        ("A-early", f"{setting} 100 freeze none", "accuracy", "33", "1.25", "100 of 150"),  # one seed's, over tasks
     ]
     frozen_only = EARLY_FREEZE[EARLY_FREEZE.frozen != "none"]  # nothing to pay a cost against
     assert cells(reuseresults.early_freeze_rows(frozen_only, "maml-conv-5w1s", str), "metric") == [("accuracy",)]
@@ -156,10 +156,10 @@ def test_regime_rows_give_each_body_its_experiment_setting_and_scale():
 
 
 EARLY_SIMILARITY = pd.DataFrame([
-    dict(run="maml-conv-5w1s", iteration=50, layer="body.layer1", method="cca", value=0.97, value_ci95_seeds=0.01,
+    dict(run="maml-conv-5w1s", iteration=50, layer="body.layer1", method="cca", value=0.97, value_ci95=0.01,
          seeds=2),
-    dict(run="maml-conv-5w1s", iteration=100, layer="head", method="cka", value=0.5, value_ci95_seeds=0.2, seeds=2),
-    dict(run="maml-conv-20w1s", iteration=50, layer="head", method="cka", value=0.1, value_ci95_seeds=0.2, seeds=2),
+    dict(run="maml-conv-5w1s", iteration=100, layer="head", method="cka", value=0.5, value_ci95=0.2, seeds=2),
+    dict(run="maml-conv-20w1s", iteration=50, layer="head", method="cka", value=0.1, value_ci95=0.2, seeds=2),
 ])
 
 
@@ -226,8 +226,8 @@ def test_similarity_metrics_name_each_table_row_and_skip_what_was_not_analysed()
     (lambda: reuseresults.cca_rows(CCA.drop(columns="chance"), "omniglot", "maml-conv-5w1s", "s", 2, 2), "chance"),
     (lambda: reuseresults.cca_rows(pd.DataFrame(), "omniglot", "maml-conv-5w1s", "s", 2, 2), "dataset"),
     (lambda: reuseresults.regime_rows(PAIRS.drop(columns="body"), "5w1s", {}, "s"), "body"),
-    (lambda: reuseresults.early_similarity_rows(EARLY_SIMILARITY.drop(columns="value_ci95_seeds"),
-                                                "maml-conv-5w1s", str), "value_ci95_seeds"),
+    (lambda: reuseresults.early_similarity_rows(EARLY_SIMILARITY.drop(columns="value_ci95"),
+                                                "maml-conv-5w1s", str), "value_ci95"),
     (lambda: reuseresults.seed_fit_rows(pd.DataFrame([dict(method="cca", comparison="pre,post", slope=1.0)]),
                                         "maml-conv-5w1s", "s"), "intercept"),
     (lambda: reuseresults.across_seed_rows(across(("maml vs maml", "mean", "cca", 0.4, 1)).drop(columns="count"),
@@ -289,3 +289,10 @@ def test_a_run_trained_on_another_omniglot_split_is_a_setting_of_its_own():
     assert reuseresults.run_setting("omniglot", "maml-conv-5w1s", "maml") == "omniglot maml conv 5w1s"
     assert reuseresults.run_setting("miniimagenet", "anil-conv-5w1s", None) == "miniimagenet anil conv 5w1s"
     assert reuseresults.run_setting("omniglot", "maml-conv-5w1s", "official") == "omniglot official split maml conv 5w1s"
+
+
+def test_seeds_scale_says_whether_the_interval_is_over_seeds_or_over_one_seeds_tasks():
+    assert reuseresults.seeds_scale([0, 1, 2], "train_seeds") == (
+        "mean over 3 seeds (0, 1, 2) of train_seeds, 95% interval over the seeds")
+    assert reuseresults.seeds_scale([0], "campaign_omniglot") == (
+        "seed 0 of campaign_omniglot, 95% interval over the test tasks")

@@ -48,7 +48,7 @@ import json
 import math
 import re
 import warnings
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -194,7 +194,8 @@ def snapshot(trained: Trained, iteration: int) -> nn.Module:
     path = paths.input(f"data/models/{trained.stage}/{trained.name}@{iteration}.pt")
     if not path.exists():
         raise FileNotFoundError(f"{trained.stage} kept no weights of {trained.name} at iteration {iteration} "
-                                f"(no {path.name}; it trained {trained.row.iterations} iterations): add it to its snapshots")
+                                f"(no {path.name}; it trained {trained.row.iterations} iterations): "
+                                "add it to its snapshots")
     model = copy.deepcopy(trained.model)
     model.load_state_dict(torch.load(path, map_location=next(model.parameters()).device, weights_only=True))
     return model
@@ -231,9 +232,10 @@ def describe_training(record: dict) -> str:
     """How a run was trained, as a results scale's first clause (no ";"), from its model record
     (``spec`` and ``settings``, as :func:`fewshot.train_runs` saves it): the meta-training budget
     and what each iteration does (MAML family: training queries per class and inner steps;
-    Reptile: shots, inner Adam / SGD steps and batch), after the body's pre-training when the run has an ``init``. E.g. "1000 iterations x 4 tasks x
-    15 queries/class, 5 inner steps of 0.4" or "multiclass pre-training 600 iterations x 64 images, then
-    150 iterations x 5 tasks x 15 shots/class, 8 inner Adam steps of 10 images (lr 0.001)"."""
+    Reptile: shots, inner Adam / SGD steps and batch), after the body's pre-training when the run
+    has an ``init``. E.g. "1000 iterations x 4 tasks x 15 queries/class, 5 inner steps of 0.4" or
+    "multiclass pre-training 600 iterations x 64 images, then 150 iterations x 5 tasks x 15
+    shots/class, 8 inner Adam steps of 10 images (lr 0.001)"."""
     spec, s = fewshot.Spec.parse(record["spec"]), record["settings"]
     if spec.reptile:
         optimiser = {"adam": "Adam", "sgd": "SGD"}[fewshot.REPTILE[spec.algorithm]]
@@ -317,15 +319,19 @@ def adapted_params(spec: fewshot.Spec, model: nn.Module, params: Params, xs: Ten
     return {k: v.detach() for k, v in adapted.items()}
 
 
-def over_seeds(table: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+def over_seeds(table: pd.DataFrame, by: Sequence[str], columns: Mapping[str, str]) -> pd.DataFrame:
     """The mean over seeds of each of ``columns`` of ``table`` (one row per seed and group of ``by``),
-    with its 95% half-width over seeds (Student t on the seeds' values; NaN with one seed).
+    with its 95% half-width: over the seeds (Student t on the seeds' values) when the group has
+    several, else the one seed's own half-width over its test tasks.
 
     Args:
         table: rows with a ``seed`` column, the ``by`` columns and the ``columns`` (numbers).
+        columns: {column: the column of ``table`` holding its 95% half-width over the test tasks},
+            e.g. ``{"accuracy": "ci95", "cost": "cost_ci95"}``.
     Returns:
         one row per group of ``by`` (in order of appearance): the ``by`` columns, ``<column>`` (the
-        mean), ``<column>_ci95_seeds`` for each column, and ``seeds`` (how many).
+        mean) and ``<column>_ci95`` for each column, ``interval`` (``"seeds"`` or ``"tasks"``: what
+        the half-widths are over) and ``seeds`` (how many).
     Raises:
         ValueError: a group has one seed twice (the rows would not be seeds).
     """
@@ -335,10 +341,24 @@ def over_seeds(table: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -
     rows = []
     for key, group in table.groupby(list(by), sort=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        for column in columns:
-            row[column], row[f"{column}_ci95_seeds"] = _mean_ci(group[column].to_numpy())
-        rows.append({**row, "seeds": len(group)})
+        for column, tasks_ci in columns.items():
+            row[column], row[f"{column}_ci95"] = (_mean_ci(group[column].to_numpy()) if len(group) > 1 else
+                                                  (float(group[column].iloc[0]), float(group[tasks_ci].iloc[0])))
+        rows.append({**row, "interval": "seeds" if len(group) > 1 else "tasks", "seeds": len(group)})
     return pd.DataFrame(rows)
+
+
+def seed_run(stage: str, name: str, seed: int, param: str = "seeds") -> str:
+    """The name under which the training stage ``stage`` saved the run ``name`` trained with
+    ``seed``: ``<name>-seed<seed>`` in a stage that trains several seeds (``train_seeds``), else
+    ``name`` itself when that run's seed is ``seed`` (a campaign stage trains one). Anything else
+    stops with a :class:`ParameterError` naming ``param``."""
+    seeded = f"{name}-seed{seed}"
+    if paths.input(f"data/models/{stage}/{seeded}.json").is_file():
+        return seeded
+    trained = _read_json(f"data/models/{stage}/{name}.json", param, name)["identity"]["seed"]
+    require(trained == seed, param, f"has {seed}, but {stage} trained {name} with seed {trained} only")
+    return name
 
 
 # ------------------------------------------------------------------------- A-freeze

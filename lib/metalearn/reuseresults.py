@@ -97,7 +97,16 @@ def distance_rows(dist: pd.DataFrame, dataset: str, run: str, scale: str) -> lis
     return rows
 
 
-EARLY_FREEZE = ("iteration", "frozen", "accuracy", "accuracy_ci95_seeds", "cost", "cost_ci95_seeds")
+EARLY_FREEZE = ("iteration", "frozen", "accuracy", "accuracy_ci95", "cost", "cost_ci95")
+
+
+def seeds_scale(seeds: Sequence[int], stage: str) -> str:
+    """How the A-early rows pool the seeds of the training stage ``stage``, for their scale: the mean
+    over several seeds with a 95% interval over them, or one seed with its interval over the test
+    tasks (:func:`metalearn.reuse.over_seeds`)."""
+    if len(seeds) > 1:
+        return f"mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}) of {stage}, 95% interval over the seeds"
+    return f"seed {seeds[0]} of {stage}, 95% interval over the test tasks"
 
 
 def early_freeze_rows(early_mean: pd.DataFrame, run: str, scale_at: Callable[[int], str],
@@ -106,16 +115,16 @@ def early_freeze_rows(early_mean: pd.DataFrame, run: str, scale_at: Callable[[in
     seeds (:func:`metalearn.reuse.over_seeds` by run, iteration and frozen of accuracy and cost), and
     ``scale_at(iteration)`` the scale of the weights kept after that iteration. Per iteration and freeze
     setting, its ``accuracy`` and, when the run was also tested unfrozen (``none``), the :data:`COST` of a
-    setting that freezes something; their ci95 is over the seeds."""
+    setting that freezes something; their ci95 is over the seeds (over the test tasks with one seed)."""
     part = _of(early_mean, "A-early", EARLY_FREEZE, run=run)
     unfrozen = (part.frozen == "none").any()
     rows = []
     for r in part.itertuples():
         setting = f"{run_setting(dataset, run)} iteration {r.iteration} freeze {r.frozen}"
         scale = scale_at(r.iteration)
-        rows.append(results.row("A-early", setting, "accuracy", r.accuracy, scale, r.accuracy_ci95_seeds))
+        rows.append(results.row("A-early", setting, "accuracy", r.accuracy, scale, r.accuracy_ci95))
         if r.frozen != "none" and unfrozen:
-            rows.append(results.row("A-early", setting, COST, r.cost, scale, r.cost_ci95_seeds))
+            rows.append(results.row("A-early", setting, COST, r.cost, scale, r.cost_ci95))
     return rows
 
 
@@ -193,7 +202,7 @@ def regime_rows(pairs: pd.DataFrame, setting: str, scales: Mapping[str, str], un
     return rows
 
 
-EARLY_SIMILARITY = ("iteration", "layer", "method", "value", "value_ci95_seeds")
+EARLY_SIMILARITY = ("iteration", "layer", "method", "value", "value_ci95")
 
 
 def early_similarity_rows(early_mean: pd.DataFrame, run: str, scale_at: Callable[[int], str],
@@ -201,11 +210,11 @@ def early_similarity_rows(early_mean: pd.DataFrame, run: str, scale_at: Callable
     """A-early rows of the similarity before vs after adaptation through training for one run:
     ``early_mean`` is the mean over seeds (:func:`metalearn.reuse.over_seeds` by run, iteration, layer and
     method of value), ``scale_at(iteration)`` the scale of the weights kept after that iteration. Per
-    iteration, layer and method, the mean with its ci95 over the seeds."""
+    iteration, layer and method, the mean with its ci95 over the seeds (over the test tasks with one seed)."""
     rows = []
     for r in _of(early_mean, "A-early", EARLY_SIMILARITY, run=run).itertuples():
         setting = f"{run_setting(dataset, run)} iteration {r.iteration} {r.layer} pre vs post"
-        rows.append(results.row("A-early", setting, r.method, r.value, scale_at(r.iteration), r.value_ci95_seeds))
+        rows.append(results.row("A-early", setting, r.method, r.value, scale_at(r.iteration), r.value_ci95))
     return rows
 
 

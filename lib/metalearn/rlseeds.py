@@ -33,13 +33,19 @@ def _run(run: str | tuple[str, ...]) -> tuple[str, ...]:
     return (run,) if isinstance(run, str) else tuple(run)
 
 
-def seed_mean(curves: Curves, seeds: Sequence[int], run: str | tuple[str, ...]) -> Tensor:
-    """Each test task's return of ``run`` averaged over ``seeds``: [n_tasks, steps + 1]."""
+def seed_stack(curves: Curves, seeds: Sequence[int], run: str | tuple[str, ...]) -> Tensor:
+    """Each seed's test returns of ``run``: [len(seeds), n_tasks, steps + 1]; a clear error for a
+    missing seed."""
     run = _run(run)
     missing = [seed for seed in seeds if (seed, *run) not in curves]
     if not seeds or missing:
         raise ValueError(f"no test returns of {run} for seed(s) {missing or 'none given'}")
-    return torch.stack([curves[(seed, *run)] for seed in seeds]).mean(0)
+    return torch.stack([curves[(seed, *run)] for seed in seeds])
+
+
+def seed_mean(curves: Curves, seeds: Sequence[int], run: str | tuple[str, ...]) -> Tensor:
+    """Each test task's return of ``run`` averaged over ``seeds``: [n_tasks, steps + 1]."""
+    return seed_stack(curves, seeds, run).mean(0)
 
 
 def _runs(curves: Curves, fields: Sequence[str]) -> list[tuple[str, ...]]:
@@ -82,14 +88,11 @@ def seed_table(curves: Curves, seeds: Sequence[int], fields: Sequence[str]) -> p
 def paired_difference(curves: Curves, seeds: Sequence[int], a: str | tuple[str, ...], b: str | tuple[str, ...],
                       step_a: int, step_b: int | None = None) -> dict:
     """Run ``a`` after ``step_a`` steps minus run ``b`` after ``step_b`` (default ``step_a``) on
-    the same test tasks (:func:`metalearn.evaluation.paired_over_seeds`): {"difference": the mean over tasks of each task's seed-averaged
-    difference, "ci95": its 95% half-width over the tasks, "per seed": each seed's mean
-    difference [len(seeds)]}."""
-    a, b = _run(a), _run(b)
+    the same test tasks (:func:`metalearn.evaluation.paired_over_seeds`): {"difference": the mean
+    over tasks of each task's seed-averaged difference, "ci95": its 95% half-width over the tasks,
+    "per seed": each seed's mean difference [len(seeds)]}."""
     step_b = step_a if step_b is None else step_b
-    seed_mean(curves, seeds, a), seed_mean(curves, seeds, b)  # a clear error for a missing seed
-    d = paired_over_seeds(torch.stack([curves[(s, *a)][:, step_a] for s in seeds]),
-                          torch.stack([curves[(s, *b)][:, step_b] for s in seeds]))
+    d = paired_over_seeds(seed_stack(curves, seeds, a)[:, :, step_a], seed_stack(curves, seeds, b)[:, :, step_b])
     return {"difference": d["difference"], "ci95": d["ci95"], "per seed": d["per seed"]}
 
 
