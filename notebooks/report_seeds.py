@@ -51,12 +51,16 @@ display(Markdown("\n".join(f"- **{stage}**: {len(s.info['seeds'])} seeds ({', '.
 # %% [markdown]
 # ## Learning curves over seeds (A-curves)
 #
-# Validation accuracy after test-time adaptation: each seed (thin) and the mean over seeds
-# (thick). The ANIL paper finds MAML's and ANIL's curves nearly identical (Fig. 5, 10).
+# Validation accuracy after test-time adaptation: each seed (thin), the mean over seeds (thick)
+# and its 95% interval over the seeds (shaded; each seed is validated on its own fixed tasks, a
+# seed's MAML and ANIL on the same ones). The ANIL paper finds MAML's and ANIL's curves nearly
+# identical (Fig. 5, 10); the A-curves rows below give the final point of each, and ANIL minus
+# MAML there paired by seed.
 
 # %%
+histories = {stage: seeds.history_of(s) for stage, s in loaded.items()}
 for stage, s in loaded.items():
-    history = seeds.history_of(s)
+    history = histories[stage]
     wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
     report.save_table(wide.to_dict("records"), f"reports/plots/{stage}_val_accuracy.csv")  # DVC plot: every run and seed
     fig = seeds.plot_curves(history, list(dict.fromkeys(scores[stage].run)),
@@ -83,13 +87,16 @@ for stage in loaded:
 # `accuracy` is the mean over seeds, as the ANIL paper's Table 2 and 4 values are; its ± there
 # is not stated to be over seeds or tasks. Ours: the 95% CI over tasks, and the std over seeds
 # in its own row. ANIL minus MAML per setting, paired over the same test tasks, twice: with the
-# tasks' 95% half-width and with the seeds' (the claims table judges both).
+# tasks' 95% half-width and with the seeds' (the claims table judges both). A-curves: the final
+# validation accuracy, mean over seeds with the 95% interval over them, and ANIL minus MAML of it
+# paired by seed.
 
 # %%
 rows, metrics = [], {}
 for stage, s in loaded.items():
     rows += seeds.result_rows(s.info["dataset"], summaries[stage], seeds.scale(s))
     rows += seeds.contrast_rows(s.info["dataset"], scores[stage], seeds.scale(s))
+    rows += seeds.curve_rows(s.info["dataset"], histories[stage], scores[stage], seeds.scale(s, validation=True))
     metrics[stage] = {f"{name}{'_nil' if head == 'nil' else ''}_{stat}": r[f"{stat} over seeds"]
                       for (name, head), r in summaries[stage].iterrows() for stat in ("mean", "std")}
 results.write(rows, STAGE)

@@ -298,8 +298,8 @@ if early_rows:
                 ax.plot(mean.iteration, mean.value, color=f"C{i}", lw=2, marker="o", label=layer.removeprefix("body."))
             ax.set(title=f"{spec.name}: {method.upper()} pre vs post", xlabel="training iteration", ylim=(0, 1.05))
             ax.legend(fontsize=6)
-    fig.suptitle(f"A-early: {seeded[P.early_runs[0], P.seeds[0]].trained.dataset}, {len(P.seeds)} seed(s) x {P.seed_tasks} test tasks; "
-                 f"{HARDWARE}", fontsize=8)
+    early_data = seeded[P.early_runs[0], P.seeds[0]].trained.dataset
+    fig.suptitle(f"A-early: {early_data}, {len(P.seeds)} seed(s) x {P.seed_tasks} test tasks; {HARDWARE}", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/early_similarity.png")
     display(early_mean.pivot_table(index=["run", "layer"], columns=["method", "iteration"], values="value",
@@ -351,7 +351,8 @@ if cross_rows:
             ax.set(xlabel="(pre, pre)", ylabel=f"({other.replace(',', ', ')})", title=method.upper(),
                    xlim=(0, 1.02), ylim=(0, 1.02))
             ax.legend(fontsize=6)
-    fig.suptitle(f"A-seeds: {seeded[P.seed_runs[0], P.seeds[0]].trained.dataset} {P.seed_runs[0].name}, {len(seed_pairs)} seed pairs x layers, "
+    seeds_data = seeded[P.seed_runs[0], P.seeds[0]].trained.dataset
+    fig.suptitle(f"A-seeds: {seeds_data} {P.seed_runs[0].name}, {len(seed_pairs)} seed pairs x layers, "
                  f"{P.seed_tasks} test tasks; dotted: y = x", fontsize=8)
     fig.tight_layout()
     report.save_figure(fig, f"reports/{STAGE}/seed_similarity.png")
@@ -425,12 +426,13 @@ if cross_rows:
     case = seeded[P.seed_runs[0], P.seeds[0]]
     rows += reuseresults.seed_fit_rows(fits, P.seed_runs[0].name, case.scale(
         HARDWARE, seeds=f"{len(seed_pairs)} pairs of {seeds_text}; fit over body layers "
-                        "(the points are not independent: pairs share seeds, layers a model)"))
+                        "(the points are not independent: pairs share seeds, layers a model)"), case.trained.dataset)
 if repr_rows:
     case = seeded[P.seed_runs[0], P.seeds[0]]
     rows += reuseresults.across_seed_rows(
         across_mean, P.seed_runs[0].name, P.regime_layers,
-        lambda count: case.scale(HARDWARE, adapted=False, seeds=f"mean over {count} pairs of {seeds_text}"))
+        lambda count: case.scale(HARDWARE, adapted=False, seeds=f"mean over {count} pairs of {seeds_text}"),
+        case.trained.dataset)
 metrics = reuseresults.similarity_metrics(cca, pairs, fits, across_mean if repr_rows else None)
 results.write(rows, STAGE)
 report.save_metrics(metrics, f"reports/metrics/{STAGE}.json")

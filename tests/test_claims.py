@@ -247,3 +247,25 @@ def test_claims_of_rows_without_a_control_borrow_it_and_judge_only_their_own_sca
     assert claims.judge_borrowing_controls(campaign, [])[0]["verdict"] == "not testable at this scale"  # no control
     beaten = [campaign[0] | {"value": "30.0"}, campaign[1]]  # the model no better than the borrowed control
     assert claims.judge_borrowing_controls(beaten, study)[0]["verdict"] == "not testable at this scale"
+
+
+def test_the_learning_curves_claim_reads_the_rows_the_seeds_report_makes():
+    """A-curves over seeds: the claim's row is the one metalearn.seeds.curve_rows writes (a typo
+    between the two would read 'not measured'), guarded by MAML's accuracy at the same training."""
+    import pandas as pd
+
+    from metalearn import results, seeds
+    last = {"maml-conv-20w1s": (0.50, 0.60, 0.55), "anil-conv-20w1s": (0.51, 0.605, 0.56)}  # per seed
+    history = pd.DataFrame([dict(iteration=10, run=f"{run}-seed{seed}", seed=seed, val_accuracy=acc)
+                            for run, accs in last.items() for seed, acc in enumerate(accs)])
+    scores = pd.DataFrame({"run": ["maml-conv-20w1s", "anil-conv-20w1s"], "training": "300 iterations x 2 tasks"})
+    rows = seeds.curve_rows("omniglot", history, scores, "{training}; 3 seeds; validation")
+    rows = [{k: str(v) for k, v in r.items()} for r in rows]
+    rows += [results.row("A-anil", "omniglot maml conv 20w1s", "accuracy", 55.0, "300 iterations x 2 tasks; test", 0.5),
+             results.row("A-nil", "omniglot random conv 20w1s nil-head", "accuracy", 30.0, "r; test", 0.5)]
+    curve_claims = [c for c in claims.CLAIMS if c.id.startswith("A-curves")]
+    got = {j["id"]: j for j in claims.judge(curve_claims, rows)}
+    # per seed ANIL - MAML: +1, +0.5, +1 -> [0.12, 1.55] within +-2, the model (55) above its control (30)
+    assert got["A-curves omniglot 20w1s, over seeds"]["verdict"] == "reproduced"
+    assert got["A-curves omniglot 20w1s, over seeds"]["ours"] == pytest.approx(2.5 / 3, rel=1e-4)
+    assert got["A-curves omniglot 20w5s, over seeds"]["verdict"] == "not measured"

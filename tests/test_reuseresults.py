@@ -75,7 +75,7 @@ EARLY_FREEZE = pd.DataFrame([
 
 
 def test_early_freeze_rows_take_each_iterations_scale_and_cost_only_beside_the_unfrozen_setting():
-    rows = reuseresults.early_freeze_rows(EARLY_FREEZE, "maml-conv-5w1s", lambda at: f"{at} of 150")
+    rows = reuseresults.early_freeze_rows(EARLY_FREEZE, "maml-conv-5w1s", lambda at: f"{at} of 150", "miniimagenet")
     setting = "miniimagenet maml conv 5w1s iteration"
     assert cells(rows) == [
         ("A-early", f"{setting} 50 freeze none", "accuracy", "30", "2", "50 of 150"),
@@ -84,7 +84,8 @@ def test_early_freeze_rows_take_each_iterations_scale_and_cost_only_beside_the_u
         ("A-early", f"{setting} 100 freeze none", "accuracy", "33", "1.25", "100 of 150"),  # one seed's, over tasks
     ]
     frozen_only = EARLY_FREEZE[EARLY_FREEZE.frozen != "none"]  # nothing to pay a cost against
-    assert cells(reuseresults.early_freeze_rows(frozen_only, "maml-conv-5w1s", str), "metric") == [("accuracy",)]
+    only = reuseresults.early_freeze_rows(frozen_only, "maml-conv-5w1s", str, "miniimagenet")
+    assert cells(only, "metric") == [("accuracy",)]
 
 
 def test_freeze_metrics_name_each_run_setting_layer_and_iteration():
@@ -163,22 +164,22 @@ EARLY_SIMILARITY = pd.DataFrame([
 ])
 
 
-def test_early_similarity_rows_take_each_iterations_scale():
-    rows = reuseresults.early_similarity_rows(EARLY_SIMILARITY, "maml-conv-5w1s", lambda at: f"at {at}")
+def test_early_similarity_rows_take_each_iterations_scale_and_the_runs_dataset():
+    rows = reuseresults.early_similarity_rows(EARLY_SIMILARITY, "maml-conv-5w1s", lambda at: f"at {at}", "omniglot")
     assert cells(rows) == [
-        ("A-early", "miniimagenet maml conv 5w1s iteration 50 body.layer1 pre vs post", "cca", "0.97", "0.01", "at 50"),
-        ("A-early", "miniimagenet maml conv 5w1s iteration 100 head pre vs post", "cka", "0.5", "0.2", "at 100"),
+        ("A-early", "omniglot maml conv 5w1s iteration 50 body.layer1 pre vs post", "cca", "0.97", "0.01", "at 50"),
+        ("A-early", "omniglot maml conv 5w1s iteration 100 head pre vs post", "cka", "0.5", "0.2", "at 100"),
     ]
 
 
 def test_seed_fit_rows_give_slope_intercept_and_r2_without_intervals():
     fits = pd.DataFrame([dict(method="cka", comparison="post,post", slope=0.98, intercept=0.01, r2=0.995, points=8)])
-    rows = reuseresults.seed_fit_rows(fits, "maml-conv-5w1s", "s")
+    rows = reuseresults.seed_fit_rows(fits, "maml-conv-5w1s", "s", "miniimagenet")
     setting = "miniimagenet maml conv 5w1s (post,post) vs (pre,pre)"
     assert cells(rows) == [("A-seeds", setting, "cka slope", "0.98", "", "s"),
                            ("A-seeds", setting, "cka intercept", "0.01", "", "s"),
                            ("A-seeds", setting, "cka r2", "0.995", "", "s")]
-    assert reuseresults.seed_fit_rows(fits.iloc[:0], "maml-conv-5w1s", "s") == []  # too few points: no fit
+    assert reuseresults.seed_fit_rows(fits.iloc[:0], "maml-conv-5w1s", "s", "miniimagenet") == []  # too few points
 
 
 def across(*rows):
@@ -190,7 +191,7 @@ def test_across_seed_rows_give_the_body_mean_per_pair_and_mamls_regime_row_over_
                    ("maml vs maml", "body.layer3", "cca", 0.4, 3), ("maml vs maml", "mean", "cca", 0.45, 3),
                    ("anil vs maml", "mean", "cca", 0.42, 6))
     rows = reuseresults.across_seed_rows(table, "maml-conv-5w1s", ["body.layer1", "body.layer2", "body.layer3"],
-                                         lambda count: f"{count} pairs")
+                                         lambda count: f"{count} pairs", "miniimagenet")
     assert cells(rows) == [
         ("A-repr", "miniimagenet maml vs maml conv 5w1s", "cca", "0.45", "", "3 pairs"),
         ("A-regime-sim", "miniimagenet maml vs maml conv 5w1s", "cca", "0.5", "", "3 pairs"),  # (0.6 + 0.5 + 0.4) / 3
@@ -198,7 +199,7 @@ def test_across_seed_rows_give_the_body_mean_per_pair_and_mamls_regime_row_over_
     ]
     assert cells(rows, "paper") == [("0.51",), ("0.51",), ("0.5",)]  # Tables 3 and 8
     without_layer3 = reuseresults.across_seed_rows(table[table.layer != "body.layer3"], "maml-conv-5w1s",
-                                                   ["body.layer1", "body.layer2", "body.layer3"], str)
+                                                   ["body.layer1", "body.layer2", "body.layer3"], str, "miniimagenet")
     assert [r["experiment"] for r in without_layer3] == ["A-repr", "A-repr"]
 
 
@@ -221,17 +222,17 @@ def test_similarity_metrics_name_each_table_row_and_skip_what_was_not_analysed()
      "cost_ci95"),
     (lambda: reuseresults.distance_rows(DIST.drop(columns="relative"), "miniimagenet", "maml-conv-5w1s", "s"),
      "relative"),
-    (lambda: reuseresults.early_freeze_rows(EARLY_FREEZE.drop(columns="iteration"), "maml-conv-5w1s", str),
+    (lambda: reuseresults.early_freeze_rows(EARLY_FREEZE.drop(columns="iteration"), "maml-conv-5w1s", str, "x"),
      "iteration"),
     (lambda: reuseresults.cca_rows(CCA.drop(columns="chance"), "omniglot", "maml-conv-5w1s", "s", 2, 2), "chance"),
     (lambda: reuseresults.cca_rows(pd.DataFrame(), "omniglot", "maml-conv-5w1s", "s", 2, 2), "dataset"),
     (lambda: reuseresults.regime_rows(PAIRS.drop(columns="body"), "5w1s", {}, "s"), "body"),
     (lambda: reuseresults.early_similarity_rows(EARLY_SIMILARITY.drop(columns="value_ci95"),
-                                                "maml-conv-5w1s", str), "value_ci95"),
+                                                "maml-conv-5w1s", str, "x"), "value_ci95"),
     (lambda: reuseresults.seed_fit_rows(pd.DataFrame([dict(method="cca", comparison="pre,post", slope=1.0)]),
-                                        "maml-conv-5w1s", "s"), "intercept"),
+                                        "maml-conv-5w1s", "s", "x"), "intercept"),
     (lambda: reuseresults.across_seed_rows(across(("maml vs maml", "mean", "cca", 0.4, 1)).drop(columns="count"),
-                                           "maml-conv-5w1s", [], str), "count"),
+                                           "maml-conv-5w1s", [], str, "x"), "count"),
     (lambda: reuseresults.freeze_metrics(FREEZE, DIST.drop(columns="layer")), "layer"),
     (lambda: reuseresults.similarity_metrics(CCA.drop(columns="value"), None, None, None), "value"),
 ])
@@ -244,7 +245,7 @@ def test_a_run_the_table_does_not_hold_is_refused():
     with pytest.raises(ValueError, match="A-freeze table has no rows of dataset 'omniglot', run 'maml-conv-5w1s'"):
         reuseresults.freeze_rows(FREEZE, "omniglot", "maml-conv-5w1s", "s")
     with pytest.raises(ValueError, match="A-early table has no rows of run 'maml-conv-20w1s'"):
-        reuseresults.early_freeze_rows(EARLY_FREEZE, "maml-conv-20w1s", str)
+        reuseresults.early_freeze_rows(EARLY_FREEZE, "maml-conv-20w1s", str, "miniimagenet")
 
 
 # ------------------------------------------------------------------------- shift stage

@@ -154,3 +154,56 @@ def test_contrast_rows_give_anil_minus_maml_with_the_tasks_and_the_seeds_interva
     assert float(rows[1]["ci95"]) == pytest.approx(d["ci95 over seeds"], rel=1e-5)
     assert rows[0]["scale"] == "7 iterations x 3 tasks x 1 queries/class, 1 inner steps of 0.4; 2 test steps; 2 seeds"
     assert seeds.contrast_rows("omniglot", scores[scores.run != "maml-conv-3w1s"], "s") == []  # no MAML: no contrast
+
+
+def history(values: dict[str, list[list[float]]]) -> pd.DataFrame:
+    """A stage's histories (:func:`seeds.history_of`'s shape): ``values[run][seed]`` the validation
+    accuracies (fractions) at iterations 5, 10, ...; training rows between them without one."""
+    rows = []
+    for run, per_seed in values.items():
+        for seed, accuracies in enumerate(per_seed):
+            for i, acc in enumerate(accuracies):
+                rows.append(dict(iteration=5 * i + 3, loss=1.0, run=f"{run}-seed{seed}", seed=seed))  # no validation
+                rows.append(dict(iteration=5 * i + 5, loss=1.0, val_accuracy=acc, run=f"{run}-seed{seed}", seed=seed))
+    return pd.DataFrame(rows)
+
+
+CURVES = history({"maml-conv-5w1s": [[0.2, 0.40], [0.3, 0.50], [0.1, 0.45]],
+                  "anil-conv-5w1s": [[0.2, 0.42], [0.3, 0.56], [0.1, 0.46]]})
+
+
+def test_curves_are_the_mean_over_seeds_with_the_student_t_interval_over_them():
+    got = seeds.curves(CURVES).set_index(["run", "iteration"])
+    assert list(got.index) == [("maml-conv-5w1s", 5), ("maml-conv-5w1s", 10), ("anil-conv-5w1s", 5),
+                               ("anil-conv-5w1s", 10)]  # validated iterations only
+    final = got.loc[("maml-conv-5w1s", 10)]
+    assert final.accuracy == pytest.approx(45.0) and final.seeds == 3
+    assert final.ci95 == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 5.0 / math.sqrt(3))  # sd of 40, 50, 45 is 5
+    assert math.isnan(seeds.curves(CURVES[CURVES.seed == 0]).ci95.iloc[0])  # one seed: no interval
+
+
+def test_curve_rows_give_the_final_validation_over_seeds_and_anil_minus_maml_paired_by_seed():
+    scores = pd.DataFrame({"run": ["maml-conv-5w1s", "anil-conv-5w1s"], "training": ["tm", "ta"]})
+    rows = seeds.curve_rows("miniimagenet", CURVES, scores, "{training}; 3 seeds; validation")
+    assert [(r["experiment"], r["setting"], r["metric"], r["scale"]) for r in rows] == [
+        ("A-curves", "miniimagenet maml conv 5w1s final validation", "accuracy", "tm; 3 seeds; validation"),
+        ("A-curves", "miniimagenet anil conv 5w1s final validation", "accuracy", "ta; 3 seeds; validation"),
+        ("A-curves", "miniimagenet anil - maml conv 5w1s final validation", "difference (points, paired by seed)",
+         "ta; 3 seeds; validation")]
+    assert float(rows[1]["value"]) == pytest.approx(48.0)
+    # per seed ANIL - MAML: +2, +6, +1 -> mean 3, sd sqrt(7); unpaired, the seeds' spread (sd 5 and 7.2) would swamp it
+    assert float(rows[2]["value"]) == pytest.approx(3.0)
+    assert float(rows[2]["ci95"]) == pytest.approx(scipy.stats.t.ppf(0.975, 2) * math.sqrt(7 / 3), rel=1e-5)
+    reordered = CURVES.sample(frac=1, random_state=0)  # the last validation is the last iteration's, not the last row's
+    assert seeds.curve_rows("miniimagenet", reordered, scores, "{training}") == seeds.curve_rows(
+        "miniimagenet", CURVES, scores, "{training}")
+
+
+def test_an_a_curves_scale_names_the_validation_in_place_of_the_test():
+    stage = accuracy.Stage({"seeds": [0, 1], "data": "D", "hardware": ["cpu"],
+                            "test": {"tasks": 600, "queries": 5, "bn": "transductive"}}, {}, {})
+    assert seeds.scale(stage).format(training="T", steps=5) == (
+        "T; 2 seeds (0, 1); 600 test tasks x 5 queries/class, 5 test steps (the same tasks for every seed); D; "
+        "bn transductive; cpu")
+    assert seeds.scale(stage, validation=True).format(training="T") == f"T; 2 seeds (0, 1); {seeds.VALIDATION}; D; " \
+                                                                       "bn transductive; cpu"

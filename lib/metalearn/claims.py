@@ -291,6 +291,13 @@ def _comparison_claims() -> list[Claim]:
                              f"model's adapted head {near}",
                              ("A-nil", f"{dataset} {run} conv {setting} nil-head - maml-head", paired), "~",
                              COMPARABLE, **_guard(dataset, setting, run)))
+    for dataset, setting in (("miniimagenet", "5w1s"), ("omniglot", "20w1s"), ("omniglot", "20w5s")):
+        out.append(Claim(f"A-curves {dataset} {setting}, over seeds", "ANIL paper, Sec. 4 and C.2, Figs. 5 and 10",
+                         "MAML and ANIL learn almost identically through training; here their last validation "
+                         f"accuracies, ANIL - MAML comparable to 0 (taken here as within ± {COMPARABLE:g} points, paired "
+                         "by seed, interval over the seeds)",
+                         ("A-curves", f"{dataset} anil - maml conv {setting} final validation",
+                          "difference (points, paired by seed)"), "~", COMPARABLE, **_guard(dataset, setting)))
     for regime in ("multiclass", "multitask", "random", "niltrain"):
         out.append(Claim(f"A-regimes miniimagenet 5w1s {regime}", "ANIL paper, Sec. 5.2, Tables 5 and 7",
                          f"MAML's body is better than a {regime} body (both with a NIL head): {regime} - MAML < 0",

@@ -330,8 +330,8 @@ def over_seeds(table: pd.DataFrame, by: Sequence[str], columns: Mapping[str, str
             e.g. ``{"accuracy": "ci95", "cost": "cost_ci95"}``.
     Returns:
         one row per group of ``by`` (in order of appearance): the ``by`` columns, ``<column>`` (the
-        mean) and ``<column>_ci95`` for each column, ``interval`` (``"seeds"`` or ``"tasks"``: what
-        the half-widths are over) and ``seeds`` (how many).
+        mean) and ``<column>_ci95`` for each column, and ``seeds`` (how many: the half-widths are
+        over the seeds when more than one, else over that seed's test tasks).
     Raises:
         ValueError: a group has one seed twice (the rows would not be seeds).
     """
@@ -344,7 +344,7 @@ def over_seeds(table: pd.DataFrame, by: Sequence[str], columns: Mapping[str, str
         for column, tasks_ci in columns.items():
             row[column], row[f"{column}_ci95"] = (_mean_ci(group[column].to_numpy()) if len(group) > 1 else
                                                   (float(group[column].iloc[0]), float(group[tasks_ci].iloc[0])))
-        rows.append({**row, "interval": "seeds" if len(group) > 1 else "tasks", "seeds": len(group)})
+        rows.append({**row, "seeds": len(group)})
     return pd.DataFrame(rows)
 
 

@@ -110,7 +110,7 @@ def seeds_scale(seeds: Sequence[int], stage: str) -> str:
 
 
 def early_freeze_rows(early_mean: pd.DataFrame, run: str, scale_at: Callable[[int], str],
-                      dataset: str = "miniimagenet") -> list[dict[str, str]]:
+                      dataset: str) -> list[dict[str, str]]:
     """A-early rows of the freezing test through training for one run: ``early_mean`` is the mean over
     seeds (:func:`metalearn.reuse.over_seeds` by run, iteration and frozen of accuracy and cost), and
     ``scale_at(iteration)`` the scale of the weights kept after that iteration. Per iteration and freeze
@@ -206,7 +206,7 @@ EARLY_SIMILARITY = ("iteration", "layer", "method", "value", "value_ci95")
 
 
 def early_similarity_rows(early_mean: pd.DataFrame, run: str, scale_at: Callable[[int], str],
-                          dataset: str = "miniimagenet") -> list[dict[str, str]]:
+                          dataset: str) -> list[dict[str, str]]:
     """A-early rows of the similarity before vs after adaptation through training for one run:
     ``early_mean`` is the mean over seeds (:func:`metalearn.reuse.over_seeds` by run, iteration, layer and
     method of value), ``scale_at(iteration)`` the scale of the weights kept after that iteration. Per
@@ -221,7 +221,7 @@ def early_similarity_rows(early_mean: pd.DataFrame, run: str, scale_at: Callable
 SEED_FITS = ("method", "comparison", "slope", "intercept", "r2")
 
 
-def seed_fit_rows(fits: pd.DataFrame, run: str, scale: str, dataset: str = "miniimagenet") -> list[dict[str, str]]:
+def seed_fit_rows(fits: pd.DataFrame, run: str, scale: str, dataset: str) -> list[dict[str, str]]:
     """A-seeds rows of the lines fitted across seeds (:func:`metalearn.reuse.seed_fits` of ``run``'s seed
     pairs): per method and comparison, ``<method> slope``, ``<method> intercept`` and ``<method> r2`` of
     that comparison against (pre,pre), without intervals (the points are not independent)."""
@@ -238,7 +238,7 @@ ACROSS = ("pair", "layer", "method", "mean", "count")
 
 
 def across_seed_rows(across_mean: pd.DataFrame, run: str, regime_layers: Sequence[str],
-                     scale_over: Callable[[int], str], dataset: str = "miniimagenet") -> list[dict[str, str]]:
+                     scale_over: Callable[[int], str], dataset: str) -> list[dict[str, str]]:
     """A-repr rows across seeds (paper Table 3): ``across_mean`` holds per pair of algorithms
     (``"maml vs maml"``, ``"anil vs maml"``...), layer and method the ``mean`` over ``count`` seed pairs
     of :func:`metalearn.reuse.model_similarity`; its ``mean`` layer (over the body) is the row, without an

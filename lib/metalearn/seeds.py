@@ -53,13 +53,25 @@ def history_of(stage: accuracy.Stage) -> pd.DataFrame:
     return accuracy.histories(stage).assign(seed=lambda h: h.run.map(lambda r: stage.records[r]["seed"]))
 
 
-def scale(stage: accuracy.Stage) -> str:
+#: what an A-curves row over seeds measures in place of the test (:func:`curve_rows`)
+VALIDATION = ("the last validation in training, each seed on its own fixed validation tasks (a seed's runs on the "
+              "same ones); 95% interval over the seeds")
+
+
+def scale(stage: accuracy.Stage, validation: bool = False) -> str:
     """The scale column of an over-seeds stage's results (``{training}`` and ``{steps}``, the test
-    steps, filled in per row by :func:`result_rows`)."""
+    steps, filled in per row by :func:`result_rows`); with ``validation``, of its A-curves rows
+    (:func:`curve_rows`): :data:`VALIDATION` in place of the test, ``{training}`` only."""
     info, seeds = stage.info, stage.info["seeds"]
-    return (f"{{training}}; {len(seeds)} seeds ({', '.join(map(str, seeds))}); {info['test']['tasks']} test tasks x "
-            f"{info['test']['queries']} queries/class, {{steps}} test steps (the same tasks for every seed); "
+    test = VALIDATION if validation else (f"{info['test']['tasks']} test tasks x {info['test']['queries']} "
+                                          "queries/class, {steps} test steps (the same tasks for every seed)")
+    return (f"{{training}}; {len(seeds)} seeds ({', '.join(map(str, seeds))}); {test}; "
             f"{info['data']}; bn {info['test']['bn']}; " + "; ".join(info["hardware"]))
+
+
+def _unseeded(frame: pd.DataFrame) -> pd.Series:
+    """The spec's name of each row's run (``<run>-seed<s>`` -> ``<run>``)."""
+    return frame.run.str.rsplit("-seed", n=1).str[0]
 
 
 def per_seed(scores: pd.DataFrame) -> pd.DataFrame:
@@ -79,7 +91,7 @@ def summary(scores: pd.DataFrame) -> pd.DataFrame:
     half-width over tasks of the per-task mean over seeds (``ci95 over tasks``), and the
     ``std over seeds`` (n - 1) of the seeds' accuracies; the runs' ``steps``, ``iterations``,
     ``meta_batch`` and ``training``."""
-    each = per_seed(scores).assign(run=lambda t: t.run.str.rsplit("-seed", n=1).str[0])
+    each = per_seed(scores).assign(run=_unseeded)
     table = each.pivot(index=["run", "head"], columns="seed", values="accuracy")
     pooled = scores.groupby(["run", "head", "task"], sort=False).accuracy.mean()
     ci = {key: mean_ci95(torch.tensor(part.to_numpy()))[1] for key, part in pooled.groupby(level=["run", "head"])}
@@ -148,13 +160,54 @@ def contrast_rows(dataset: str, scores: pd.DataFrame, scale: str) -> list[dict]:
     return rows
 
 
+def curves(history: pd.DataFrame) -> pd.DataFrame:
+    """Validation accuracy over seeds: one row per run (the spec's name) and validated iteration,
+    with ``accuracy``, the mean over seeds of ``val_accuracy`` in %, ``ci95`` its 95% half-width
+    over the seeds (Student t; NaN with one seed) and ``seeds`` (how many). ``history``:
+    :func:`history_of`'s rows (``run`` named ``<run>-seed<s>``, a ``seed`` column)."""
+    val = history.dropna(subset=["val_accuracy"]).assign(run=_unseeded)
+    rows = []
+    for (run, iteration), part in val.groupby(["run", "iteration"], sort=False):
+        mean, ci = mean_ci95(100 * part.val_accuracy.to_numpy())
+        rows.append(dict(run=run, iteration=iteration, accuracy=mean, ci95=ci, seeds=part.seed.nunique()))
+    return pd.DataFrame(rows)
+
+
+def curve_rows(dataset: str, history: pd.DataFrame, scores: pd.DataFrame, scale: str) -> list[dict]:
+    """A-curves rows of an over-seeds stage (ANIL paper Fig. 5, 10: MAML's and ANIL's curves nearly
+    identical): per MAML / ANIL run, its ``final validation`` (each seed's last validation accuracy,
+    %), the mean over seeds with its 95% half-width over them; and per setting with both, ANIL minus
+    MAML of it, paired by seed (a seed's two runs are validated on the same tasks), with the
+    half-width over the seeds' differences. ``history``: :func:`history_of`'s; ``scores``:
+    :func:`scores_of`'s (each run's ``training``); ``scale``: :func:`scale` with ``validation``."""
+    val = history.dropna(subset=["val_accuracy"]).assign(run=_unseeded).sort_values("iteration", kind="stable")
+    last = 100 * val.groupby(["run", "seed"], sort=False).val_accuracy.last()
+    rows = []
+    for name in dict.fromkeys(val.run):
+        spec = fewshot.Spec.parse(name)
+        if spec.algorithm not in ("maml", "anil") or spec.init is not None:
+            continue
+        described = scale.format(training=scores[scores.run == name].training.iloc[0])
+        shape = f"{spec.model} {spec.setting} final validation"
+        mean, ci = mean_ci95(last[name].to_numpy())
+        rows.append(results.row("A-curves", f"{dataset} {spec.algorithm} {shape}", "accuracy", mean, described, ci))
+        maml = f"maml-{spec.model}-{spec.setting}"
+        if spec.algorithm == "anil" and maml in last.index.get_level_values("run"):
+            mean, ci = mean_ci95((last[name] - last[maml]).to_numpy())  # aligned on the seed
+            rows.append(results.row("A-curves", f"{dataset} anil - maml {shape}", "difference (points, paired by seed)",
+                                    mean, described, ci))
+    return rows
+
+
 def plot_curves(history: pd.DataFrame, runs: list[str], title: str):
     """Training query loss and validation accuracy of each run: every seed thin, the mean over
-    seeds thick. ``history``: :func:`fewshot.train_runs`' rows with a ``seed`` column, ``run``
+    seeds thick, and on the validation accuracy the 95% interval over the seeds shaded
+    (:func:`curves`). ``history``: :func:`fewshot.train_runs`' rows with a ``seed`` column, ``run``
     named ``<run>-seed<s>``."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    band = curves(history)
     for i, name in enumerate(runs):
-        part = history[history.run.str.rsplit("-seed", n=1).str[0] == name]
+        part = history[_unseeded(history) == name]
         n = part.seed.nunique()
         for column, ax, scale in (("loss", axes[0], 1), ("val_accuracy", axes[1], 100)):
             curve = part.dropna(subset=[column])
@@ -162,8 +215,12 @@ def plot_curves(history: pd.DataFrame, runs: list[str], title: str):
                 ax.plot(one.iteration, one[column] * scale, color=f"C{i}", lw=0.6, alpha=0.5)
             mean = curve.groupby("iteration")[column].mean() * scale
             ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=f"{name} (mean of {n} seeds)")
+        own = band[band.run == name]
+        axes[1].fill_between(own.iteration, own.accuracy - own.ci95, own.accuracy + own.ci95, color=f"C{i}", alpha=0.15,
+                             lw=0)
     axes[0].set(xlabel="meta-iteration", ylabel="training query loss", yscale="log")
     axes[1].set(xlabel="meta-iteration", ylabel="validation accuracy (%)")
+    axes[1].set_title("shaded: 95% interval over the seeds", fontsize=8)
     axes[1].legend(fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
