@@ -74,6 +74,12 @@ def _unseeded(frame: pd.DataFrame) -> pd.Series:
     return frame.run.str.rsplit("-seed", n=1).str[0]
 
 
+def _validations(history: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``history`` that validated, ``run`` renamed to the spec's name (:func:`_unseeded`)."""
+    val = history.dropna(subset=["val_accuracy"])
+    return val.assign(run=_unseeded(val))
+
+
 def per_seed(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per (run with its seed, head): ``run`` named ``<run>-seed<s>``, steps, accuracy and
     ci95 over tasks (%), iterations, meta_batch, training, seed (``reports/<stage>/accuracy.csv``)."""
@@ -165,9 +171,8 @@ def curves(history: pd.DataFrame) -> pd.DataFrame:
     with ``accuracy``, the mean over seeds of ``val_accuracy`` in %, ``ci95`` its 95% half-width
     over the seeds (Student t; NaN with one seed) and ``seeds`` (how many). ``history``:
     :func:`history_of`'s rows (``run`` named ``<run>-seed<s>``, a ``seed`` column)."""
-    val = history.dropna(subset=["val_accuracy"]).assign(run=_unseeded)
     rows = []
-    for (run, iteration), part in val.groupby(["run", "iteration"], sort=False):
+    for (run, iteration), part in _validations(history).groupby(["run", "iteration"], sort=False):
         mean, ci = mean_ci95(100 * part.val_accuracy.to_numpy())
         rows.append(dict(run=run, iteration=iteration, accuracy=mean, ci95=ci, seeds=part.seed.nunique()))
     return pd.DataFrame(rows)
@@ -180,7 +185,7 @@ def curve_rows(dataset: str, history: pd.DataFrame, scores: pd.DataFrame, scale:
     MAML of it, paired by seed (a seed's two runs are validated on the same tasks), with the
     half-width over the seeds' differences. ``history``: :func:`history_of`'s; ``scores``:
     :func:`scores_of`'s (each run's ``training``); ``scale``: :func:`scale` with ``validation``."""
-    val = history.dropna(subset=["val_accuracy"]).assign(run=_unseeded).sort_values("iteration", kind="stable")
+    val = _validations(history).sort_values("iteration", kind="stable")
     last = 100 * val.groupby(["run", "seed"], sort=False).val_accuracy.last()
     rows = []
     for name in dict.fromkeys(val.run):
@@ -210,12 +215,12 @@ def plot_curves(history: pd.DataFrame, runs: list[str], title: str):
         part = history[_unseeded(history) == name]
         n = part.seed.nunique()
         for column, ax, scale in (("loss", axes[0], 1), ("val_accuracy", axes[1], 100)):
-            curve = part.dropna(subset=[column])
-            for _, one in curve.groupby("seed"):
+            for _, one in part.dropna(subset=[column]).groupby("seed"):
                 ax.plot(one.iteration, one[column] * scale, color=f"C{i}", lw=0.6, alpha=0.5)
-            mean = curve.groupby("iteration")[column].mean() * scale
-            ax.plot(mean.index, mean.values, color=f"C{i}", lw=2, label=f"{name} (mean of {n} seeds)")
+        loss = part.dropna(subset=["loss"]).groupby("iteration").loss.mean()
         own = band[band.run == name]
+        for ax, x, y in ((axes[0], loss.index, loss.values), (axes[1], own.iteration, own.accuracy)):
+            ax.plot(x, y, color=f"C{i}", lw=2, label=f"{name} (mean of {n} seeds)")
         axes[1].fill_between(own.iteration, own.accuracy - own.ci95, own.accuracy + own.ci95, color=f"C{i}", alpha=0.15,
                              lw=0)
     axes[0].set(xlabel="meta-iteration", ylabel="training query loss", yscale="log")
