@@ -461,7 +461,7 @@ PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "s
     ("lib/metalearn/report.py", PRESENTING | {"prepare"}),
     ("notebooks/report_training.ipynb", {"report_training"}),
     ("data/models/train_omniglot/maml-conv-5w1s.pt", {"train_seeds_omniglot", "report_training", "freeze",
-                                                      "similarity", "shift"}),
+                                                      "similarity", "shift", "shift_campaign"}),
 ])
 def test_editing_what_presents_changes_only_stages_that_present_never_training(path, expected):
     changed = _stages_depending_on(path)
