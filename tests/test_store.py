@@ -8,6 +8,7 @@ import zipfile
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -181,6 +182,26 @@ def test_test_scores_are_reused_for_the_same_weights_tasks_and_numerics(study, m
         next(run.model.parameters())[0, 0, 0, 0] += 1.0
     with pytest.raises(pytest.fail.Exception, match="tested again"):  # other weights: tested again
         fewshot.score_runs({SPEC: run}, episodes, 4, 2, 1, "s", {"data": "tiny"})
+
+
+def test_a_runs_final_weights_are_scored_per_validation_task_and_reused(study, monkeypatch):
+    """The A-curves interval: the final weights on the fixed validation tasks, task by task; their mean
+    is the history's last validation (same weights, same tasks), each task as validate scores it alone."""
+    monkeypatch.setattr(paths, "WORK", study / "work")
+    run, history = train()
+    scores = pd.read_csv(study / "staging/data/scores/s/maml-conv-3w1s.val.csv")["accuracy"]
+    assert len(scores) == 2 and scores.mean() == pytest.approx(100 * history.val_accuracy.iloc[-1], abs=1e-4)
+    val = fewshot.validation_tasks(episodes, SPEC, 2, 2, 0)
+    inner = fewshot.inner_loop(SPEC, dict(run.model.named_parameters()), SETTINGS.inner_steps, SETTINGS.inner_lr)
+    for t in range(2):
+        alone = val._replace(**{k: getattr(val, k)[t:t + 1] for k in ("xs", "ys", "xq", "yq")})
+        assert scores[t] == pytest.approx(100 * fewshot.validate(SPEC, run.model, alone, SETTINGS, inner)["val_accuracy"])
+    publish(study)
+    monkeypatch.setattr(fewshot, "validation_scores", lambda *a, **k: pytest.fail("scored again"))
+    train()  # the same weights and tasks: reused
+    assert pd.read_csv(study / "staging/data/scores/s/maml-conv-3w1s.val.csv")["accuracy"].equals(scores)
+    with pytest.raises(pytest.fail.Exception, match="scored again"):
+        fewshot.score_validation(SPEC, run, episodes, 3, 2, 0, "s", "maml-conv-3w1s", {"data": "tiny", "device": "cpu"})
 
 
 # --- prepared data: reproducible files, content fingerprints ------------------------------
