@@ -155,6 +155,34 @@ def test_a_seeds_stage_copies_the_run_another_stage_trained_with_the_same_identi
     assert not (study / "staging/data/models/b/maml-conv-3w1s-seed1.json").exists()
 
 
+def test_a_seeds_stage_copies_a_run_with_its_kept_weights(study, monkeypatch):
+    """The campaign's seeds stage: seed 0 is the one-seed campaign's run, kept iterations and all."""
+    monkeypatch.setattr(paths, "WORK", study / "work")
+
+    def train_in(stage, snapshots):
+        trained, _ = fewshot.train_runs([SPEC], "omniglot", 4, episodes, lambda spec: SETTINGS, 2, 2, 0, stage,
+                                        {"data": "tiny"}, snapshots=snapshots, suffix="-seed0" if stage == "b" else "",
+                                        same_run_in="a")
+        return trained[SPEC]
+
+    original = train_in("a", [1, 2])
+    publish(study)
+    monkeypatch.setattr(fewshot, "train", lambda *a, **k: pytest.fail("trained again"))
+    copied = train_in("b", [1, 2])
+    assert copied.record["snapshots"] == [1, 2] and copied.record["copied_from"] == "a/maml-conv-3w1s"
+    for iteration in (1, 2):
+        source = study / f"root/data/models/a/maml-conv-3w1s@{iteration}.pt"
+        target = study / f"staging/data/models/b/maml-conv-3w1s-seed0@{iteration}.pt"
+        assert target.read_bytes() == source.read_bytes()
+    assert sorted(copied.record["files"]) == sorted(["data/models/b/maml-conv-3w1s-seed0.pt",
+                                                     "data/models/b/maml-conv-3w1s-seed0@1.pt",
+                                                     "data/models/b/maml-conv-3w1s-seed0@2.pt"])
+    assert fewshot.same_weights(copied.model, study / "root/data/models/a/maml-conv-3w1s.pt")
+    assert not fewshot.same_weights(original.model, study / "root/data/models/a/maml-conv-3w1s@1.pt")
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        train_in("b", [1])  # other kept iterations: another run
+
+
 def test_settings_a_run_does_not_use_are_not_part_of_its_identity():
     def key(spec, **changed):
         return fewshot.run_identity(fewshot.Spec.parse(spec), replace(SETTINGS, **changed), 0, "s", {})[1]

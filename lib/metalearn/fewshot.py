@@ -567,7 +567,7 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
         record_file, weights = f"data/models/{stage}/{run}.json", model_file(stage, run)
         record = store.find(record_file, identity)
         if record is None and same_run_in:
-            record = copy_trained(same_run_in, spec.name, identity, record_file, weights, stage=stage, run=run)
+            record = copy_trained(same_run_in, spec.name, identity, stage, run)
         if record is not None:
             print(f"{run}: trained model of an earlier execution (same settings and numerics"
                   + (f", trained by {record['copied_from']})" if "copied_from" in record else ")"))
@@ -615,25 +615,27 @@ def score_validation(spec: Spec, trained: Trained, episodes: Episodes, n_tasks: 
     store.save(record_file, identity, [table_file], stage=stage, run=run, spec=spec.name)
 
 
-def copy_trained(other: str, other_run: str, identity: dict, record_file: str, weights: str,
-                 **details) -> dict | None:
+def copy_trained(other: str, other_run: str, identity: dict, stage: str, run: str) -> dict | None:
     """The model the stage ``other`` trained as ``other_run``, if its record's identity equals
-    ``identity`` but for the run's name: its weights copied to ``weights`` and its record (history,
-    hardware, ...) saved at ``record_file`` with ``identity``, ``details`` and ``copied_from``.
-    None (nothing written) if ``other`` has no such model, or kept iterations of it (not copied)."""
-    source = f"data/models/{other}/{other_run}.json"
+    ``identity`` but for the run's name (kept iterations included): its weights and kept weights
+    copied to ``stage``'s files of ``run`` (:func:`model_file`, :func:`snapshot_file`) and its record
+    (history, hardware, ...) saved there with ``identity``, ``stage``, ``run`` and ``copied_from``.
+    None (nothing written) if ``other`` has no such model."""
     try:
-        saved = json.loads(paths.input(source).read_text())
+        saved = json.loads(paths.input(f"data/models/{other}/{other_run}.json").read_text())
     except (OSError, ValueError):
         return None
     unnamed = store.canonical({k: v for k, v in identity.items() if k != "run"})
-    if {k: v for k, v in saved.get("identity", {}).items() if k != "run"} != unnamed or saved.get("snapshots"):
+    if {k: v for k, v in saved.get("identity", {}).items() if k != "run"} != unnamed:
         return None
-    with open(paths.input(model_file(other, other_run)), "rb") as src, \
-            paths.atomic_write(paths.output(weights), "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    kept = {k: v for k, v in saved.items() if k not in ("identity", "files", "stage", "run")}
-    return store.save(record_file, identity, [weights], **kept, **details, copied_from=f"{other}/{other_run}")
+    files = {model_file(other, other_run): model_file(stage, run),
+             **{snapshot_file(other, other_run, i): snapshot_file(stage, run, i) for i in saved.get("snapshots", [])}}
+    for source, target in files.items():
+        with open(paths.input(source), "rb") as src, paths.atomic_write(paths.output(target), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    details = {k: v for k, v in saved.items() if k not in ("identity", "files", "stage", "run")}
+    return store.save(f"data/models/{stage}/{run}.json", identity, list(files.values()), **details, stage=stage,
+                      run=run, copied_from=f"{other}/{other_run}")
 
 
 def train_seeds(specs: list[Spec], seeds: Sequence[int], episodes_of: Callable[[int], Episodes], n_test_tasks: int,
