@@ -70,7 +70,7 @@ def test_every_comparison_claim_reads_a_row_the_contrasts_make():
     runs = ["maml", "fomaml", "anil", "random", "reptile", "reptilesgd", "multiclass+reptile", "multiclass+head",
             "multitask+head", "niltrain+head"]
     made = set()
-    for dataset, settings in (("miniimagenet", ["5w1s"]), ("omniglot", ["5w1s", "20w1s", "20w5s"])):
+    for dataset, settings in (("miniimagenet", ["5w1s", "5w5s"]), ("omniglot", ["5w1s", "20w1s", "20w5s"])):
         s = stage({f"{run}-conv-{k}": {"adapt": np.arange(3.0), "nil": np.arange(3.0)} for run in runs for k in settings})
         made |= {(c["experiment"], c["setting"], "difference (points, paired)") for c in accuracy.contrasts(dataset, s)}
     wanted = {c.row for c in claims.CLAIMS if c.row[2] == "difference (points, paired)"}
