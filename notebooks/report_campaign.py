@@ -70,6 +70,9 @@ rows, curves = [], {}
 for stage, section in sections.items():
     dataset = dataset_of(section)
     found = {p["run"]: p for p in fewshot.progress(stage, CHECKPOINTS)}
+    if section.get("same_as_one_seed"):  # its seed test_seed is the one-seed stage's run, copied: that run's checkpoint
+        found = {**{f"{p['run']}-seed{section['test_seed']}": p
+                    for p in fewshot.progress(section["one_seed_stage"], CHECKPOINTS)}, **found}
     for name in runs_of(section):
         spec, state = fewshot.Spec.parse(name.rsplit("-seed", 1)[0]), found.get(name)
         target = fewshot.target_iterations(section, spec)
