@@ -46,7 +46,7 @@ endif
 # trains (DVC holds its lock), `python -m metalearn.run report_campaign` shows where each run stands.
 # freeze_campaign analyses the finished models; report_campaign judges the claims on them.
 campaign: env
-	dvc repro campaign_miniimagenet campaign_omniglot
+	dvc repro campaign_miniimagenet campaign_omniglot campaign_seeds_omniglot
 	dvc repro -s freeze_campaign similarity_campaign shift_campaign
 	dvc repro -s report_campaign
 

@@ -33,7 +33,7 @@
 # `reports/results.csv`.
 
 # %% tags=["parameters"]
-stages = ["campaign_miniimagenet", "campaign_omniglot"]  # the campaign's training stages
+stages = ["campaign_miniimagenet", "campaign_omniglot"]  # the campaign's training stages (one seed, or several: `seeds`)
 params_file = "params-campaign.yaml"  # where their parameters (and so each run's target iterations) are
 analyses = ["freeze_campaign", "similarity_campaign"]  # analyses of the finished models (reports/<stage>/results.csv)
 
@@ -53,12 +53,28 @@ from metalearn.run import load_section
 STAGE = "report_campaign"
 CHECKPOINTS = paths.checkpoints(kept=True)
 sections = {stage: load_section(stage, paths.ROOT / P.params_file) for stage in P.stages}
+
+
+def dataset_of(section):
+    """The dataset a training stage's section trains on (the seeds stages name it)."""
+    return section.get("dataset", "miniimagenet" if "prepared" in section else "omniglot")
+
+
+def runs_of(section):
+    """A training stage's runs as its checkpoints name them: ``<run>-seed<s>`` in a seeds stage."""
+    return [f"{run}-seed{seed}" for seed in section["seeds"] for run in section["runs"]] if "seeds" in section \
+        else section["runs"]
+
+
 rows, curves = [], {}
 for stage, section in sections.items():
-    dataset = "miniimagenet" if "prepared" in section else "omniglot"
+    dataset = dataset_of(section)
     found = {p["run"]: p for p in fewshot.progress(stage, CHECKPOINTS)}
-    for name in section["runs"]:
-        spec, state = fewshot.Spec.parse(name), found.get(name)
+    if section.get("same_as_one_seed"):  # its seed test_seed is the one-seed stage's run, copied: that run's checkpoint
+        found = {**{f"{p['run']}-seed{section['test_seed']}": p
+                    for p in fewshot.progress(section["one_seed_stage"], CHECKPOINTS)}, **found}
+    for name in runs_of(section):
+        spec, state = fewshot.Spec.parse(name.rsplit("-seed", 1)[0]), found.get(name)
         target = fewshot.target_iterations(section, spec)
         done = state["iteration"] if state else 0
         pace = state["seconds"] / done if done else float("nan")
@@ -77,16 +93,16 @@ table.round(2)
 # %%
 fig, axes = plt.subplots(1, len(P.stages), figsize=(6 * len(P.stages), 4), squeeze=False)
 for ax, stage in zip(axes[0], P.stages):
-    for i, name in enumerate(sections[stage]["runs"]):
+    for i, name in enumerate(runs_of(sections[stage])):
         curve = curves[(stage, name)]
         if len(curve):
             ax.plot(curve["iteration"], 100 * curve["val_accuracy"], color=f"C{i}", label=name)
-        dataset = "miniimagenet" if "prepared" in sections[stage] else "omniglot"
-        spec = fewshot.Spec.parse(name)
+        dataset = dataset_of(sections[stage])
+        spec = fewshot.Spec.parse(name.rsplit("-seed", 1)[0])
         for value in papers.final_accuracies(f"{dataset} {spec.algorithm} conv {spec.setting}").values():
             ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=0.8)
     ax.set(title=stage, xlabel="meta-iteration", ylabel="validation accuracy (%)", ylim=(0, 100))
-    if any(len(curves[(stage, name)]) for name in sections[stage]["runs"]):
+    if any(len(curves[(stage, name)]) for name in runs_of(sections[stage])):
         ax.legend(fontsize=7)
 fig.suptitle("Campaign: validation accuracy after test-time adaptation (dashed: the papers' final test accuracy)",
              fontsize=8)
@@ -96,10 +112,12 @@ report.save_figure(fig, f"reports/{STAGE}/validation.png")
 # ## Finished stages: test accuracy, analyses and the claims at the campaign's scale
 #
 # A campaign stage has finished when every run reached its target and was tested (its
-# `data/models/<stage>/stage.json`); before that it has no rows here.
+# `data/models/<stage>/stage.json`); before that it has no rows here. A stage over seeds is
+# shown here while it trains; its results over seeds are the `report_seeds` notebook's.
 
 # %%
-finished = [stage for stage in P.stages if paths.input(f"data/models/{stage}/stage.json").is_file()]
+finished = [stage for stage in P.stages if "seeds" not in sections[stage]
+            and paths.input(f"data/models/{stage}/stage.json").is_file()]
 measured = [row for stage in finished for row in accuracy.stage_rows(accuracy.load(stage))]
 for analysis in P.analyses:
     path = paths.input(f"reports/{analysis}/results.csv")

@@ -29,12 +29,12 @@
 # test tasks with 95% confidence intervals (Student t over tasks).
 
 # %% tags=["parameters"]
-stages = ["train_omniglot", "train_miniimagenet"]  # one-seed training stages whose runs are reported
+stages = ["train_omniglot", "train_miniimagenet"]  # one-seed training stages whose runs are reported (and train_miniimagenet_5shot)
 
 # %%
 from metalearn.params import Choice, List, check
 
-P = check(globals(), stages=List(Choice("train_omniglot", "train_miniimagenet"), unique=True))
+P = check(globals(), stages=List(Choice("train_omniglot", "train_miniimagenet", "train_miniimagenet_5shot"), unique=True))
 
 # %%
 from IPython.display import Markdown, display

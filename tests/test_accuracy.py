@@ -70,7 +70,7 @@ def test_every_comparison_claim_reads_a_row_the_contrasts_make():
     runs = ["maml", "fomaml", "anil", "random", "reptile", "reptilesgd", "multiclass+reptile", "multiclass+head",
             "multitask+head", "niltrain+head"]
     made = set()
-    for dataset, settings in (("miniimagenet", ["5w1s"]), ("omniglot", ["5w1s", "20w1s", "20w5s"])):
+    for dataset, settings in (("miniimagenet", ["5w1s", "5w5s"]), ("omniglot", ["5w1s", "20w1s", "20w5s"])):
         s = stage({f"{run}-conv-{k}": {"adapt": np.arange(3.0), "nil": np.arange(3.0)} for run in runs for k in settings})
         made |= {(c["experiment"], c["setting"], "difference (points, paired)") for c in accuracy.contrasts(dataset, s)}
     wanted = {c.row for c in claims.CLAIMS if c.row[2] == "difference (points, paired)"}
@@ -80,19 +80,18 @@ def test_every_comparison_claim_reads_a_row_the_contrasts_make():
 def test_stage_rows_are_a_stages_results_and_its_contrasts_at_its_scale():
     s = stage({"maml-conv-5w1s": {"adapt": np.array([80.0, 90]), "nil": np.array([70.0, 75])},
                "anil-conv-5w1s": {"adapt": np.array([85.0, 86])}})
-    for record in s.records.values():
-        record["history"] = [{"iteration": 100, "val_accuracy": 0.5}]
     s = s._replace(info={"dataset": "omniglot", "test": {"tasks": 2, "queries": 5, "bn": "transductive"}, "data": "d",
-                         "hardware": ["h"]})
+                         "hardware": ["h"]},
+                   validation={"maml-conv-5w1s": pd.Series([40.0, 60.0, 50.0]), "anil-conv-5w1s": pd.Series([50.0] * 3)})
     rows = accuracy.stage_rows(s)
     keys = {(r["experiment"], r["setting"], r["metric"]) for r in rows}
     assert ("M-omni", "omniglot maml conv 5w1s", "accuracy") in keys
     assert ("A-curves", "omniglot anil conv 5w1s final validation", "accuracy") in keys
     assert ("A-anil", "omniglot anil - maml conv 5w1s", "difference (points, paired)") in keys
     curves = next(r for r in rows if r["setting"] == "omniglot maml conv 5w1s final validation")
-    assert curves["value"] == "50" and curves["ci95"] == "" and curves["scale"] == (
-        "100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
-        f"{accuracy.VALIDATION}; 1 seed; d; bn transductive; h")  # a validation mean, not the test's 2 tasks
+    assert curves["value"] == "50" and float(curves["ci95"]) == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 10 / np.sqrt(3))
+    assert curves["scale"] == ("100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
+                               f"{accuracy.VALIDATION.format(tasks=3)}; 1 seed; d; bn transductive; h")  # not the test's 2
     maml = next(r for r in rows if r["setting"] == "omniglot maml conv 5w1s")
     assert maml["value"] == "85" and maml["scale"] == ("100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
                                                        "2 test tasks x 5 queries/class, 2 test steps; 1 seed; d; "

@@ -452,7 +452,7 @@ def _stages_depending_on(path: str) -> set[str]:
 PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "shift",
               "shift_sine",
               "nav", "cheetah", "benchmark", "summarize", "report_campaign", "freeze_campaign", "similarity_campaign",
-              "shift_campaign", "shift_official"}
+              "shift_campaign", "shift_official", "freeze_5shot", "similarity_5shot"}
 
 
 @pytest.mark.parametrize("path,expected", [

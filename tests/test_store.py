@@ -8,6 +8,7 @@ import zipfile
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -154,6 +155,34 @@ def test_a_seeds_stage_copies_the_run_another_stage_trained_with_the_same_identi
     assert not (study / "staging/data/models/b/maml-conv-3w1s-seed1.json").exists()
 
 
+def test_a_seeds_stage_copies_a_run_with_its_kept_weights(study, monkeypatch):
+    """The campaign's seeds stage: seed 0 is the one-seed campaign's run, kept iterations and all."""
+    monkeypatch.setattr(paths, "WORK", study / "work")
+
+    def train_in(stage, snapshots):
+        trained, _ = fewshot.train_runs([SPEC], "omniglot", 4, episodes, lambda spec: SETTINGS, 2, 2, 0, stage,
+                                        {"data": "tiny"}, snapshots=snapshots, suffix="-seed0" if stage == "b" else "",
+                                        same_run_in="a")
+        return trained[SPEC]
+
+    original = train_in("a", [1, 2])
+    publish(study)
+    monkeypatch.setattr(fewshot, "train", lambda *a, **k: pytest.fail("trained again"))
+    copied = train_in("b", [1, 2])
+    assert copied.record["snapshots"] == [1, 2] and copied.record["copied_from"] == "a/maml-conv-3w1s"
+    for iteration in (1, 2):
+        source = study / f"root/data/models/a/maml-conv-3w1s@{iteration}.pt"
+        target = study / f"staging/data/models/b/maml-conv-3w1s-seed0@{iteration}.pt"
+        assert target.read_bytes() == source.read_bytes()
+    assert sorted(copied.record["files"]) == sorted(["data/models/b/maml-conv-3w1s-seed0.pt",
+                                                     "data/models/b/maml-conv-3w1s-seed0@1.pt",
+                                                     "data/models/b/maml-conv-3w1s-seed0@2.pt"])
+    assert fewshot.same_weights(copied.model, study / "root/data/models/a/maml-conv-3w1s.pt")
+    assert not fewshot.same_weights(original.model, study / "root/data/models/a/maml-conv-3w1s@1.pt")
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        train_in("b", [1])  # other kept iterations: another run
+
+
 def test_settings_a_run_does_not_use_are_not_part_of_its_identity():
     def key(spec, **changed):
         return fewshot.run_identity(fewshot.Spec.parse(spec), replace(SETTINGS, **changed), 0, "s", {})[1]
@@ -181,6 +210,26 @@ def test_test_scores_are_reused_for_the_same_weights_tasks_and_numerics(study, m
         next(run.model.parameters())[0, 0, 0, 0] += 1.0
     with pytest.raises(pytest.fail.Exception, match="tested again"):  # other weights: tested again
         fewshot.score_runs({SPEC: run}, episodes, 4, 2, 1, "s", {"data": "tiny"})
+
+
+def test_a_runs_final_weights_are_scored_per_validation_task_and_reused(study, monkeypatch):
+    """The A-curves interval: the final weights on the fixed validation tasks, task by task; their mean
+    is the history's last validation (same weights, same tasks), each task as validate scores it alone."""
+    monkeypatch.setattr(paths, "WORK", study / "work")
+    run, history = train()
+    scores = pd.read_csv(study / "staging/data/scores/s/maml-conv-3w1s.val.csv")["accuracy"]
+    assert len(scores) == 2 and scores.mean() == pytest.approx(100 * history.val_accuracy.iloc[-1], abs=1e-4)
+    val = fewshot.validation_tasks(episodes, SPEC, 2, 2, 0)
+    inner = fewshot.inner_loop(SPEC, dict(run.model.named_parameters()), SETTINGS.inner_steps, SETTINGS.inner_lr)
+    for t in range(2):
+        alone = val._replace(**{k: getattr(val, k)[t:t + 1] for k in ("xs", "ys", "xq", "yq")})
+        assert scores[t] == pytest.approx(100 * fewshot.validate(SPEC, run.model, alone, SETTINGS, inner)["val_accuracy"])
+    publish(study)
+    monkeypatch.setattr(fewshot, "validation_scores", lambda *a, **k: pytest.fail("scored again"))
+    train()  # the same weights and tasks: reused
+    assert pd.read_csv(study / "staging/data/scores/s/maml-conv-3w1s.val.csv")["accuracy"].equals(scores)
+    with pytest.raises(pytest.fail.Exception, match="scored again"):
+        fewshot.score_validation(SPEC, run, episodes, 3, 2, 0, "s", "maml-conv-3w1s", {"data": "tiny", "device": "cpu"})
 
 
 # --- prepared data: reproducible files, content fingerprints ------------------------------

@@ -4,8 +4,9 @@ rows of ``reports/results.csv``.
 
 Reads what a training stage left under ``data/`` (:func:`load`): its stage record
 (``data/models/<stage>/stage.json``: runs in order, data, hardware, test settings), each
-run's record (``data/models/<stage>/<run>.json``: settings, history) and per-task scores
-(``data/scores/<stage>/<run>.csv``, :func:`metalearn.fewshot.test_scores`). Nothing here
+run's record (``data/models/<stage>/<run>.json``: settings, history), per-task test scores
+(``data/scores/<stage>/<run>.csv``, :func:`metalearn.fewshot.test_scores`) and the final weights'
+per-task validation accuracy (``<run>.val.csv``, :func:`metalearn.fewshot.score_validation`). Nothing here
 trains or tests: editing this module re-executes the report stages only.
 """
 from __future__ import annotations
@@ -24,11 +25,13 @@ from .reuse import describe_training
 
 class Stage(NamedTuple):
     """What a training stage left: ``info`` (its stage record), ``records`` {run: the run's
-    record} and ``scores`` {run: per-task scores}, runs in the stage's order."""
+    record}, ``scores`` {run: per-task test scores} and ``validation`` {run: the final weights'
+    per-task accuracy (%) on the run's validation tasks}, runs in the stage's order."""
 
     info: dict
     records: dict[str, dict]
     scores: dict[str, pd.DataFrame]
+    validation: dict[str, pd.Series] = {}
 
 
 def load(stage: str) -> Stage:
@@ -41,7 +44,14 @@ def load(stage: str) -> Stage:
     info = json.loads(index.read_text())
     records = {run: json.loads(paths.input(f"data/models/{stage}/{run}.json").read_text()) for run in info["runs"]}
     scores = {run: read_scores(paths.input(f"data/scores/{stage}/{run}.csv")) for run in info["runs"]}
-    return Stage(info, records, scores)
+    validation = {}
+    for run in info["runs"]:
+        path = paths.input(f"data/scores/{stage}/{run}.val.csv")
+        if not path.is_file():
+            raise FileNotFoundError(f"data/scores/{stage}/{run}.val.csv is missing: re-execute the '{stage}' stage "
+                                    f"(dvc repro {stage}; its models are reused, only their validation is scored)")
+        validation[run] = pd.read_csv(path)["accuracy"]
+    return Stage(info, records, scores, validation)
 
 
 def histories(stage: Stage) -> pd.DataFrame:
@@ -134,16 +144,18 @@ def experiments(dataset: str, spec: Spec, head: str) -> list[tuple[str, str]]:
     return out
 
 
-#: what an A-curves row measures in place of the test (a training stage keeps each validation's mean only)
-VALIDATION = "the last validation in training, on the stage's fixed validation tasks (their mean only: no CI)"
+#: what an A-curves row measures in place of the test (``tasks``: how many validation tasks)
+VALIDATION = ("the last validation in training: the final weights on the stage's {tasks} fixed validation tasks, "
+              "adapted as in training (95% CI over those tasks)")
 
 
-def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale: str) -> list[dict]:
+def result_rows(dataset: str, table: pd.DataFrame, validation: dict[str, pd.Series], scale: str) -> list[dict]:
     """``reports/results.csv`` rows: each test result under its experiment ids
     (:func:`experiments`), and for MAML and ANIL runs the final validation accuracy under
-    A-curves. ``scale`` describes the scale, ``"{training}; <the test>; ..."``, with
-    ``{training}`` and ``{steps}`` (the test steps of the row's head) filled in per row; an
-    A-curves row's scale names :data:`VALIDATION` in place of the test."""
+    A-curves: the mean and 95% CI over the run's per-task ``validation`` accuracies (%). ``scale``
+    describes the scale, ``"{training}; <the test>; ..."``, with ``{training}`` and ``{steps}``
+    (the test steps of the row's head) filled in per row; an A-curves row's scale names
+    :data:`VALIDATION` in place of the test."""
     out = []
     for r in table.itertuples():
         spec = Spec.parse(r.run)
@@ -151,10 +163,11 @@ def result_rows(dataset: str, table: pd.DataFrame, history: pd.DataFrame, scale:
         for experiment, setting in experiments(dataset, spec, r.head):
             out.append(results.row(experiment, setting, "accuracy", r.accuracy, described, r.ci95))
         if r.head == "adapt" and spec.algorithm in ("maml", "anil"):
-            final = history[history.run == r.run].val_accuracy.iloc[-1] * 100
+            final, ci = mean_ci95(validation[r.run].to_numpy())
             setting = f"{dataset} {spec.algorithm} {spec.model} {spec.setting} final validation"
             training, _test, rest = described.split("; ", 2)
-            out.append(results.row("A-curves", setting, "accuracy", final, f"{training}; {VALIDATION}; {rest}"))
+            tested = VALIDATION.format(tasks=len(validation[r.run]))
+            out.append(results.row("A-curves", setting, "accuracy", final, f"{training}; {tested}; {rest}", ci))
     return out
 
 
@@ -241,7 +254,7 @@ def stage_rows(stage: Stage) -> list[dict]:
     at the stage's :func:`scale`."""
     dataset, described = stage.info["dataset"], scale(stage)
     table, _ = test_table(stage)
-    return (result_rows(dataset, table, histories(stage), described)
+    return (result_rows(dataset, table, stage.validation, described)
             + contrast_rows(stage, contrasts(dataset, stage), described))
 
 

@@ -428,17 +428,33 @@ def snapshot_file(stage: str, run: str, iteration: int) -> str:
     return f"data/models/{stage}/{run}@{iteration}.pt"
 
 
-def validate(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
-             inner: core.InnerLoop | None) -> dict:
-    """Mean query loss and accuracy on the validation tasks after training-time adaptation."""
+def _validated(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
+               inner: core.InnerLoop | None) -> tuple[float, Tensor]:
+    """(mean query loss, hits) on the validation tasks [T] after training-time adaptation: hits are
+    the correct query predictions [T, Q] (0/1) of the MAML family, or Reptile's per-task accuracy [T]."""
     params = models.params_of(model, requires_grad=False)
     if inner is None:  # Reptile: its own inner optimiser, as at test time
         scores = evaluate(spec, model, params, val, settings, steps=settings.inner_steps)
-        return {"val_loss": scores["loss"][:, -1].mean().item(),
-                "val_accuracy": scores["accuracy"][:, -1].mean().item()}
+        return scores["loss"][:, -1].mean().item(), scores["accuracy"][:, -1]
     loss, predictions = meta_loss(model, params, val.xs, val.ys, val.xq, val.yq, inner, loss_of(spec),
                                   bn=settings.bn)
-    return {"val_loss": loss.item(), "val_accuracy": (predictions.argmax(-1) == val.yq).float().mean().item()}
+    return loss.item(), (predictions.argmax(-1) == val.yq).float()
+
+
+def validate(spec: Spec, model: nn.Module, val: Batch, settings: Settings,
+             inner: core.InnerLoop | None) -> dict:
+    """Mean query loss and accuracy on the validation tasks after training-time adaptation."""
+    loss, hits = _validated(spec, model, val, settings, inner)
+    return {"val_loss": loss, "val_accuracy": hits.mean().item()}
+
+
+def validation_scores(spec: Spec, model: nn.Module, val: Batch, settings: Settings) -> Tensor:
+    """Per-task accuracy (%) [T] of ``model`` on the validation tasks ``val``, adapted as in training's
+    validations (:func:`validate`; its ``val_accuracy`` is their mean, up to float rounding)."""
+    inner = None if spec.reptile else inner_loop(spec, dict(model.named_parameters()), settings.inner_steps,
+                                                 settings.inner_lr)
+    _, hits = _validated(spec, model, val, settings, inner)
+    return 100 * (hits if spec.reptile else hits.mean(-1))
 
 
 def evaluate(spec: Spec, model: nn.Module, params: models.Params, test: Batch, settings: Settings,
@@ -522,7 +538,8 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
     Each run starts from the model initialised with ``seed`` (on the CPU, then moved to
     ``device``, where the episodes must be too), draws training episodes from
     ``episodes("train", ...)`` and is validated on ``n_val_tasks`` fixed episodes of
-    ``episodes("val", ...)``. Weights are saved as CPU tensors. ``workers``: ranks sharing each
+    ``episodes("val", ...)`` (:func:`validation_tasks`); its final weights are then scored on them
+    task by task (:func:`score_validation`). Weights are saved as CPU tensors. ``workers``: ranks sharing each
     meta-batch (:mod:`metalearn.distributed`; at most the meta-batch, else a ParameterError naming
     ``workers``; under ``torchrun``, the launcher's ranks); the record says how many trained the run.
     ``work_dir``: where the checkpoints go (:func:`train`). ``path``: how a MAML-family meta-batch
@@ -550,7 +567,7 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
         record_file, weights = f"data/models/{stage}/{run}.json", model_file(stage, run)
         record = store.find(record_file, identity)
         if record is None and same_run_in:
-            record = copy_trained(same_run_in, spec.name, identity, record_file, weights, stage=stage, run=run)
+            record = copy_trained(same_run_in, spec.name, identity, stage, run)
         if record is not None:
             print(f"{run}: trained model of an earlier execution (same settings and numerics"
                   + (f", trained by {record['copied_from']})" if "copied_from" in record else ")"))
@@ -558,7 +575,7 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
         else:
             shots = settings.train_shots if spec.reptile else spec.k_shot
             queries = 1 if spec.reptile else settings.train_queries
-            val = episodes("val", spec, spec.k_shot, val_queries).fixed_episodes(n_val_tasks, seed + 1000)
+            val = validation_tasks(episodes, spec, n_val_tasks, val_queries, seed)
             history = train(spec, model, episodes("train", spec, shots, queries), val, settings, seed, stage, config,
                             snapshots, suffix, workers, work_dir, path)
             with paths.atomic_write(paths.output(weights), "wb") as handle:
@@ -569,28 +586,56 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
                                 snapshots=sorted(set(snapshots)), workers=workers, history=history, **(about or {}))
         trained[spec] = Trained(model, settings, record)
         histories.append(pd.DataFrame(record["history"]).assign(run=run))
+        score_validation(spec, trained[spec], episodes, n_val_tasks, val_queries, seed, stage, run, config)
     return trained, pd.concat(histories, ignore_index=True)
 
 
-def copy_trained(other: str, other_run: str, identity: dict, record_file: str, weights: str,
-                 **details) -> dict | None:
+def validation_tasks(episodes: Episodes, spec: Spec, n_tasks: int, queries: int, seed: int) -> Batch:
+    """The fixed validation tasks of a run trained with ``seed`` (its ``episodes``): those its
+    training validates on every ``val_every`` iterations."""
+    return episodes("val", spec, spec.k_shot, queries).fixed_episodes(n_tasks, seed + 1000)
+
+
+def score_validation(spec: Spec, trained: Trained, episodes: Episodes, n_tasks: int, queries: int, seed: int,
+                     stage: str, run: str, config: dict) -> None:
+    """The final weights of a run on its fixed validation tasks, per task (:func:`validation_scores`),
+    written to ``data/scores/<stage>/<run>.val.csv`` (one column, ``accuracy`` in %) with a record
+    ``.val.json`` keyed by the weights' fingerprint, settings, tasks, ``config`` and numerics (an
+    earlier execution's are reused). Their mean is the training history's last validation (up to
+    rounding); their spread gives the A-curves rows of one-seed stages an interval over tasks."""
+    model, settings, _ = trained
+    identity = {"weights": models.fingerprint(model), "spec": spec.name, "settings": asdict(settings),
+                "tasks": n_tasks, "queries": queries, "seed": seed, "config": config, "numerics": NUMERICS}
+    record_file, table_file = f"data/scores/{stage}/{run}.val.json", f"data/scores/{stage}/{run}.val.csv"
+    if store.find(record_file, identity) is not None:
+        return
+    scores = validation_scores(spec, model, validation_tasks(episodes, spec, n_tasks, queries, seed), settings)
+    with paths.atomic_write(paths.output(table_file)) as handle:
+        pd.DataFrame({"accuracy": scores.cpu().numpy()}).to_csv(handle, index=False)
+    store.save(record_file, identity, [table_file], stage=stage, run=run, spec=spec.name)
+
+
+def copy_trained(other: str, other_run: str, identity: dict, stage: str, run: str) -> dict | None:
     """The model the stage ``other`` trained as ``other_run``, if its record's identity equals
-    ``identity`` but for the run's name: its weights copied to ``weights`` and its record (history,
-    hardware, ...) saved at ``record_file`` with ``identity``, ``details`` and ``copied_from``.
-    None (nothing written) if ``other`` has no such model, or kept iterations of it (not copied)."""
-    source = f"data/models/{other}/{other_run}.json"
+    ``identity`` but for the run's name (kept iterations included): its weights and kept weights
+    copied to ``stage``'s files of ``run`` (:func:`model_file`, :func:`snapshot_file`) and its record
+    (history, hardware, ...) saved there with ``identity``, ``stage``, ``run`` and ``copied_from``.
+    None (nothing written) if ``other`` has no such model."""
     try:
-        saved = json.loads(paths.input(source).read_text())
+        saved = json.loads(paths.input(f"data/models/{other}/{other_run}.json").read_text())
     except (OSError, ValueError):
         return None
     unnamed = store.canonical({k: v for k, v in identity.items() if k != "run"})
-    if {k: v for k, v in saved.get("identity", {}).items() if k != "run"} != unnamed or saved.get("snapshots"):
+    if {k: v for k, v in saved.get("identity", {}).items() if k != "run"} != unnamed:
         return None
-    with open(paths.input(model_file(other, other_run)), "rb") as src, \
-            paths.atomic_write(paths.output(weights), "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    kept = {k: v for k, v in saved.items() if k not in ("identity", "files", "stage", "run")}
-    return store.save(record_file, identity, [weights], **kept, **details, copied_from=f"{other}/{other_run}")
+    files = {model_file(other, other_run): model_file(stage, run),
+             **{snapshot_file(other, other_run, i): snapshot_file(stage, run, i) for i in saved.get("snapshots", [])}}
+    for source, target in files.items():
+        with open(paths.input(source), "rb") as src, paths.atomic_write(paths.output(target), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    details = {k: v for k, v in saved.items() if k not in ("identity", "files", "stage", "run")}
+    return store.save(f"data/models/{stage}/{run}.json", identity, list(files.values()), **details, stage=stage,
+                      run=run, copied_from=f"{other}/{other_run}")
 
 
 def train_seeds(specs: list[Spec], seeds: Sequence[int], episodes_of: Callable[[int], Episodes], n_test_tasks: int,
