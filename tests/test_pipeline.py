@@ -135,6 +135,13 @@ def test_each_stage_runs_its_notebook_with_its_params_and_depends_on_every_modul
         assert options.get("persist") is True, f"{stage}: {out} is not persist: DVC would delete it before running"
 
 
+def test_summarize_depends_on_the_results_of_every_stage_it_gathers():
+    """A stage added to summarize's `stages` but not to its deps would be read before it has run."""
+    for params in (PARAMS, PAPER):
+        wanted = {f"reports/{stage}/results.csv" for stage in params["summarize"]["stages"]}
+        assert wanted <= set(DVC["stages"]["summarize"]["deps"]), wanted - set(DVC["stages"]["summarize"]["deps"])
+
+
 def test_what_computes_never_imports_what_presents():
     """Rule 1 of ARCHITECTURE.md: a wording, plot or paper-value change never reaches a trained
     model: no computing module imports a presentation module, directly or not."""
