@@ -112,3 +112,22 @@ def test_reptile_with_inner_sgd_is_an_r_omni_result_not_the_pretraining_baseline
     assert (got["experiment"], got["setting"], got["a"], got["b"]) == (
         "R-omni", "omniglot reptilesgd - reptile conv 5w1s", "reptilesgd-conv-5w1s", "reptile-conv-5w1s")
     assert got["difference"] == pytest.approx(-5 / 3)
+
+
+def test_loading_a_stage_reads_its_validation_scores_and_names_the_stage_to_rerun_when_they_are_missing(
+        tmp_path, monkeypatch):
+    from metalearn import paths
+
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path / "staging"))  # nothing staged: reads the root's
+    (tmp_path / "data/models/s").mkdir(parents=True)
+    (tmp_path / "data/scores/s").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"run the 's' stage first \(dvc repro s\)"):
+        accuracy.load("s")
+    (tmp_path / "data/models/s/stage.json").write_text('{"runs": ["maml-conv-5w1s"]}')
+    (tmp_path / "data/models/s/maml-conv-5w1s.json").write_text('{"history": []}')
+    (tmp_path / "data/scores/s/maml-conv-5w1s.csv").write_text("adapt@0,adapt@2\n20.0,60.0\n")
+    with pytest.raises(FileNotFoundError, match=r"maml-conv-5w1s.val.csv is missing: re-execute the 's' stage"):
+        accuracy.load("s")
+    (tmp_path / "data/scores/s/maml-conv-5w1s.val.csv").write_text("accuracy\n40.0\n60.0\n")
+    assert accuracy.load("s").validation["maml-conv-5w1s"].tolist() == [40.0, 60.0]

@@ -9,9 +9,9 @@ import pytest
 from metalearn import paths
 
 #: smoke-sized Omniglot 20-way settings (the stage's own are in params.yaml)
-OMNIGLOT = dict(stage="train_seeds_omniglot", dataset="omniglot", seeds=[0, 1], split="maml", filters=16,
-                runs=["maml-conv-20w1s", "anil-conv-20w1s"], snapshots=[], iterations=2, meta_batch_1shot=2,
-                meta_batch_5shot=2, inner_lr=0.1, test_steps=5, train_queries=0, n_val_tasks=2, val_every=2,
+OMNIGLOT = dict(stage="train_seeds_omniglot", dataset="omniglot", one_seed_stage="train_omniglot", seeds=[0, 1],
+                split="maml", filters=16, runs=["maml-conv-20w1s", "anil-conv-20w1s"], snapshots=[], iterations=2,
+                meta_batch_1shot=2, meta_batch_5shot=2, inner_lr=0.1, test_steps=5, train_queries=0, n_val_tasks=2, val_every=2,
                 n_test_tasks=4, test_queries=5, checkpoint_every=100)
 
 
