@@ -51,13 +51,15 @@ display(Markdown("\n".join(f"- **{stage}**: {len(s.records)} runs on {s.info['da
 # ## Learning curves (A-curves: MAML and ANIL nearly identical, ANIL paper Fig. 5, 10)
 #
 # Training loss and accuracy are means over the iterations between two points of a curve;
-# validation accuracy is measured after test-time adaptation on fixed validation tasks.
+# validation accuracy is measured after adaptation as in training (its inner steps) on fixed
+# validation tasks; the error bar at each curve's end is the 95% CI over those tasks of the final
+# weights (the A-curves rows below).
 
 # %%
 histories = {stage: accuracy.histories(s) for stage, s in loaded.items()}
 for stage, s in loaded.items():
     accuracy.save_learning_curves(histories[stage], stage, f"reports/{STAGE}",
-                                  f"{stage}: {s.info['data']}; {'; '.join(s.info['hardware'])}")
+                                  f"{stage}: {s.info['data']}; {'; '.join(s.info['hardware'])}", s.validation)
 
 # %% [markdown]
 # ## Test: accuracy over the fixed test tasks, with 95% confidence intervals

@@ -131,3 +131,15 @@ def test_loading_a_stage_reads_its_validation_scores_and_names_the_stage_to_reru
         accuracy.load("s")
     (tmp_path / "data/scores/s/maml-conv-5w1s.val.csv").write_text("accuracy\n40.0\n60.0\n")
     assert accuracy.load("s").validation["maml-conv-5w1s"].tolist() == [40.0, 60.0]
+
+
+def test_a_learning_curve_ends_in_the_final_weights_validation_interval():
+    history = pd.DataFrame({"run": ["maml-conv-5w1s"] * 2, "iteration": [10, 20], "loss": [2.0, 1.0],
+                            "val_accuracy": [0.3, 0.5]})
+    fig = accuracy.plot_learning_curves(history, "t", {"maml-conv-5w1s": pd.Series([40.0, 60.0, 50.0])})
+    (bar,) = fig.axes[1].containers
+    (x,), (y,) = bar.lines[0].get_data()
+    (segment,) = bar.lines[2][0].get_segments()
+    half = scipy.stats.t.ppf(0.975, 2) * 10 / np.sqrt(3)
+    assert (x, y) == (20, 50.0) and segment[:, 1] == pytest.approx([50 - half, 50 + half])
+    assert not accuracy.plot_learning_curves(history, "t").axes[1].containers  # no validation scores: no bar

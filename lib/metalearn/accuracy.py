@@ -86,14 +86,19 @@ def _settings_in(frame: pd.DataFrame) -> list[str]:
     return sorted({Spec.parse(name).setting for name in frame.run}, key=lambda t: (len(t), t))
 
 
-def plot_learning_curves(history: pd.DataFrame, title: str):
-    """Training query loss (top) and validation accuracy (bottom) per N-way K-shot setting."""
+def plot_learning_curves(history: pd.DataFrame, title: str, validation: dict[str, pd.Series] | None = None):
+    """Training query loss (top) and validation accuracy (bottom) per N-way K-shot setting; with
+    ``validation`` ({run: the final weights' per-task validation accuracy, %}), the last point's 95%
+    CI over the validation tasks as an error bar."""
     settings = _settings_in(history)
     fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6), squeeze=False)
     for col, setting in enumerate(settings):
         for name, h in history[history.run.map(lambda r: Spec.parse(r).setting) == setting].groupby("run"):
             axes[0, col].plot(h.iteration, h.loss, label=name)
-            axes[1, col].plot(h.iteration, 100 * h.val_accuracy, label=name)
+            line, = axes[1, col].plot(h.iteration, 100 * h.val_accuracy, label=name)
+            if validation is not None and name in validation:
+                mean, ci = mean_ci95(validation[name].to_numpy())
+                axes[1, col].errorbar(h.iteration.iloc[-1], mean, yerr=ci, color=line.get_color(), capsize=3)
         axes[0, col].set(title=setting, yscale="log", ylabel="training query loss")
         axes[1, col].set(xlabel="iteration", ylabel="validation accuracy (%)")
         axes[1, col].legend(fontsize=7)
@@ -258,12 +263,13 @@ def stage_rows(stage: Stage) -> list[dict]:
             + contrast_rows(stage, contrasts(dataset, stage), described))
 
 
-def save_learning_curves(history: pd.DataFrame, stage: str, folder: str, title: str):
+def save_learning_curves(history: pd.DataFrame, stage: str, folder: str, title: str,
+                         validation: dict[str, pd.Series] | None = None):
     """Write the validation accuracy per run as DVC plot data (``reports/plots/<stage>_val_accuracy.csv``)
-    and the curves as ``<folder>/<stage>_learning_curves.png``."""
+    and the curves as ``<folder>/<stage>_learning_curves.png`` (:func:`plot_learning_curves`)."""
     wide = history.pivot_table(index="iteration", columns="run", values="val_accuracy").reset_index()
     report.save_table(wide.to_dict("records"), f"reports/plots/{stage}_val_accuracy.csv")
-    fig = plot_learning_curves(history, title)
+    fig = plot_learning_curves(history, title, validation)
     report.save_figure(fig, f"{folder}/{stage}_learning_curves.png")
     return fig
 
