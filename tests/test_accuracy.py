@@ -82,16 +82,18 @@ def test_stage_rows_are_a_stages_results_and_its_contrasts_at_its_scale():
                "anil-conv-5w1s": {"adapt": np.array([85.0, 86])}})
     s = s._replace(info={"dataset": "omniglot", "test": {"tasks": 2, "queries": 5, "bn": "transductive"}, "data": "d",
                          "hardware": ["h"]},
-                   validation={"maml-conv-5w1s": pd.Series([40.0, 60.0, 50.0]), "anil-conv-5w1s": pd.Series([50.0] * 3)})
+                   validation={"maml-conv-5w1s": pd.Series([40.0, 60.0, 50.0]),
+                               "anil-conv-5w1s": pd.Series([50.0] * 3)})
     rows = accuracy.stage_rows(s)
     keys = {(r["experiment"], r["setting"], r["metric"]) for r in rows}
     assert ("M-omni", "omniglot maml conv 5w1s", "accuracy") in keys
     assert ("A-curves", "omniglot anil conv 5w1s final validation", "accuracy") in keys
     assert ("A-anil", "omniglot anil - maml conv 5w1s", "difference (points, paired)") in keys
     curves = next(r for r in rows if r["setting"] == "omniglot maml conv 5w1s final validation")
-    assert curves["value"] == "50" and float(curves["ci95"]) == pytest.approx(scipy.stats.t.ppf(0.975, 2) * 10 / np.sqrt(3))
+    half = scipy.stats.t.ppf(0.975, 2) * 10 / np.sqrt(3)  # the 3 tasks' 95% CI
+    assert curves["value"] == "50" and float(curves["ci95"]) == pytest.approx(half)
     assert curves["scale"] == ("100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
-                               f"{accuracy.VALIDATION.format(tasks=3)}; 1 seed; d; bn transductive; h")  # not the test's 2
+                               f"{accuracy.VALIDATION.format(tasks=3)}; 1 seed; d; bn transductive; h")
     maml = next(r for r in rows if r["setting"] == "omniglot maml conv 5w1s")
     assert maml["value"] == "85" and maml["scale"] == ("100 iterations x 4 tasks x 5 queries/class, 3 inner steps of 0.4; "
                                                        "2 test tasks x 5 queries/class, 2 test steps; 1 seed; d; "

@@ -223,7 +223,8 @@ def test_a_runs_final_weights_are_scored_per_validation_task_and_reused(study, m
     inner = fewshot.inner_loop(SPEC, dict(run.model.named_parameters()), SETTINGS.inner_steps, SETTINGS.inner_lr)
     for t in range(2):
         alone = val._replace(**{k: getattr(val, k)[t:t + 1] for k in ("xs", "ys", "xq", "yq")})
-        assert scores[t] == pytest.approx(100 * fewshot.validate(SPEC, run.model, alone, SETTINGS, inner)["val_accuracy"])
+        alone_scored = fewshot.validate(SPEC, run.model, alone, SETTINGS, inner)["val_accuracy"]
+        assert scores[t] == pytest.approx(100 * alone_scored)
     publish(study)
     monkeypatch.setattr(fewshot, "validation_scores", lambda *a, **k: pytest.fail("scored again"))
     train()  # the same weights and tasks: reused
