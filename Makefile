@@ -6,6 +6,7 @@
 #   make campaign           the long training campaign (params-campaign.yaml; hours, resumable) and its report
 #   make report             reports/site/index.html: every report as a static site that opens offline
 #   make bench-peers        the speed benchmark's optional peers (learn2learn, higher) into the venv
+#   make bench-gpu          on a machine with a CUDA GPU: the benchmark's GPU rows (commit what it writes)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -17,7 +18,7 @@ export PATH := $(BIN):$(PATH)
 # (tests/test_numerics.py's fingerprints identical with and without it)
 export GLIBC_TUNABLES := glibc.malloc.hugetlb=1
 
-.PHONY: repro test env sync bench-peers campaign report
+.PHONY: repro test env sync bench-peers bench-gpu campaign report
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,3 +73,16 @@ bench-peers: env
 	cd build/bench-peers && tar xzf learn2learn-0.2.0.tar.gz && cd learn2learn-0.2.0 && rm learn2learn/data/*.c \
 	  && PYTHONPATH=$(CURDIR)/build/bench-peers/cython $(BIN)/python setup.py --quiet build_ext --inplace
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation build/bench-peers/learn2learn-0.2.0
+
+# The benchmark's GPU rows (issue 15's GPU targets): params.yaml's benchmark gpu_settings timed on a CUDA device,
+# MAML training on the loop, batched and CUDA-graph paths among them, written to data/analyses/benchmark_gpu/timings.json
+# (commit it; `dvc repro benchmark` then reports them). Needs only a python with torch, numpy, pandas, scipy, PyYAML,
+# psutil, tqdm and Pillow (no venv: a GPU machine's own python). Try it on the CPU first:
+#   make bench-gpu BENCH_DEVICE=cpu BENCH_OUT=reports/.scratch/gpu_timings.json BENCH_PARAMS=<a file with smaller gpu_settings>
+GPU_PYTHON ?= python3
+BENCH_DEVICE ?= cuda
+BENCH_OUT ?= data/analyses/benchmark_gpu/timings.json
+BENCH_PARAMS ?= params.yaml
+bench-gpu:
+	PYTHONPATH=$(CURDIR)/lib $(GPU_PYTHON) -m metalearn.benchmark --device $(BENCH_DEVICE) --out $(BENCH_OUT) \
+	  --params $(BENCH_PARAMS)

@@ -103,3 +103,88 @@ def test_the_batched_path_refuses_what_it_does_not_compute():
                           core.inner_loop("maml", dict(mlp.named_parameters()), 1, 0.1), core.class_sum_cross_entropy)
     with pytest.raises(ValueError, match="path must be one of"):
         core.meta_loss(net, params, *data, inner, path="fast")
+
+
+# --- the captured meta-iteration (batched.CapturedStep): the same training step, a graph on CUDA ----
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make bench-gpu's machine)")
+
+
+def train_twice(device: str, dtype, iterations: int, capture: bool | None):
+    """The same Conv4 trained ``iterations`` meta-iterations on the same changing batches, by the plain
+    batched training step and by a CapturedStep: (plain weights, captured weights, plain metrics,
+    captured metrics)."""
+    from metalearn import training
+    from metalearn.benchmark import _Run
+    from metalearn.tasks import Batch
+
+    net, _, _ = problem(False, n_tasks=3, dtype=dtype)
+    batches = []
+    for i in range(iterations):
+        _, _, (xs, ys, xq, yq) = problem(False, n_tasks=3, seed=10 + i, dtype=dtype)
+        batches.append(Batch(*(t.to(device) for t in (xs, ys, xq, yq)), None))
+    out = []
+    for captured in (False, True):
+        model = models.init_model(lambda: models.conv4(3, 3, 4, 16, strided=False), 0).to(dtype).to(device)
+        model.load_state_dict(net.state_dict())
+        run = _Run(model, torch.optim.Adam(model.parameters(), lr=0.01, capturable=captured and device == "cuda"))
+        inner = core.inner_loop("maml", dict(model.named_parameters()), 2, 0.3)
+        step = batched.CapturedStep(model, run.optimizer, inner, core.class_sum_cross_entropy, capture=capture) \
+            if captured else None
+        metrics = [training.maml_step(run, lambda g, b=b: b, inner, core.class_sum_cross_entropy, path="batched",
+                                      captured=step) for b in batches]
+        out.append(({k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
+
+
+def test_the_captured_step_trains_as_the_plain_batched_step():
+    """Eager (the CPU): the captured step's buffers, copies and zeroed gradients give the plain batched
+    training step's weights and metrics bit for bit, batch after batch (inputs changing each time)."""
+    plain, captured, plain_metrics, captured_metrics = train_twice("cpu", torch.float64, 4, capture=None)
+    assert captured_metrics == plain_metrics
+    for name in plain:
+        assert torch.equal(plain[name], captured[name]), name
+    start, _, _ = problem(False, n_tasks=3)
+    assert not torch.equal(start.state_dict()["head.weight"], captured["head.weight"].double())  # it trained
+
+
+def test_the_captured_step_refuses_what_it_cannot_replay():
+    net, params, data = problem(False, n_tasks=2)
+    inner = core.inner_loop("maml", params, 1, 0.3)
+    adam = torch.optim.Adam(net.parameters(), lr=0.01)
+    with pytest.raises(ValueError, match="CUDA device"):
+        batched.CapturedStep(net, adam, inner, core.class_sum_cross_entropy, capture=True)
+    with pytest.raises(ValueError, match="warmup must be >= 1"):
+        batched.CapturedStep(net, adam, inner, core.class_sum_cross_entropy, warmup=0)
+    step = batched.CapturedStep(net, adam, inner, core.class_sum_cross_entropy)
+    step(*data)
+    _, _, other = problem(False, n_tasks=3)
+    with pytest.raises(ValueError, match="fixed shapes"):
+        step(*other)
+
+
+@CUDA
+def test_the_cuda_graph_trains_as_the_eager_step_and_never_waits_for_the_host():
+    """On CUDA: 3 eager iterations, the capture, then replays (float32; the graph runs the eager
+    step's kernels, so the weights agree to rounding); a replayed call copies and launches without
+    any host synchronisation (torch.cuda.set_sync_debug_mode('error') raises on one)."""
+    plain, captured, plain_metrics, captured_metrics = train_twice("cuda", torch.float32, 7, capture=True)
+    for name in plain:
+        torch.testing.assert_close(captured[name], plain[name], rtol=1e-4, atol=1e-5)
+    assert [m["loss"] for m in captured_metrics] == pytest.approx([m["loss"] for m in plain_metrics], rel=1e-4)
+    net, params, data = problem(False, n_tasks=2, dtype=torch.float32)
+    net = net.cuda()
+    data = [t.cuda() for t in data]
+    adam = torch.optim.Adam(net.parameters(), lr=0.01, capturable=True)
+    step = batched.CapturedStep(net, adam, core.inner_loop("maml", dict(net.named_parameters()), 1, 0.3),
+                                core.class_sum_cross_entropy)
+    for _ in range(batched.WARMUP + 1):
+        step(*data)
+    assert step.graph is not None
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        result = step(*data)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(result.loss).item()

@@ -371,3 +371,47 @@ def test_verdicts_hold_our_fastest_configuration_to_each_datasets_target_and_ani
                                    "5w1s training: speed-up over maml, ours beside the paper's (ours 4.00, paper 1.79)")
     assert B.finding(two) == (f"- met: {omni.name}: MAML training >= 1.5x faster than higher (2 ranks) (ours 2.40, "
                               "target 1.50)")
+
+
+def test_gpu_verdicts_take_our_fastest_maml_path_and_say_not_measured_without_rows():
+    mini, omni = B.Setting.parse("miniimagenet-5w1s-q15-b4-k5"), B.Setting.parse("omniglot-20w1s-q1-b16-k5")
+    assert {mini.name, omni.name} == set(B.GPU_TARGETS)
+    rows = _rows([mini], {("training", "maml"): 0.5, ("training", B.BATCHED): 0.03, ("training", B.GRAPH): 0.012,
+                          ("training", "anil"): 0.001})  # ANIL is no MAML path
+    rows += _rows([omni], {("training", "maml"): 1.3, ("training", B.BATCHED): 0.025, ("inference", "maml"): 0.01})
+    got = {v["claim"]: v for v in B.gpu_verdicts(rows)}
+    fast = got[f"{mini.name}: MAML training <= 15 ms per meta-iteration on one GPU ({B.GRAPH})"]
+    assert (fast["ours"], fast["met"]) == (0.012, True)
+    slow = got[f"{omni.name}: MAML training <= 20 ms per meta-iteration on one GPU ({B.BATCHED})"]
+    assert (slow["ours"], slow["met"]) == (0.025, False)
+    assert B.gpu_finding(slow) == (f"- NOT met: {omni.name}: MAML training <= 20 ms per meta-iteration on one GPU "
+                                   f"({B.BATCHED}) (ours 25.0 ms, target 20 ms)")
+    empty = B.gpu_verdicts([])
+    assert [v["met"] for v in empty] == [None, None] and all(v["ours"] is None for v in empty)
+    assert B.gpu_finding(empty[0]).startswith("- not measured (no GPU timings in data/analyses/benchmark_gpu/timings.json")
+
+
+def test_make_bench_gpu_writes_every_workload_of_each_gpu_setting(tmp_path, monkeypatch):
+    """`make bench-gpu`'s command, tried on the CPU as the Makefile says: the section's gpu_settings
+    at its warm-up and repeats, every workload once (the CUDA graph only on CUDA), each setting
+    written as soon as it is done; on a machine without CUDA, device cuda is refused."""
+    import json
+    import yaml
+    section = {"seed": 0, "filters_omniglot": 4, "inner_lr_omniglot": 0.4, "test_steps_omniglot": 2,
+               "filters_miniimagenet": 4, "inner_lr_miniimagenet": 0.01, "test_steps_miniimagenet": 2,
+               "reptile_batch": 4, "meta_lr": 0.001, "gpu_settings": ["omniglot-3w1s-q1-b2-k1", "miniimagenet-2w1s-q1-b1-k1"],
+               "gpu_warmup": 1, "gpu_repeats": 2}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"benchmark": section}))
+    monkeypatch.setattr(B.paths, "ROOT", tmp_path)
+    B.main(["--device", "cpu", "--params", str(params), "--out", "gpu.json"])
+    written = json.loads((tmp_path / "gpu.json").read_text())
+    assert written["parameters"] == {"gpu_settings": section["gpu_settings"], "gpu_warmup": 1, "gpu_repeats": 2}
+    assert written["scale"].startswith("2 timed iterations after 1 warm-up per workload; random inputs; cpu")
+    assert [(r["setting"], r["algorithm"]) for r in written["rows"] if r["phase"] == "training"][:6] == [
+        ("omniglot 3w1s q1 b2 k1", a) for a in ("maml", "fomaml", "anil", "reptile", B.LOWER_BOUND, B.BATCHED)]
+    assert {r["setting"] for r in written["rows"]} == {"omniglot 3w1s q1 b2 k1", "miniimagenet 2w1s q1 b1 k1"}
+    assert all(r["n"] == 2 and r["algorithm"] != B.GRAPH for r in written["rows"])
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="sees no CUDA device"):
+            B.main(["--device", "cuda", "--params", str(params), "--out", "gpu.json"])

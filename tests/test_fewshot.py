@@ -610,6 +610,8 @@ def test_a_run_on_the_batched_path_is_another_run_with_the_loops_weights_to_roun
     assert key["meta_path"] == "batched" and "meta_path" not in fewshot.run_identity(spec, settings, 0, "s", {})[1]
     with pytest.raises(ParameterError, match="path"):
         fewshot.meta_path(spec, conv, settings, "fast")
+    with pytest.raises(ParameterError, match="'graph' captures the meta-iteration as a CUDA graph: it needs device cuda"):
+        fewshot.meta_path(spec, conv, settings, "graph")  # on the CPU, as every model here
     with pytest.raises(ParameterError, match="use workers 1"):
         fewshot.train_runs([spec], "omniglot", 4, None, lambda s: settings, 2, 1, 0, "s", {}, workers=2,
                            path="batched")

@@ -20,10 +20,15 @@ So one meta-iteration makes about as many operator calls as one task does in the
 needs, where the loop launches T times as many small kernels. On a CPU the grouped convolutions
 are not faster (``reports/benchmark``). Batch norm is transductive (each set normalised with its
 own statistics, the papers' setting); the inductive mode is refused.
+
+:class:`CapturedStep` goes one step further on a GPU: the whole meta-iteration (this meta-loss,
+its backward, the optimiser's step) recorded once as a CUDA graph and replayed, so the host
+launches one graph instead of thousands of kernels per iteration (static shapes, the episodes
+copied into fixed device buffers, no host synchronisation inside the step).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -129,3 +134,95 @@ def meta_loss(model: Net, params: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq
         adapted = adapt(model, copies, support, ys, inner, loss_fn)
         logits = head(adapted, features(model, adapted, query, n_tasks))
     return loss_fn(logits.flatten(0, 1), yq.flatten()), logits.detach()
+
+
+#: eager meta-iterations a :class:`CapturedStep` runs before it records its graph
+WARMUP = 3
+
+
+class Result(NamedTuple):
+    """What one meta-iteration of :class:`CapturedStep` returns: the meta-loss (0-dim, detached)
+    and the query logits after adaptation [T, Q, n] (detached). On CUDA both are the graph's own
+    output buffers, overwritten by the next iteration: read them (``.item()``) before it."""
+    loss: Tensor
+    logits: Tensor
+
+
+class CapturedStep:
+    """One MAML-family meta-iteration on the batched path: :func:`meta_loss`, its backward into
+    the parameters' ``.grad``, then ``optimizer.step()``; called once per meta-batch (``xs, ys,
+    xq, yq`` [T, ...] as :func:`meta_loss` takes them, on the model's device) -> :class:`Result`.
+
+    With ``capture`` (default: on a CUDA device) the first ``warmup`` calls run eagerly on a side
+    stream (the papers' iterations all the same: they train), the next is recorded as a CUDA
+    graph (``torch.cuda.graph``) and replayed at once, and every later call only copies its
+    episodes into the graph's input buffers and replays it: the same kernels on the same
+    buffers, with the host launching one graph. The optimiser must update on the device
+    without host synchronisation (``torch.optim.Adam(..., capturable=True)``). Without
+    ``capture`` every call runs the same step eagerly on the same buffers (the CPU; what the tests
+    compare with the plain training step). Every call must have the first call's shapes and
+    dtypes (a graph replays fixed shapes): another batch shape is refused. Inputs are copied, so
+    the caller may reuse its tensors."""
+
+    def __init__(self, model: Net, optimizer: torch.optim.Optimizer, inner: InnerLoop, loss_fn: LossFn,
+                 warmup: int = WARMUP, capture: bool | None = None):
+        device = next(model.parameters()).device
+        self.capture = device.type == "cuda" if capture is None else capture
+        if self.capture and device.type != "cuda":
+            raise ValueError(f"a CUDA graph needs the model on a CUDA device, not {device}: capture=False on the CPU")
+        if self.capture and not all(group.get("capturable", False) for group in optimizer.param_groups):
+            raise ValueError("a captured step needs an optimiser that steps without host synchronisation: "
+                             "torch.optim.Adam(..., capturable=True)")
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1 (eager iterations before the capture), got {warmup}")
+        if not supports(model):
+            raise ValueError("the batched path computes the Conv4 models of metalearn.models.conv4")
+        self.model, self.optimizer, self.inner, self.loss_fn, self.warmup = model, optimizer, inner, loss_fn, warmup
+        self.inputs: tuple[Tensor, ...] | None = None  # the static input buffers, from the first call
+        self.graph = None
+        self.result: Result | None = None
+        self.calls = 0
+
+    def _step(self) -> Result:
+        """The meta-iteration on the input buffers (eager, or recorded into the graph)."""
+        loss, logits = meta_loss(self.model, dict(self.model.named_parameters()), *self.inputs, self.inner,
+                                 self.loss_fn)
+        loss.backward()
+        self.optimizer.step()
+        return Result(loss.detach(), logits)
+
+    def _load(self, batch: tuple[Tensor, ...]) -> None:
+        if self.inputs is None:
+            self.inputs = tuple(t.detach().clone() for t in batch)
+            return
+        shapes = [(tuple(t.shape), t.dtype, t.device) for t in batch]
+        expected = [(tuple(t.shape), t.dtype, t.device) for t in self.inputs]
+        if shapes != expected:
+            raise ValueError(f"a captured step replays fixed shapes: this batch is {shapes}, the first was {expected}")
+        for buffer, t in zip(self.inputs, batch):
+            buffer.copy_(t)
+
+    def __call__(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> Result:
+        self._load((xs, ys, xq, yq))
+        self.calls += 1
+        if self.graph is not None:
+            self.graph.replay()
+            return self.result
+        if not self.capture:
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._step()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates .grad in its own pool
+            if self.calls <= self.warmup:
+                result = self._step()
+            else:
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.result = self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        if self.graph is None:
+            return result
+        self.graph.replay()  # recording ran nothing: this call's iteration
+        return self.result

@@ -51,11 +51,19 @@ optimizer step) and what lies outside every operator (Python, dispatch);
 
 The peers are optional: their pins are pyproject.toml's ``bench`` extra, installed by
 ``make bench-peers`` (:data:`INSTALL`); without them the benchmark runs without peer rows.
+
+The GPU rows: ``make bench-gpu`` (``python -m metalearn.benchmark``, :func:`main`) times the
+``gpu_settings`` of ``params.yaml``'s benchmark section on a CUDA device, every workload above
+plus MAML training with the whole iteration captured as a CUDA graph (:data:`GRAPH`), and
+writes them to :data:`GPU_TIMINGS` (committed: GPU time is rare, so the stage reads them rather
+than measures); it needs only torch, numpy and PyYAML, no notebook machinery. The stage judges
+:data:`GPU_TARGETS` on them (:func:`gpu_verdicts`), or says they were not measured.
 """
 from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import importlib
 import math
 import re
@@ -67,7 +75,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import core, distributed, fewshot, models, papers, results, training
+from . import batched, core, distributed, fewshot, hardware, models, paths, papers, results, training
 from .tasks import Batch
 
 TRAINING = ("maml", "fomaml", "anil", "reptile")
@@ -81,6 +89,10 @@ PEERS = {"learn2learn": "0.2.0", "higher": "0.2.1"}
 #: how to install the peers (learn2learn 0.2.0's C sources predate Python 3.11: it is
 #: rebuilt from its sdist with Cython, see the Makefile's ``bench-peers`` target)
 INSTALL = "make bench-peers"
+#: issue 15's GPU targets: seconds per MAML training meta-iteration on one GPU, our fastest path
+GPU_TARGETS = {"miniimagenet 5w1s q15 b4 k5": 0.015, "omniglot 20w1s q1 b16 k5": 0.020}
+#: where ``make bench-gpu`` writes the GPU rows (relative to the root; committed)
+GPU_TIMINGS = "data/analyses/benchmark_gpu/timings.json"
 _SETTING = re.compile(r"^([a-z]+)-(\d+)w(\d+)s-q(\d+)-b(\d+)-k(\d+)$")
 
 
@@ -144,6 +156,16 @@ class Setting:
         return fewshot.Spec(algorithm, "conv", self.n_way, self.k_shot)
 
 
+def parse_setting(text: str, params) -> Setting:
+    """A setting of the benchmark section (``params``: a mapping with its ``filters_<dataset>``,
+    ``inner_lr_<dataset>``, ``test_steps_<dataset>`` and ``reptile_batch``), e.g.
+    ``parse_setting("omniglot-20w1s-q1-b16-k5", params)``."""
+    dataset = text.split("-", 1)[0] if isinstance(text, str) else ""
+    fixed = {name: params[f"{name}_{dataset}"] for name in ("filters", "inner_lr", "test_steps")
+             if f"{name}_{dataset}" in params}
+    return Setting.parse(text, reptile_batch=params["reptile_batch"], **fixed)
+
+
 # --- data and models --------------------------------------------------------------------
 
 def random_batch(setting: Setting, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Batch:
@@ -192,7 +214,8 @@ def training_step(setting: Setting, algorithm: str, model: nn.Module, batch: Bat
     """One training meta-iteration of ``algorithm`` on ``batch`` (the same batch every call),
     through the code :func:`fewshot.train` runs: a closure that updates ``model``. ``group``: this
     rank's share of the tasks (:mod:`metalearn.distributed`); ``path``: how the MAML family runs
-    the tasks (:data:`core.PATHS`)."""
+    the tasks (:data:`fewshot.TRAINING_PATHS`; ``"graph"``: :class:`batched.CapturedStep`, CUDA only,
+    as ``fewshot.train`` runs it)."""
     if algorithm not in TRAINING:
         raise ValueError(f"unknown training algorithm {algorithm!r}; choose one of {TRAINING}")
     spec = setting.spec(algorithm)
@@ -209,9 +232,11 @@ def training_step(setting: Setting, algorithm: str, model: nn.Module, batch: Bat
         tasks = list(zip(x, y, minibatches))
         return lambda: training.reptile_step(run, lambda gen: tasks, optimizer, 1.0, keep_state=False,
                                              loss_fn=fewshot.loss_of(spec), group=group)
-    run = _Run(model, torch.optim.Adam(model.parameters(), lr=meta_lr))
+    run = _Run(model, torch.optim.Adam(model.parameters(), lr=meta_lr, capturable=path == "graph"))
     inner = fewshot.inner_loop(spec, dict(model.named_parameters()), setting.inner_steps, setting.inner_lr)
-    return lambda: training.maml_step(run, lambda gen: batch, inner, fewshot.loss_of(spec), group=group, path=path)
+    captured = batched.CapturedStep(model, run.optimizer, inner, fewshot.loss_of(spec)) if path == "graph" else None
+    return lambda: training.maml_step(run, lambda gen: batch, inner, fewshot.loss_of(spec), group=group,
+                                      path=path, captured=captured)
 
 
 def ranks_name(workers: int) -> str:
@@ -221,6 +246,10 @@ def ranks_name(workers: int) -> str:
 
 #: the algorithm column of MAML training with the tasks batched (:mod:`metalearn.batched`), one process
 BATCHED = "maml, batched"
+#: the same, the whole iteration captured as a CUDA graph and replayed (:class:`batched.CapturedStep`; CUDA only)
+GRAPH = "maml, batched, CUDA graph"
+#: calls before a captured step replays: its eager warm-up and the capture (:class:`batched.CapturedStep`)
+CAPTURED_WARMUP = batched.WARMUP + 1
 
 
 def measure_ranks(setting: Setting, workers: int, warmup: int, repeats: int, seed: int = 0,
@@ -343,6 +372,12 @@ def versions() -> str:
     found = {name: _dist_version(name) for name in PEERS}
     peers = ", ".join(f"{n} {v}" for n, v in found.items() if v) or "no peers"
     return f"python {platform.python_version()}, torch {torch.__version__}, {peers}"
+
+
+def describe(device: str) -> str:
+    """Where a measurement ran: the device, the CPU model (and on a GPU the threads), the software."""
+    return (f"{hardware.describe(device)}; CPU {cpu_model()}"
+            + (f", {torch.get_num_threads()} threads" if torch.device(device).type == "cuda" else "") + f"; {versions()}")
 
 
 def cpu_model() -> str:
@@ -570,6 +605,11 @@ def run_setting(setting: Setting, warmup: int, repeats: int, device: str = "cpu"
     workloads += [("training", p, lambda m, p=p: peer_training_step(setting, p, m, batch, meta_lr)) for p in peers]
     if batched:
         workloads.append(("training", BATCHED, lambda m: training_step(setting, "maml", m, batch, meta_lr, path="batched")))
+        if torch.device(device).type == "cuda":
+            if warmup < CAPTURED_WARMUP:
+                raise ValueError(f"warmup must be >= {CAPTURED_WARMUP} on CUDA: the captured step runs {batched.WARMUP} "
+                                 f"eager iterations and its capture before it replays, got {warmup}")
+            workloads.append(("training", GRAPH, lambda m: training_step(setting, "maml", m, batch, meta_lr, path="graph")))
     if progress:
         progress(f"{setting.name}: {len(workloads)} workloads, round-robin")
     steps = [build(make_model(setting, seed, device)) for _, _, build in workloads]
@@ -773,3 +813,84 @@ def finding(v: dict) -> str:
         return (f"- beside the paper (its GPU, our CPU: no verdict): {v['claim']} (ours {v['ours']:.2f}, "
                 f"paper {v['target']:.2f})")
     return f"- {'met' if v['met'] else 'NOT met'}: {v['claim']} (ours {v['ours']:.2f}, target {v['target']:.2f})"
+
+
+# --- the GPU rows (make bench-gpu) --------------------------------------------------------
+
+def gpu_verdicts(rows: list[dict]) -> list[dict]:
+    """:data:`GPU_TARGETS` judged on GPU rows (:func:`run_setting`'s, from :data:`GPU_TIMINGS`): per
+    target setting {claim, ours, target, met} with our fastest MAML training path (the median
+    seconds of ``maml``, :data:`BATCHED` or :data:`GRAPH`); ``ours`` and ``met`` None where the
+    setting was not timed (no rows: no GPU measured it)."""
+    out = []
+    for setting, target in GPU_TARGETS.items():
+        ours = [r for r in rows if r["setting"] == setting and r["phase"] == "training"
+                and r["algorithm"] in ("maml", BATCHED, GRAPH)]
+        best = min(ours, key=lambda r: r["median"]) if ours else None
+        out.append({"claim": f"{setting}: MAML training <= {1000 * target:g} ms per meta-iteration on one GPU"
+                             + (f" ({best['algorithm']})" if best else ""),
+                    "ours": best["median"] if best else None, "target": target,
+                    "met": best["median"] <= target if best else None})
+    return out
+
+
+def gpu_finding(v: dict) -> str:
+    """One line of findings.md for a :func:`gpu_verdicts` entry (milliseconds)."""
+    if v["met"] is None:
+        return f"- not measured (no GPU timings in {GPU_TIMINGS}: `make bench-gpu` on a GPU machine): {v['claim']}"
+    return (f"- {'met' if v['met'] else 'NOT met'}: {v['claim']} (ours {1000 * v['ours']:.1f} ms, "
+            f"target {1000 * v['target']:g} ms)")
+
+
+def load_gpu_timings() -> dict | None:
+    """What ``make bench-gpu`` wrote ({hardware, scale, parameters, rows}), or None before any GPU ran it."""
+    found = paths.input(GPU_TIMINGS)
+    return json.loads(found.read_text()) if found.is_file() else None
+
+
+def measure_gpu(params: dict, device: str = "cuda", progress: Callable[[str], None] = print,
+                done: Callable[[dict], None] | None = None) -> dict:
+    """Time every workload of :func:`run_setting` (``batched``: with the CUDA graph on CUDA; no peers,
+    no ranks) on each of the benchmark section's ``gpu_settings`` with ``gpu_warmup`` and ``gpu_repeats``
+    (``params``: the section). Returns {hardware, scale, parameters, rows}; ``done`` gets it after each
+    setting (so a run cut short keeps the settings it finished)."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device}: torch {torch.__version__} sees no CUDA device")
+    torch.manual_seed(params["seed"])
+    settings = [parse_setting(text, params) for text in params["gpu_settings"]]
+    where = describe(device)
+    out = {"hardware": where, "parameters": {k: v for k, v in params.items() if k.startswith("gpu_")},
+           "scale": f"{params['gpu_repeats']} timed iterations after {params['gpu_warmup']} warm-up per workload; "
+                    f"random inputs; {where}",
+           "rows": []}
+    for setting in settings:
+        out["rows"] += run_setting(setting, params["gpu_warmup"], params["gpu_repeats"], device, seed=params["seed"],
+                                   meta_lr=params["meta_lr"], progress=progress, batched=True)
+        if done:
+            done(out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``make bench-gpu``: the GPU rows into :data:`GPU_TIMINGS` (see the module's docstring)."""
+    import argparse
+    import yaml
+    parser = argparse.ArgumentParser(description="Time the benchmark's gpu_settings on a GPU (make bench-gpu).")
+    parser.add_argument("--params", default=str(paths.PARAMS), help="the params file with the benchmark section")
+    parser.add_argument("--device", default="cuda", help="cuda (cpu only to try the command)")
+    parser.add_argument("--out", default=GPU_TIMINGS, help="where the rows go, relative to the root")
+    args = parser.parse_args(argv)
+    params = yaml.safe_load(open(args.params))["benchmark"]
+    target = paths.ROOT / args.out
+
+    def write(measured: dict) -> None:
+        with paths.atomic_write(target) as handle:
+            json.dump(measured, handle, indent=1)
+            handle.write("\n")
+        print(f"wrote {len(measured['rows'])} rows to {args.out}", flush=True)
+
+    measure_gpu(params, args.device, lambda what: print("timing", what, flush=True), write)
+
+
+if __name__ == "__main__":
+    main()

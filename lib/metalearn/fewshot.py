@@ -142,11 +142,16 @@ class Settings:
     pretrain_batch: int = 32
 
 
+#: how a MAML-family meta-batch can run its tasks in training: the meta-loss's paths (:data:`core.PATHS`)
+#: and ``"graph"``: the batched path with the whole meta-iteration captured as a CUDA graph and replayed
+#: (:class:`batched.CapturedStep`; CUDA only)
+TRAINING_PATHS = (*core.PATHS, "graph")
+
 #: how the image-training notebooks check their parameters (:func:`metalearn.params.check`), by group:
 #: every training stage; one set of step settings for every run (the Omniglot stages name theirs per N-way);
 #: Reptile and pre-training; a stage over seeds
 RUN_PARAMETERS = dict(
-    threads=Int(min=1), workers=Int(min=1), path=Choice("loop", "vmap", "batched"), device=Choice("cpu", "cuda"),
+    threads=Int(min=1), workers=Int(min=1), path=Choice(*TRAINING_PATHS), device=Choice("cpu", "cuda"),
     bn=Choice("transductive", "inductive"), filters=Int(min=1), runs=List(Str(Spec.parse), unique=True),
     meta_lr=Float(min=0, strict=True), n_val_tasks=Int(min=1), val_every=Int(min=1), n_test_tasks=Int(min=2),
     test_queries=Int(min=1), checkpoint_every=Int(min=1))
@@ -303,7 +308,7 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
     name, key = run_identity(spec, settings, seed, stage, config, snapshots, suffix, workers, path)
     params = dict(model.named_parameters())
     trainable = model.head.parameters() if spec.algorithm in HEAD_ONLY else model.parameters()
-    optimizer = None if spec.reptile else torch.optim.Adam(trainable, lr=settings.meta_lr)
+    optimizer = None if spec.reptile else torch.optim.Adam(trainable, lr=settings.meta_lr, capturable=path == "graph")
     if spec.reptile:
         if sampler.k_shot != settings.train_shots:
             raise ValueError(f"run {spec.name}: Reptile trains on {settings.train_shots} shots per class, but "
@@ -324,9 +329,11 @@ def train(spec: Spec, model: models.Net, sampler: EpisodeSampler, val: Batch, se
         train_inner = inner_loop(spec, params, settings.inner_steps, settings.inner_lr)
         test_inner = train_inner
 
+        captured = batched.CapturedStep(model, optimizer, train_inner, loss_of(spec)) if path == "graph" else None
+
         def update(run, group):
             return training.maml_step(run, lambda gen: sampler.batch(settings.meta_batch, gen), train_inner,
-                                      loss_of(spec), bn=settings.bn, group=group, path=path)
+                                      loss_of(spec), bn=settings.bn, group=group, path=path, captured=captured)
 
     def loop(group: distributed.Group | None) -> tuple[list[dict], dict]:
         writes = group is None or group.writes
@@ -380,12 +387,17 @@ def checkpoint_identity(spec: Spec, key: dict) -> dict:
 
 def meta_path(spec: Spec, model: nn.Module, settings: Settings, path: str) -> str:
     """The path (:data:`core.PATHS`) a run's meta-batch takes: ``path`` for a MAML-family run whose
-    model and batch norm it computes (``"batched"``: Conv4 with transductive batch norm,
-    :func:`batched.supports`), else the per-task loop; Reptile and pre-training have no other."""
-    require(path in core.PATHS, "path", f"must be one of {core.PATHS}, got {path!r}")
+    model and batch norm it computes (``"batched"`` and ``"graph"``: Conv4 with transductive batch norm,
+    :func:`batched.supports`), else the per-task loop; Reptile and pre-training have no other.
+    ``"graph"`` (:data:`TRAINING_PATHS`) needs the model on a CUDA device."""
+    require(path in TRAINING_PATHS, "path", f"must be one of {TRAINING_PATHS}, got {path!r}")
+    if path == "graph":
+        device = next(model.parameters()).device
+        require(device.type == "cuda", "path", f"'graph' captures the meta-iteration as a CUDA graph: it needs device "
+                f"cuda, not {device.type} (use 'batched' or 'loop' on the CPU)")
     if spec.reptile:
         return "loop"
-    if path == "batched" and not (batched.supports(model) and settings.bn == "transductive"):
+    if path in ("batched", "graph") and not (batched.supports(model) and settings.bn == "transductive"):
         return "loop"
     return path
 
@@ -399,8 +411,8 @@ def run_identity(spec: Spec, settings: Settings, seed: int, stage: str, config: 
     the MAML family trained on several ranks, that its meta-gradient is summed task by task
     (:func:`training.maml_step`: the same for any number of ranks, equal to one process's to
     rounding only). Reptile on several ranks computes exactly what one process does. A run whose
-    meta-batch takes another path than the loop (:func:`meta_path`: ``"vmap"``, ``"batched"``; equal
-    to rounding) is another run too."""
+    meta-batch takes another path than the loop (:func:`meta_path`: ``"vmap"``, ``"batched"``, ``"graph"``;
+    equal to rounding) is another run too."""
     snapshots = sorted(set(snapshots))
     ordered = workers > 1 and not spec.reptile
     return (f"{stage}-{spec.name}{suffix}", {**config, **asdict(spec), **settings_of_run(spec, settings), "seed": seed,
@@ -543,13 +555,13 @@ def train_runs(specs: list[Spec], dataset: str, filters: int, episodes: Episodes
     meta-batch (:mod:`metalearn.distributed`; at most the meta-batch, else a ParameterError naming
     ``workers``; under ``torchrun``, the launcher's ranks); the record says how many trained the run.
     ``work_dir``: where the checkpoints go (:func:`train`). ``path``: how a MAML-family meta-batch
-    runs its tasks (:func:`meta_path`: ``"batched"`` where the run's model allows; one process, so
-    with ``workers`` 1). Returns ({spec: Trained}, the histories in one frame with a ``run`` column).
+    runs its tasks (:func:`meta_path`: ``"batched"``, or on CUDA ``"graph"``, where the run's model
+    allows; one process, so with ``workers`` 1). Returns ({spec: Trained}, the histories in one frame with a ``run`` column).
     """
     trained, histories = {}, []
     config = {**config, "device": device}
     workers = distributed.ranks(workers)
-    require(path in core.PATHS, "path", f"must be one of {core.PATHS}, got {path!r}")
+    require(path in TRAINING_PATHS, "path", f"must be one of {TRAINING_PATHS}, got {path!r}")
     require(workers == 1 or path == "loop", "path",
             f"{path!r} runs a meta-batch's tasks together in one process: use workers 1 with it (got {workers})")
     for spec in specs:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from . import paths, store
 from .hardware import describe
+from .batched import CapturedStep
 from .core import meta_loss, mse, optimize, reptile_update, task_meta_gradients
 from .distributed import Group, ordered_sum
 from .models import flat, forward, init_model, unflat
@@ -165,7 +166,7 @@ def cleanup_stale(name: str, keep: Path, work_dir: Path | None = None) -> None:
 # --- one iteration of each kind of training; ``sample(gen)`` draws a batch of tasks ----
 
 def maml_step(run: Run, sample: Callable, inner, loss_fn=None, path: str = "loop",
-              bn: str = "transductive", group: Group | None = None) -> dict:
+              bn: str = "transductive", group: Group | None = None, captured: CapturedStep | None = None) -> dict:
     """One meta-iteration of MAML / FOMAML / ANIL (``inner`` from :func:`core.inner_loop`).
 
     ``sample(gen)`` returns a :class:`tasks.Batch` (support [T, K, ...], query [T, Q, ...]).
@@ -177,15 +178,24 @@ def maml_step(run: Run, sample: Callable, inner, loss_fn=None, path: str = "loop
     of the tasks one by one (:func:`core.task_meta_gradients`), the ranks exchange them, and
     every rank steps with their mean summed in task order: the same numbers for any number of
     ranks, equal to the plain path (``group`` None, autograd's order) to rounding.
+
+    ``captured`` (:class:`batched.CapturedStep` of ``run.model`` and ``run.optimizer``, kept by
+    the caller across iterations): the batched meta-iteration it computes, on a GPU replayed as
+    one CUDA graph; ``inner``, ``loss_fn``, ``path`` and ``bn`` are then its own.
     """
     batch = sample(run.gen)
     params = dict(run.model.named_parameters())
-    if group is None:
+    if captured is not None:
+        if group is not None:
+            raise ValueError("a captured step runs the whole meta-batch in one process: no ranks with it")
+        loss, predictions = captured(batch.xs, batch.ys, batch.xq, batch.yq)
+    elif group is None:
         loss, predictions = meta_loss(run.model, params, batch.xs, batch.ys, batch.xq, batch.yq, inner,
                                       loss_fn or mse, path=path, bn=bn)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
+    if group is None:
         metrics = {"loss": loss.item()}
         if not batch.yq.is_floating_point():
             metrics["accuracy"] = (predictions.argmax(-1) == batch.yq).float().mean().item()
