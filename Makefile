@@ -48,7 +48,7 @@ endif
 # freeze_campaign analyses the finished models; report_campaign judges the claims on them.
 campaign: env
 	dvc repro campaign_miniimagenet campaign_omniglot campaign_seeds_omniglot
-	dvc repro -s freeze_campaign similarity_campaign shift_campaign
+	dvc repro -s freeze_campaign similarity_campaign shift_campaign report_seeds_campaign
 	dvc repro -s report_campaign
 
 report: env

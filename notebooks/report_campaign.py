@@ -113,7 +113,8 @@ report.save_figure(fig, f"reports/{STAGE}/validation.png")
 #
 # A campaign stage has finished when every run reached its target and was tested (its
 # `data/models/<stage>/stage.json`); before that it has no rows here. A stage over seeds is
-# shown here while it trains; its results over seeds are the `report_seeds` notebook's.
+# shown here while it trains; its results over seeds come from its report (`report_seeds_campaign`,
+# the report_seeds notebook), one of the `analyses` judged here.
 
 # %%
 finished = [stage for stage in P.stages if "seeds" not in sections[stage]

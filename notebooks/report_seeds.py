@@ -22,25 +22,30 @@
 # 1-shot), every seed tested on the **same** fixed test tasks, so seeds differ only in
 # training. It reads only what those stages wrote under `data/` (models' records with their
 # training histories, per-task test scores): editing it never retrains or re-tests anything.
+# The training campaign runs it as `report_seeds_campaign` on `campaign_seeds_omniglot` (Omniglot
+# 5-way 1-shot at the papers' per-iteration settings; `params-campaign.yaml`), whose results
+# `report_campaign` judges against the papers' claims.
 #
 # Per run: each seed's accuracy (95% CI over its test tasks), the mean over seeds with the 95%
 # CI over tasks of the per-task mean over seeds, and the standard deviation between seeds
 # (n - 1); ANIL minus MAML paired over the tasks and per seed (`metalearn.seeds`).
 
 # %% tags=["parameters"]
-stages = ["train_seeds_omniglot", "train_seeds"]  # over-seeds training stages whose runs are reported
+stage = "report_seeds"     # the DVC stage this execution is (the runner sets it): names its outputs
+stages = ["train_seeds_omniglot", "train_seeds"]  # over-seeds training stages whose runs are reported (the campaign: campaign_seeds_omniglot)
 
 # %%
-from metalearn.params import Choice, List, check
+from metalearn.params import Choice, List, Str, check
 
-P = check(globals(), stages=List(Choice("train_seeds_omniglot", "train_seeds"), unique=True))
+P = check(globals(), stage=Str(), stages=List(Choice("train_seeds_omniglot", "train_seeds", "campaign_seeds_omniglot"),
+                                                 unique=True))
 
 # %%
 from IPython.display import Markdown, display
 
 from metalearn import accuracy, report, results, seeds
 
-STAGE = "report_seeds"
+STAGE = P.stage
 loaded = {stage: accuracy.load(stage) for stage in P.stages}
 scores = {stage: seeds.scores_of(s) for stage, s in loaded.items()}
 display(Markdown("\n".join(f"- **{stage}**: {len(s.info['seeds'])} seeds ({', '.join(map(str, s.info['seeds']))}) of "

@@ -459,12 +459,12 @@ def _stages_depending_on(path: str) -> set[str]:
 PRESENTING = {"report_training", "report_seeds", "sine_maml", "sine_reptile", "surface_reptile", "theory", "freeze", "similarity", "shift",
               "shift_sine",
               "nav", "cheetah", "benchmark", "summarize", "report_campaign", "freeze_campaign", "similarity_campaign",
-              "shift_campaign", "shift_official", "freeze_5shot", "similarity_5shot"}
+              "shift_campaign", "shift_official", "freeze_5shot", "similarity_5shot", "report_seeds_campaign"}
 
 
 @pytest.mark.parametrize("path,expected", [
     ("lib/metalearn/papers.py", PRESENTING),
-    ("lib/metalearn/accuracy.py", {"report_training", "report_seeds", "report_campaign"}),
+    ("lib/metalearn/accuracy.py", {"report_training", "report_seeds", "report_campaign", "report_seeds_campaign"}),
     ("lib/metalearn/report.py", PRESENTING | {"prepare"}),
     ("notebooks/report_training.ipynb", {"report_training"}),
     ("data/models/train_omniglot/maml-conv-5w1s.pt", {"train_seeds_omniglot", "report_training", "freeze",
