@@ -41,7 +41,7 @@ keep_checkpoints = False  # checkpoints in data/checkpoints/ (committed; the cam
 seed = 0                  # seed of initialisations, training tasks and the fixed validation and test episodes
 threads = 2               # torch CPU threads
 workers = 1               # processes sharing each meta-batch's tasks (CPU; metalearn.distributed). 2 on 2 cores
-path = "loop"             # how a MAML-family meta-batch runs its tasks: "loop", "vmap" or "batched" (metalearn.batched; Conv4, workers 1)
+path = "loop"             # how a MAML-family meta-batch runs its tasks: "loop", "vmap", "batched" (metalearn.batched; Conv4, workers 1) or "graph" (batched, captured as a CUDA graph; device cuda)
                           # is faster; a MAML run on 2+ ranks sums its meta-gradient task by task: another run
 device = "cpu"            # cpu or cuda: where models train and episodes are drawn
 split = "maml"            # character split: maml or official

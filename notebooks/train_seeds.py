@@ -49,7 +49,7 @@ same_as_one_seed = False  # require seed test_seed to reproduce one_seed_stage's
 threads = 2               # torch CPU threads
 workers = 1               # processes sharing each meta-batch's tasks (CPU; metalearn.distributed). 2 on 2 cores
                           # is faster; a MAML run on 2+ ranks sums its meta-gradient task by task: another run
-path = "loop"             # how a MAML-family meta-batch runs its tasks: "loop", "vmap" or "batched" (metalearn.batched; Conv4, workers 1)
+path = "loop"             # how a MAML-family meta-batch runs its tasks: "loop", "vmap", "batched" (metalearn.batched; Conv4, workers 1) or "graph" (batched, captured as a CUDA graph; device cuda)
 device = "cpu"            # cpu or cuda
 keep_checkpoints = False  # checkpoints in data/checkpoints/ (committed; the campaign) rather than data/work/
 prepared = "miniimagenet"  # MiniImageNet's prepared copy: miniimagenet (100 images per class), miniimagenet_full_train (600 per training class)
