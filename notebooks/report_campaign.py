@@ -61,9 +61,15 @@ def dataset_of(section):
 
 
 def runs_of(section):
-    """A training stage's runs as its checkpoints name them: ``<run>-seed<s>`` in a seeds stage."""
-    return [f"{run}-seed{seed}" for seed in section["seeds"] for run in section["runs"]] if "seeds" in section \
+    """A training stage's runs as its checkpoints name them (``<run>-seed<s>`` in a seeds stage), each with its spec."""
+    names = [f"{run}-seed{seed}" for seed in section["seeds"] for run in section["runs"]] if "seeds" in section \
         else section["runs"]
+    return [(name, fewshot.Spec.parse(name.rsplit("-seed", 1)[0])) for name in names]
+
+
+def paper_accuracies(dataset, spec):
+    """The papers' final test accuracies of the run's setting: {experiment: %}."""
+    return papers.final_accuracies(f"{dataset} {spec.algorithm} conv {spec.setting}")
 
 
 rows, curves = [], {}
@@ -73,8 +79,8 @@ for stage, section in sections.items():
     if section.get("same_as_one_seed"):  # its seed test_seed is the one-seed stage's run, copied: that run's checkpoint
         found = {**{f"{p['run']}-seed{section['test_seed']}": p
                     for p in fewshot.progress(section["one_seed_stage"], CHECKPOINTS)}, **found}
-    for name in runs_of(section):
-        spec, state = fewshot.Spec.parse(name.rsplit("-seed", 1)[0]), found.get(name)
+    for name, spec in runs_of(section):
+        state = found.get(name)
         target = fewshot.target_iterations(section, spec)
         done = state["iteration"] if state else 0
         pace = state["seconds"] / done if done else float("nan")
@@ -83,8 +89,7 @@ for stage, section in sections.items():
                      "validation accuracy (%)": 100 * last[-1]["val_accuracy"] if last else float("nan"),
                      "seconds per iteration": pace, "hours left": max(target - done, 0) * pace / 3600,
                      "papers (final test accuracy, %)": ", ".join(
-                         f"{e} {v:g}" for e, v in papers.final_accuracies(f"{dataset} {spec.algorithm} conv "
-                                                                           f"{spec.setting}").items())})
+                         f"{e} {v:g}" for e, v in paper_accuracies(dataset, spec).items())})
         curves[(stage, name)] = pd.DataFrame(last)
 table = pd.DataFrame(rows)
 report.save_table(table.to_dict("records"), f"reports/{STAGE}/progress.csv")
@@ -93,16 +98,14 @@ table.round(2)
 # %%
 fig, axes = plt.subplots(1, len(P.stages), figsize=(6 * len(P.stages), 4), squeeze=False)
 for ax, stage in zip(axes[0], P.stages):
-    for i, name in enumerate(runs_of(sections[stage])):
+    for i, (name, spec) in enumerate(runs_of(sections[stage])):
         curve = curves[(stage, name)]
         if len(curve):
             ax.plot(curve["iteration"], 100 * curve["val_accuracy"], color=f"C{i}", label=name)
-        dataset = dataset_of(sections[stage])
-        spec = fewshot.Spec.parse(name.rsplit("-seed", 1)[0])
-        for value in papers.final_accuracies(f"{dataset} {spec.algorithm} conv {spec.setting}").values():
+        for value in paper_accuracies(dataset_of(sections[stage]), spec).values():
             ax.axhline(value, color=f"C{i}", linestyle="--", linewidth=0.8)
     ax.set(title=stage, xlabel="meta-iteration", ylabel="validation accuracy (%)", ylim=(0, 100))
-    if any(len(curves[(stage, name)]) for name in runs_of(sections[stage])):
+    if any(len(curves[(stage, name)]) for name, _ in runs_of(sections[stage])):
         ax.legend(fontsize=7)
 fig.suptitle("Campaign: validation accuracy after test-time adaptation (dashed: the papers' final test accuracy)",
              fontsize=8)
