@@ -126,7 +126,7 @@ measured = [row for stage in finished for row in accuracy.stage_rows(accuracy.lo
 for analysis in P.analyses:
     path = paths.input(f"reports/{analysis}/results.csv")
     measured += results.read(path) if path.is_file() else []
-results.write(measured, STAGE)
+results.write(measured, STAGE, collected=True)  # rows of several stages
 judged = claims.judge_borrowing_controls(measured, results.read(paths.input("reports/results.csv")))
 print("finished:", finished or "none yet")
 results.frame(measured)

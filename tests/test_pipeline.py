@@ -582,3 +582,18 @@ def test_no_committed_report_holds_a_machine_path():
     found = [f for f in tracked if f.endswith((".ipynb", ".md", ".csv", ".json"))
              and pattern.search((paths.ROOT / f).read_text(errors="replace"))]
     assert not found, f"machine paths in {found}"
+
+
+def test_a_stage_writes_unique_rows_and_a_collection_keeps_one_setting_at_two_scales(tmp_path, monkeypatch):
+    """A stage's own rows are unique by experiment, setting and metric; rows collected from several stages
+    (report_campaign) may hold one setting at two scales (one seed, over seeds), but not the same row twice."""
+    from metalearn import results
+    monkeypatch.setenv(paths.STAGING_ENV, str(tmp_path))
+    one = results.row("A-anil", "omniglot maml conv 5w1s", "accuracy", 97.4, "10000 iterations; 1 seed")
+    seeds = results.row("A-anil", "omniglot maml conv 5w1s", "accuracy", 97.6, "10000 iterations; 3 seeds (0, 1, 2)")
+    with pytest.raises(ValueError, match="duplicate result rows"):
+        results.write([one, seeds], "s")
+    written = results.write([one, seeds], "s", collected=True)
+    assert [r["value"] for r in results.read(written)] == ["97.4", "97.6"]
+    with pytest.raises(ValueError, match="duplicate result rows"):
+        results.write([one, seeds, one], "s", collected=True)

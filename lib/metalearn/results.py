@@ -44,9 +44,13 @@ def row(experiment: str, setting: str, metric: str, value: float, scale: str,
     }
 
 
-def write(rows: list[dict[str, str]], stage: str) -> Path:
-    """Write a stage's rows to ``reports/<stage>/results.csv`` (atomically)."""
-    keys = [(r["experiment"], r["setting"], r["metric"]) for r in rows]
+def write(rows: list[dict[str, str]], stage: str, collected: bool = False) -> Path:
+    """Write a stage's rows to ``reports/<stage>/results.csv`` (atomically). A stage's own rows are
+    unique by experiment, setting and metric; ``collected``: rows gathered from several stages'
+    results (report_campaign), where one setting can have a row from two stages at different scales
+    (A-anil from a one-seed training stage and from an over-seeds stage), unique with their scale."""
+    fields = ("experiment", "setting", "metric", "scale") if collected else ("experiment", "setting", "metric")
+    keys = [tuple(r[f] for f in fields) for r in rows]
     duplicated = {k for k in keys if keys.count(k) > 1}
     if duplicated:
         raise ValueError(f"duplicate result rows: {sorted(duplicated)[:3]}")
